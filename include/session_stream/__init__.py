@@ -1,0 +1,1 @@
+"""Monetate Session Stream → MySQL engine (no Airflow import)."""
