@@ -14,7 +14,7 @@ DB_ENV = "SESSION_STREAM_DB"
 URL_FORM = "mysql://user:password@host:port/database"
 
 # Server error codes a user can act on.
-ER_ACCESS_DENIED = 1045
+ER_ACCESS_DENIED = (1045, 1698)
 ER_BAD_DB = 1049
 CR_CONN_HOST_ERROR = 2003
 CR_UNKNOWN_HOST = 2005
@@ -87,7 +87,7 @@ def connect_error(exc: MySQLdb.OperationalError, url: DbUrl) -> ConfigError:
             f"database {url.database!r} does not exist on {url.host}:{url.port}: "
             f"create it with CREATE DATABASE `{url.database}` CHARACTER SET utf8mb4, then run init-db"
         )
-    if code == ER_ACCESS_DENIED:
+    if code in ER_ACCESS_DENIED:
         return ConfigError(f"MySQL refused user {url.user!r} at {url.host}:{url.port}: check the user and password")
     if code in (CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST, CR_CONNECTION_ERROR):
         return ConfigError(f"cannot reach MySQL at {url.host}:{url.port}: is the server running and the address right?")

@@ -38,7 +38,7 @@ class Column:
     name: str
     kind: str
     length: int = 0  # characters, for STR
-    key: bool = False  # part of the primary key (compared byte for byte)
+    key: bool = False  # part of the natural key (unique; compared byte for byte)
     source: str | None = None  # JSON key in the object the row comes from; default: name
     not_null: bool = False
 
@@ -222,6 +222,7 @@ BY_NAME = {t.name: t for t in TABLES}
 # Columns the loader adds to session_sessions besides the source values (contract: extra
 # columns are welcome). source_file decides newest-wins ties; loaded_at is filled by MySQL.
 SOURCE_FILE_COLUMN = "source_file"
+ROW_ID_COLUMN = "row_id"  # surrogate clustered key of every session table (schema.py says why)
 LOADED_AT_COLUMN = "loaded_at"
 
 LEDGER_TABLE = "session_stream_files"

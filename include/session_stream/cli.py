@@ -1,0 +1,172 @@
+"""`session-stream`: create the schema, load drop folders or files, split for inspection.
+
+Exit status: 0 when everything asked for succeeded, 1 when a file failed to load,
+2 for a usage or configuration problem (bad URL, unreachable server, local_infile off, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import db, schema
+from . import tables as T
+from .errors import SessionStreamError
+
+DB_HELP = f"warehouse URL, {db.URL_FORM} (default: ${db.DB_ENV})"
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def cmd_init_db(args) -> int:
+    conn = db.connect(args.db)
+    applied = schema.init_db(conn)
+    conn.close()
+    url = db.DbUrl.parse(args.db)
+    if applied:
+        for m in applied:
+            out.print(f"applied migration {m.version}: {m.name}")
+    else:
+        out.print(f"{url}: schema is up to date")
+    return 0
+
+
+def cmd_split(args) -> int:
+    from .split import split_file
+
+    result = split_file(Path(args.file), Path(args.out))
+    out.print(f"{result.source_name}: {result.sessions} sessions, {result.rejects} rejects, {result.seconds}s -> {result.out_dir}")
+    for table, n in result.rows.items():
+        out.print(f"  {table}.tsv  {n} rows")
+    return 0
+
+
+def cmd_load(args) -> int:
+    from .drop import list_tree
+    from .load import Loader
+    from .pipeline import load_files
+
+    paths: list[Path] = []
+    for source in args.source:
+        paths.extend(list_tree(Path(source)))
+    url = db.DbUrl.parse(args.db)
+    loader = Loader(lambda: db.connect(url))
+    loader.check()  # fail fast on config problems, before any splitting starts
+    if not paths:
+        err.print(f"no Monetate files found under {', '.join(args.source)}")
+        return 0
+
+    show_progress = err.is_terminal and not args.quiet
+    progress = Progress(
+        TextColumn("[bold]loading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=err, transient=True, disable=not show_progress,
+    )
+
+    with progress:
+        task = progress.add_task("", total=len(paths))
+
+        def on_file(path, outcome):
+            progress.update(task, advance=1, description=f"{path.name} {outcome.status}")
+            if outcome.status == "failed":
+                err.print(f"[red]failed[/] {path.name}: {outcome.error}")
+            elif not show_progress and not args.quiet:
+                err.print(f"{outcome.status} {path.name} ({outcome.sessions} sessions, {outcome.seconds}s)")
+
+        summary = load_files(paths, loader, force=args.force, workers=args.jobs, on_file=on_file)
+    loader.close()
+    print_summary(summary)
+    return 1 if summary.failed else 0
+
+
+def print_summary(summary) -> None:
+    table = Table(title="session-stream load", show_header=True, header_style="bold")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for t in T.TABLES:
+        table.add_row(t.name, f"{summary.rows[t.name]:,}")
+    out.print(table)
+    out.print(
+        f"files: {summary.loaded} loaded, {summary.skipped} skipped, {summary.failed} failed | "
+        f"sessions: {summary.sessions:,} | rows: {summary.total_rows:,} | rejects: {summary.rejects:,} | "
+        f"{summary.seconds:.1f}s | {summary.sessions_per_second:,.0f} sessions/s"
+    )
+    for name, error in summary.failures:
+        out.print(f"[red]failed[/] {name}: {error}")
+
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="session-stream",
+        description="Load Monetate Session Stream files into MySQL (split, LOAD DATA, newest-wins merge).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, for debugging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init-db", help="create or upgrade the warehouse tables (safe to run again)",
+                       description="Create every table of the data contract, the ledger and the rejects table, "
+                       "applying numbered migrations not yet applied. Safe to run again.")
+    p.add_argument("--db", default=os.environ.get(db.DB_ENV), help=DB_HELP)
+    p.set_defaults(func=cmd_init_db)
+
+    p = sub.add_parser("load", help="load .json.gz files or drop folders (YYYY/MM/DD/) into MySQL",
+                       description="Load every Monetate file found, oldest window first. Files already loaded "
+                       "with the same size are skipped; a changed file is reloaded. Newest version of each "
+                       "session wins. Exit status 0 only when every file loaded.")
+    p.add_argument("source", nargs="+", help="a .json.gz file or a folder laid out YYYY/MM/DD/")
+    p.add_argument("--db", default=os.environ.get(db.DB_ENV), help=DB_HELP)
+    p.add_argument("--force", action="store_true", help="reload files even if the ledger says they are loaded")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes splitting ahead while MySQL loads (default 1; 0 = no workers)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("split", help="split one file into staged TSVs, for inspection",
+                       description="Write one staged TSV per table (LOAD DATA format), rejects.jsonl and "
+                       "manifest.json into DIR, without touching any database.")
+    p.add_argument("file", help="a Monetate .json.gz file")
+    p.add_argument("--out", required=True, help="output folder (replaced)")
+    p.set_defaults(func=cmd_split)
+
+    from . import sample
+
+    p = sub.add_parser("generate-sample", help="write a realistic sample drop folder (for demos and tests)",
+                       description="Write Monetate-like .json.gz files under OUT/YYYY/MM/DD/, deterministic by seed.")
+    sample.add_arguments(p)
+    p.set_defaults(func=sample.run)
+
+    try:
+        from . import lookups
+    except ImportError:  # the metadata extras (httpx, pyjwt) are not installed
+        lookups = None
+    if lookups is not None and hasattr(lookups, "register_cli"):
+        lookups.register_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except SessionStreamError as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""Load split files into MySQL: LOAD DATA LOCAL INFILE, newest-wins merge, ledger, rejects.
+
+One source file is one transaction: its rows, its rejects and its ledger row commit together
+or not at all, so a crash at any point leaves the database as it was before that file.
+
+Newest wins (CONTRACT): a session already in the warehouse is replaced, children and all,
+only by a version with a greater end_time (a tie goes to the later file). Most sessions of a
+file are new, so the file's staged rows are loaded straight into the final tables; only the
+session_ids that already exist are looked at: the ones the file beats are deleted first, the
+ones that beat the file are filtered out of its staged rows.
+
+Loads of one database are serialised by a named lock (GET_LOCK), so concurrent DAG runs,
+backfills and CLI loads each load a file once and end as if run one after another. Deadlocks,
+lock waits and a lost connection are retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import MySQLdb
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from . import db as dbmod
+from . import schema
+from . import tables as T
+from .drop import order_key
+from .errors import ConfigError, LoadError
+from .split import LOAD_FORMAT, SplitResult, escape
+
+log = logging.getLogger(__name__)
+
+q = schema.q
+INCOMING = "_ss_incoming"  # temporary tables: private to the connection
+REPLACED = "_ss_replaced"
+RETRYABLE = {1205, 1213, 2006, 2013}  # lock wait timeout, deadlock, server gone, lost connection
+ER_LOCAL_INFILE = {1148, 2068, 3948}  # LOAD DATA LOCAL refused by client or server
+
+
+@dataclass
+class FileOutcome:
+    name: str
+    status: str  # 'loaded' | 'skipped' | 'failed'
+    sessions: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    rejects: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    replaced: int = 0  # sessions of the file that replaced an older version
+    superseded: int = 0  # sessions of the file that a newer version already in MySQL beat
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, MySQLdb.OperationalError) and exc.args and exc.args[0] in RETRYABLE
+
+
+def _file_rank(name: str) -> tuple:
+    try:
+        return (0, order_key(name))
+    except ValueError:
+        return (1, name)  # not a Monetate name (a file given to the CLI by hand): order by name
+
+
+def incoming_wins(incoming_end: int | None, incoming_file: str, existing_end: int | None, existing_file: str) -> bool:
+    """The newest-wins rule: greater end_time wins, a tie goes to the later file."""
+    if incoming_file == existing_file:
+        return True  # the same file loaded again (forced or changed) replaces its own rows
+    a = -1 if incoming_end is None else incoming_end
+    b = -1 if existing_end is None else existing_end
+    if a != b:
+        return a > b
+    return _file_rank(incoming_file) > _file_rank(existing_file)
+
+
+class Loader:
+    """Loads split files into one database. `connect()` returns a MySQLdb connection that allows
+    LOAD DATA LOCAL (`db.connect(url)`, or an Airflow `MySqlHook(local_infile=True).get_conn()`)."""
+
+    def __init__(self, connect: Callable[[], object], *, lock_timeout: int = 6 * 3600, attempts: int = 5):
+        self._connect = connect
+        self._conn = None
+        self.lock_timeout = lock_timeout
+        self.attempts = attempts
+
+    # --- connection ---------------------------------------------------------------------
+    @property
+    def conn(self):
+        if self._conn is None:
+            conn = self._connect()
+            conn.autocommit(True)
+            dbmod.prepare_session(conn)
+            dbmod.check_local_infile(conn)
+            missing = schema.missing_tables(conn)
+            if missing:
+                raise ConfigError(
+                    f"the database has no {missing[0]} table: run `session-stream init-db` first"
+                )
+            cur = conn.cursor()
+            cur.execute("SELECT DATABASE()")
+            self.lock_name = f"session_stream_load:{cur.fetchone()[0]}"
+            cur.close()
+            self.key_collation = schema.key_collation(conn)
+            self._conn = conn
+        return self._conn
+
+    def check(self) -> None:
+        """Connect now, so a configuration problem surfaces before any work starts."""
+        _ = self.conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except MySQLdb.Error:
+                pass
+            self._conn = None
+
+    def _reset(self) -> None:
+        """Drop a connection that failed mid-transaction; the server rolls it back."""
+        if self._conn is not None:
+            try:
+                self._conn.rollback()
+            except MySQLdb.Error:
+                self.close()
+
+    # --- ledger ---------------------------------------------------------------------------
+    def ledger(self, names: Iterable[str]) -> dict[str, dict]:
+        names = list(names)
+        out: dict[str, dict] = {}
+        cur = self.conn.cursor(MySQLdb.cursors.DictCursor)
+        for i in range(0, len(names), 1000):
+            chunk = names[i : i + 1000]
+            marks = ", ".join(["%s"] * len(chunk))
+            cur.execute(f"SELECT * FROM {q(T.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk)
+            for row in cur.fetchall():
+                out[row["file_name"]] = row
+        cur.close()
+        return out
+
+    def pending(self, files: Iterable[tuple[str, int]], force: bool = False) -> list[str]:
+        """Names of the files that still need loading: not loaded, or loaded with another size."""
+        files = list(files)
+        if force:
+            return [name for name, _ in files]
+        done = self.ledger(name for name, _ in files)
+        return [
+            name
+            for name, size in files
+            if not (name in done and done[name]["status"] == "loaded" and done[name]["size"] == size)
+        ]
+
+    def record_failure(self, name: str, size: int, window_start: datetime | None, error: str) -> None:
+        """Note a failed file; a file loaded before keeps status 'loaded' (its old rows are still
+        there) but with another size, so the next run tries it again."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"INSERT INTO {q(T.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
+            " VALUES (%s, %s, %s, 'failed', %s)"
+            " ON DUPLICATE KEY UPDATE attempts = attempts + 1, error = VALUES(error),"
+            " size = IF(status = 'loaded', size, VALUES(size))",
+            (name, size, window_start, error[:60000]),
+        )
+        cur.close()
+
+    # --- loading --------------------------------------------------------------------------
+    def load(
+        self, split: SplitResult, *, size: int, window_start: datetime | None = None, force: bool = False
+    ) -> FileOutcome:
+        """Load one split file; never raises for a problem with the file itself (see FileOutcome)."""
+        started = time.perf_counter()
+        try:
+            outcome = self._load_with_retries(split, size, window_start, force)
+        except ConfigError:
+            raise
+        except (LoadError, MySQLdb.Error, OSError) as exc:
+            self._reset()
+            message = _describe(exc)
+            if isinstance(exc, MySQLdb.Error) and exc.args and exc.args[0] in ER_LOCAL_INFILE:
+                raise ConfigError(f"LOAD DATA LOCAL INFILE was refused ({message}): enable local_infile") from None
+            log.error("%s: load failed: %s", split.source_name, message)
+            self.record_failure(split.source_name, size, window_start, message)
+            outcome = FileOutcome(split.source_name, "failed", error=message)
+        outcome.seconds = round(time.perf_counter() - started, 3)
+        return outcome
+
+    def _load_with_retries(self, split, size, window_start, force) -> FileOutcome:
+        @retry(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=0.5, max=30),
+            before_sleep=lambda rs: (
+                log.warning("%s: %s, retrying", split.source_name, _describe(rs.outcome.exception())),
+                self._reset(),
+            ),
+            reraise=True,
+        )
+        def attempt():
+            return self._load_locked(split, size, window_start, force)
+
+        return attempt()
+
+    def _load_locked(self, split: SplitResult, size: int, window_start, force: bool) -> FileOutcome:
+        conn = self.conn
+        cur = conn.cursor()
+        cur.execute("SELECT GET_LOCK(%s, %s)", (self.lock_name, self.lock_timeout))
+        if cur.fetchone()[0] != 1:
+            raise LoadError(f"waited {self.lock_timeout}s for another load of this database to finish")
+        try:
+            if not force:
+                done = self.ledger([split.source_name]).get(split.source_name)
+                if done and done["status"] == "loaded" and done["size"] == size:
+                    return FileOutcome(split.source_name, "skipped", rejects=done["rejects"] or 0)
+            self._prepare_temp_tables(cur)
+            conn.begin()
+            try:
+                outcome = self._merge(cur, split, size, window_start, time.perf_counter())
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            return outcome
+        finally:
+            try:
+                cur.execute("SELECT RELEASE_LOCK(%s)", (self.lock_name,))
+            except MySQLdb.Error:
+                pass  # the connection is gone; the server has released the lock with it
+            cur.close()
+
+    def _prepare_temp_tables(self, cur) -> None:
+        for name, extra in ((INCOMING, ", `end_time` BIGINT NULL"), (REPLACED, "")):
+            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {q(name)}")
+            cur.execute(
+                f"CREATE TEMPORARY TABLE {q(name)} (`session_id` VARCHAR(64) COLLATE {self.key_collation} NOT NULL"
+                f"{extra}, PRIMARY KEY (`session_id`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            )
+
+    def _merge(self, cur, split: SplitResult, size: int, window_start, started: float) -> FileOutcome:
+        name = split.source_name
+        files = split.files()
+        outcome = FileOutcome(name, "loaded", sessions=split.sessions, rejects=split.rejects)
+
+        # 1. Which of the file's sessions exist already, and who wins.
+        self._load_data(cur, split.keys_path, INCOMING, ["session_id", "end_time"], split.sessions)
+        cur.execute(
+            f"SELECT i.session_id, i.end_time, s.end_time, s.{q(T.SOURCE_FILE_COLUMN)}"
+            f" FROM {q(INCOMING)} i JOIN {q(T.SESSIONS.name)} s ON s.session_id = i.session_id"
+        )
+        replaced, superseded = [], set()
+        for sid, new_end, old_end, old_file in cur.fetchall():
+            if incoming_wins(new_end, name, old_end, old_file):
+                replaced.append(sid)
+            else:
+                superseded.add(sid)
+        outcome.replaced, outcome.superseded = len(replaced), len(superseded)
+
+        # 2. Sessions this file replaces lose their old rows in every table, children included.
+        if replaced:
+            cur.executemany(f"INSERT INTO {q(REPLACED)} (session_id) VALUES (%s)", [(s,) for s in replaced])
+            for table in reversed(T.TABLES):
+                cur.execute(
+                    f"DELETE t FROM {q(table.name)} t JOIN {q(REPLACED)} r ON r.session_id = t.session_id"
+                )
+
+        # 3. Rows straight into the final tables, minus sessions a newer version already beat.
+        for table in T.TABLES:
+            path, expected = files[table.name], split.rows.get(table.name, 0)
+            if superseded and expected:
+                path, expected = _without_sessions(path, {escape(s) for s in superseded})
+            columns = [q(c) for c in table.column_names]
+            if table is T.SESSIONS:
+                columns.append(q(T.SOURCE_FILE_COLUMN))
+            loaded = self._load_data(cur, path, table.name, columns, expected) if expected else 0
+            outcome.rows[table.name] = loaded
+
+        # 4. Rejects of this file (replacing any from an earlier load of it), then the ledger.
+        cur.execute(f"DELETE FROM {q(T.REJECTS_TABLE)} WHERE file_name = %s", (name,))
+        rejects = split.read_rejects()
+        if rejects:
+            cur.executemany(
+                f"INSERT INTO {q(T.REJECTS_TABLE)} (file_name, line_no, reason, raw_line) VALUES (%s, %s, %s, %s)",
+                [(name, line_no, reason, raw) for line_no, reason, raw in rejects],
+            )
+        counts = [T.rows_column(t) for t in T.TABLES]
+        values = [outcome.rows[t.name] for t in T.TABLES]
+        cur.execute(
+            f"INSERT INTO {q(T.LEDGER_TABLE)} (file_name, size, window_start, status, sessions,"
+            f" {', '.join(q(c) for c in counts)}, rejects, split_seconds, load_seconds, error)"
+            f" VALUES (%s, %s, %s, 'loaded', %s, {', '.join(['%s'] * len(counts))}, %s, %s, %s, NULL)"
+            " ON DUPLICATE KEY UPDATE size = VALUES(size), window_start = VALUES(window_start),"
+            " status = 'loaded', sessions = VALUES(sessions),"
+            + "".join(f" {q(c)} = VALUES({q(c)})," for c in counts)
+            + " rejects = VALUES(rejects), split_seconds = VALUES(split_seconds),"
+            " load_seconds = VALUES(load_seconds), error = NULL,"
+            " attempts = attempts + 1",
+            (name, size, window_start, split.sessions, *values, split.rejects, split.seconds,
+             round(time.perf_counter() - started, 3)),
+        )
+        return outcome
+
+    def _load_data(self, cur, path: Path, table: str, columns: list[str], expected: int) -> int:
+        cur.execute(
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {q(table)} {LOAD_FORMAT} ({', '.join(columns)})",
+            (str(path),),
+        )
+        loaded = cur.rowcount
+        warnings = self.conn.warning_count()
+        if warnings:
+            cur.execute("SHOW WARNINGS LIMIT 3")
+            detail = "; ".join(f"{msg} ({code})" for _, code, msg in cur.fetchall())
+            raise LoadError(f"MySQL changed or dropped values loading {table}: {detail}")
+        if loaded != expected:
+            raise LoadError(f"{table}: loaded {loaded} rows, the staged file holds {expected}")
+        return loaded
+
+
+def _without_sessions(path: Path, session_ids: set[str]) -> tuple[Path, int]:
+    """A copy of a staged file without the rows of `session_ids` (escaped), and its row count."""
+    out = path.with_suffix(".filtered.tsv")
+    kept = 0
+    with path.open("r", encoding="utf-8", newline="") as src, out.open("w", encoding="utf-8", newline="") as dst:
+        for line in src:
+            if line.split("\t", 1)[0] not in session_ids:
+                dst.write(line)
+                kept += 1
+    return out, kept
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MySQLdb.Error) and len(exc.args) >= 2:
+        return f"MySQL error {exc.args[0]}: {exc.args[1]}"
+    return str(exc) or exc.__class__.__name__

@@ -1,0 +1,167 @@
+"""The warehouse schema: DDL generated from tables.py, applied by numbered, idempotent migrations.
+
+`init_db(conn)` applies every migration not yet recorded in session_stream_schema_migrations,
+under a named lock so two processes running it at once do not race. A later schema change is a
+new entry at the end of MIGRATIONS, never an edit of an old one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import tables as T
+
+LOCK_NAME = "session_stream_migrations"
+
+
+def q(identifier: str) -> str:
+    """Quote an identifier that comes from our own code (never from input)."""
+    return f"`{identifier}`"
+
+
+def key_collation(conn) -> str:
+    """A binary, NO PAD collation: session and item ids compare byte for byte, trailing spaces included."""
+    cur = conn.cursor()
+    cur.execute("SHOW COLLATION WHERE Collation IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')")
+    names = {row[0] for row in cur.fetchall()}
+    cur.close()
+    for name in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin"):
+        if name in names:
+            return name
+    return "utf8mb4_bin"
+
+
+def table_ddl(table: T.Table, key_collation: str) -> str:
+    # A surrogate, ever-growing clustered key: rows are appended in load order, so inserts stay
+    # cheap however large the warehouse grows (a random session_id clustered key made every
+    # insert a random page write once the tables outgrew the buffer pool). The natural key is
+    # a UNIQUE index, which also serves per-session lookups and deletes.
+    cols = [f"  {q(T.ROW_ID_COLUMN)} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT"]
+    for c in table.columns:
+        null = " NOT NULL" if c.not_null else " NULL"
+        cols.append(f"  {q(c.name)} {c.sql_type(key_collation)}{null}")
+    if table is T.SESSIONS:
+        cols.append(f"  {q(T.SOURCE_FILE_COLUMN)} VARCHAR(255) NOT NULL")
+        cols.append(f"  {q(T.LOADED_AT_COLUMN)} TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)")
+    cols.append(f"  PRIMARY KEY ({q(T.ROW_ID_COLUMN)})")
+    cols.append(f"  UNIQUE KEY `ux_key` ({', '.join(q(n) for n in table.primary_key)})")
+    for index in table.indexes:
+        cols.append(f"  KEY {q('ix_' + '_'.join(index))} ({', '.join(q(n) for n in index)})")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {q(table.name)} (\n"
+        + ",\n".join(cols)
+        + "\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    )
+
+
+def ledger_ddl() -> str:
+    counts = ",\n".join(f"  {q(T.rows_column(t))} INT UNSIGNED NULL" for t in T.TABLES)
+    return f"""CREATE TABLE IF NOT EXISTS {q(T.LEDGER_TABLE)} (
+  `file_name` VARCHAR(255) NOT NULL,
+  `size` BIGINT NOT NULL,
+  `window_start` DATETIME(3) NULL,
+  `status` ENUM('loaded', 'failed') NOT NULL,
+  `sessions` INT UNSIGNED NULL,
+{counts},
+  `rejects` INT UNSIGNED NULL,
+  `split_seconds` DECIMAL(10,3) NULL,
+  `load_seconds` DECIMAL(10,3) NULL,
+  `attempts` INT UNSIGNED NOT NULL DEFAULT 1,
+  `error` TEXT NULL,
+  `loaded_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (`file_name`),
+  KEY `ix_window_start` (`window_start`),
+  KEY `ix_status` (`status`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+
+
+def rejects_ddl() -> str:
+    # raw_line is binary: the rejected line is kept whole, even when it is not valid UTF-8.
+    return f"""CREATE TABLE IF NOT EXISTS {q(T.REJECTS_TABLE)} (
+  `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  `file_name` VARCHAR(255) NOT NULL,
+  `line_no` INT UNSIGNED NOT NULL,
+  `reason` VARCHAR(1024) NOT NULL,
+  `raw_line` LONGBLOB NOT NULL,
+  `rejected_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `ux_file_line` (`file_name`, `line_no`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+
+
+def _create_core_tables(conn) -> None:
+    collation = key_collation(conn)
+    cur = conn.cursor()
+    for table in T.TABLES:
+        cur.execute(table_ddl(table, collation))
+    cur.execute(ledger_ddl())
+    cur.execute(rejects_ddl())
+    cur.close()
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable  # apply(conn); must be safe to run again (IF NOT EXISTS, OR REPLACE)
+
+
+def _create_lookups_and_views(conn) -> None:
+    from . import lookups  # imported late: it needs the metadata extras only when run
+
+    lookups.create_lookups_and_views(conn)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "session tables, ledger and rejects", _create_core_tables),
+    Migration(2, "metadata lookups and BI views", _create_lookups_and_views),
+]
+
+
+def applied_versions(conn) -> set[int]:
+    cur = conn.cursor()
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS {q(T.MIGRATIONS_TABLE)} ("
+        " `version` INT NOT NULL PRIMARY KEY,"
+        " `name` VARCHAR(255) NOT NULL,"
+        " `applied_at` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP"
+        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    )
+    cur.execute(f"SELECT version FROM {q(T.MIGRATIONS_TABLE)}")
+    versions = {row[0] for row in cur.fetchall()}
+    cur.close()
+    return versions
+
+
+def init_db(conn) -> list[Migration]:
+    """Apply pending migrations; returns the ones applied now (empty when up to date)."""
+    cur = conn.cursor()
+    cur.execute("SELECT GET_LOCK(%s, 60)", (LOCK_NAME,))
+    try:
+        done = applied_versions(conn)
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            migration.apply(conn)
+            cur.execute(
+                f"INSERT INTO {q(T.MIGRATIONS_TABLE)} (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+            conn.commit()
+            applied.append(migration)
+        return applied
+    finally:
+        cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
+        cur.close()
+
+
+def missing_tables(conn) -> list[str]:
+    """Tables of the spec that the connected database lacks (init-db not run yet)."""
+    cur = conn.cursor()
+    cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
+    present = {row[0] for row in cur.fetchall()}
+    cur.close()
+    wanted = [t.name for t in T.TABLES] + [T.LEDGER_TABLE, T.REJECTS_TABLE]
+    return [name for name in wanted if name not in present]

@@ -1,0 +1,457 @@
+"""Split one Session Stream file into one staged TSV per table, ready for LOAD DATA.
+
+The file is streamed (never held in memory whole) and each line is parsed with orjson,
+validated against tables.py and written out. A line that is not JSON, has no session_id, or
+carries a value that would not fit its column becomes a reject and the rest of the file goes on.
+A file that cannot be read to its end leaves nothing behind and raises BadInputError.
+
+Staged files use MySQL's own LOAD DATA text format (tab-separated, backslash escapes, \\N for
+NULL, no enclosing quotes), so NULL, '', 'NULL', '\\N', quotes, commas, backslashes, tabs, CR, LF
+and 4-byte UTF-8 all survive byte for byte. The matching LOAD DATA clause is `LOAD_FORMAT`.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+import shutil
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import orjson
+
+from . import tables as T
+from .errors import BadInputError
+
+NULL = "\\N"
+LOAD_FORMAT = (
+    "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' "
+    "LINES TERMINATED BY '\\n'"
+)
+MANIFEST = "manifest.json"
+REJECTS_FILE = "rejects.jsonl"
+KEYS_FILE = "session_keys.tsv"  # (session_id, end_time) per session: the merge reads only this
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+_needs_escape = re.compile(r"[\\\t\n\r\0]").search
+_INT_STRING = re.compile(r"\s*[-+]?\d+\s*").fullmatch
+_MONEY_PLAIN = re.compile(
+    rf"-?\d{{1,{T.MONEY_DIGITS - T.MONEY_SCALE}}}(?:\.\d{{1,{T.MONEY_SCALE}}})?"
+).fullmatch
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DATETIME_MIN = datetime(1000, 1, 1, tzinfo=UTC)
+_SEQ_MAX = 65535
+
+
+class Reject(ValueError):
+    """A value that cannot be stored exactly; the message is the reject reason."""
+
+
+def escape(s: str) -> str:
+    return s.translate(_ESCAPES) if _needs_escape(s) else s
+
+
+# --- converters: JSON value -> one TSV field (str), or raise Reject --------------------------
+
+
+def _to_text(value) -> str:
+    if type(value) is str:
+        return value
+    # Numbers, booleans and nested values keep their JSON text: nothing is lost.
+    return orjson.dumps(value).decode()
+
+
+def _integer(value, where: str, lo: int, hi: int) -> int:
+    t = type(value)
+    if t is int:
+        n = value
+    elif t is str and _INT_STRING(value) or t is float and value.is_integer():
+        n = int(value)
+    else:
+        raise Reject(f"{where}: {value!r} is not an integer")
+    if not lo <= n <= hi:
+        raise Reject(f"{where}: {n} does not fit its column")
+    return n
+
+
+def _money(value, where: str) -> str:
+    t = type(value)
+    if t is int:
+        text = str(value)
+    elif t is float:
+        text = repr(value)
+    elif t is str:
+        text = value.strip()
+    else:
+        raise Reject(f"{where}: {value!r} is not a number")
+    if _MONEY_PLAIN(text):
+        return text
+    # Exponents, a leading '+', trailing zeros past the scale: let Decimal judge exactly.
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise Reject(f"{where}: {value!r} is not a number") from None
+    if not d.is_finite():
+        raise Reject(f"{where}: {value!r} is not a number")
+    d = d.normalize() if d != 0 else Decimal(0)
+    plain = format(d, "f")
+    if not _MONEY_PLAIN(plain):
+        raise Reject(f"{where}: {value!r} does not fit DECIMAL({T.MONEY_DIGITS},{T.MONEY_SCALE}) without rounding")
+    return plain
+
+
+def _utc_datetime(value, where: str) -> str:
+    t = type(value)
+    if t is str and not _INT_STRING(value):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise Reject(f"{where}: {value!r} is not an ISO-8601 time or epoch milliseconds") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)  # no offset given: the feed's times are UTC
+        if dt.microsecond % 1000:
+            raise Reject(f"{where}: {value!r} has sub-millisecond precision that DATETIME(3) would drop")
+        try:
+            dt = dt.astimezone(UTC)
+        except OverflowError:
+            raise Reject(f"{where}: {value!r} is out of range") from None
+    else:
+        ms = _integer(value, where, T.BIGINT_RANGE[0], T.BIGINT_RANGE[1])
+        try:
+            dt = _EPOCH + timedelta(milliseconds=ms)
+        except OverflowError:
+            raise Reject(f"{where}: {value!r} is out of range") from None
+    if dt < _DATETIME_MIN:
+        raise Reject(f"{where}: {value!r} is before the year 1000")
+    return dt.isoformat(sep=" ", timespec="milliseconds")[:23]
+
+
+_FLAGS = {"t": "1", "f": "0", True: "1", False: "0"}
+
+
+def converter(column: T.Column) -> Callable[[object, str], str]:
+    """The function turning a JSON value of `column` into its TSV field."""
+    kind, name = column.kind, column.name
+    if kind == T.STR:
+        limit, required = column.length, column.not_null
+
+        def conv(v, where):
+            if v is None:
+                if required:
+                    raise Reject(f"{where}.{name}: missing")
+                return NULL
+            s = v if type(v) is str else _to_text(v)
+            if len(s) > limit:
+                raise Reject(f"{where}.{name}: {len(s)} characters do not fit VARCHAR({limit})")
+            return s.translate(_ESCAPES) if _needs_escape(s) else s
+
+    elif kind in (T.INT, T.BIGINT):
+        lo, hi = T.INT_RANGE if kind == T.INT else T.BIGINT_RANGE
+
+        def conv(v, where):
+            if v is None:
+                return NULL
+            if type(v) is int and lo <= v <= hi:
+                return str(v)
+            return str(_integer(v, f"{where}.{name}", lo, hi))
+
+    elif kind == T.MONEY:
+
+        def conv(v, where):
+            return NULL if v is None else _money(v, f"{where}.{name}")
+
+    elif kind == T.FLAG:
+
+        def conv(v, where):
+            if v is None:
+                return NULL
+            try:
+                return _FLAGS[v]
+            except (KeyError, TypeError):
+                raise Reject(f"{where}.{name}: {v!r} is not a 't'/'f' flag") from None
+
+    elif kind == T.DATETIME:
+
+        def conv(v, where):
+            return NULL if v is None else _utc_datetime(v, f"{where}.{name}")
+
+    else:
+        raise ValueError(f"no converter for {kind}")
+    return conv
+
+
+# --- per-table row builders, all driven by the spec ------------------------------------------
+
+
+def _container(session: dict, key: str, kind: type, where: str):
+    value = session.get(key)
+    if value is None:
+        return ()  # absent means empty
+    if type(value) is not kind:
+        raise Reject(f"{where}{key}: expected a JSON {'object' if kind is dict else 'list'}")
+    return value.items() if kind is dict else value
+
+
+def _value_columns(table: T.Table) -> list[tuple[str, Callable]]:
+    """(json key, converter) for the columns that come from the item's own fields."""
+    skip = {"session_id", "line_no"}
+    if table.shape in ("map", "map_of_objects", "map_of_lists"):
+        skip.add(table.columns[1].name)  # the map key column
+    return [(c.json_key, converter(c)) for c in table.columns if c.name not in skip]
+
+
+def row_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
+    """A function (session, escaped session_id) -> the table's TSV lines for that session."""
+    if table.shape == "session":
+        convs = [(c.json_key, converter(c)) for c in table.columns[1:]]
+
+        def build(s, sid):
+            return ["\t".join([sid, *(conv(s.get(k), "session") for k, conv in convs)])]
+
+        return build
+
+    top = table.path[0]
+    key_conv = converter(table.columns[1]) if table.columns[1].kind == T.STR else None
+    if table.shape == "map":
+        (value_conv,) = (conv for _, conv in _value_columns(table))
+
+        def build(s, sid):
+            return [
+                f"{sid}\t{key_conv(k, top)}\t{value_conv(v, f'{top}[{k!r}]')}"
+                for k, v in _container(s, top, dict, "")
+            ]
+
+        return build
+
+    convs = _value_columns(table)
+    if table.shape == "list":
+
+        def build(s, sid):
+            lines = []
+            for i, item in enumerate(_container(s, top, list, "")):
+                where = f"{top}[{i}]"
+                if type(item) is not dict:
+                    raise Reject(f"{where}: expected a JSON object")
+                if i > _SEQ_MAX:
+                    raise Reject(f"{top}: more than {_SEQ_MAX + 1} items")
+                fields = [conv(item.get(k), where) for k, conv in convs]
+                lines.append("\t".join([sid, str(i), *fields]))
+            return lines
+
+        return build
+
+    if table.shape == "map_of_objects":
+
+        def build(s, sid):
+            lines = []
+            for k, obj in _container(s, top, dict, ""):
+                where = f"{top}[{k!r}]"
+                if type(obj) is not dict:
+                    raise Reject(f"{where}: expected a JSON object")
+                fields = [conv(obj.get(ck), where) for ck, conv in convs]
+                lines.append("\t".join([sid, key_conv(k, top), *fields]))
+            return lines
+
+        return build
+
+    if table.shape == "map_of_lists":
+        inner = table.path[1]
+
+        def build(s, sid):
+            lines = []
+            for k, obj in _container(s, top, dict, ""):
+                if type(obj) is not dict:
+                    raise Reject(f"{top}[{k!r}]: expected a JSON object")
+                pid = key_conv(k, top)
+                for i, item in enumerate(_container(obj, inner, list, f"{top}[{k!r}].")):
+                    where = f"{top}[{k!r}].{inner}[{i}]"
+                    if type(item) is not dict:
+                        raise Reject(f"{where}: expected a JSON object")
+                    fields = [conv(item.get(ck), where) for ck, conv in convs]
+                    lines.append("\t".join([sid, pid, str(i), *fields]))
+            return lines
+
+        return build
+
+    raise ValueError(f"unknown table shape {table.shape}")
+
+
+_BUILDERS = [(t, row_builder(t)) for t in T.TABLES]
+_SESSION_ID = converter(T.SESSION_ID)
+_END_TIME = converter(next(c for c in T.SESSIONS.columns if c.name == "end_time"))
+
+
+# --- the file-level split ---------------------------------------------------------------------
+
+
+@dataclass
+class SplitResult:
+    source_name: str
+    out_dir: Path
+    sessions: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    rejects: int = 0
+    lines: int = 0
+    seconds: float = 0.0
+
+    def files(self) -> dict[str, Path]:
+        return {t.name: self.out_dir / f"{t.name}.tsv" for t in T.TABLES}
+
+    @property
+    def keys_path(self) -> Path:
+        return self.out_dir / KEYS_FILE
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.out_dir / REJECTS_FILE
+
+    def read_rejects(self) -> list[tuple[int, str, bytes]]:
+        """(line number, reason, raw line) for each rejected line."""
+        if not self.rejects_path.exists():
+            return []
+        out = []
+        with self.rejects_path.open("rb") as f:
+            for line in f:
+                r = orjson.loads(line)
+                out.append((r["line_no"], r["reason"], base64.b64decode(r["raw"])))
+        return out
+
+    def write_manifest(self) -> None:
+        data = {k: getattr(self, k) for k in ("source_name", "sessions", "rows", "rejects", "lines", "seconds")}
+        tmp = self.out_dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.out_dir / MANIFEST)  # the manifest appears last: its presence means complete
+
+    @classmethod
+    def read(cls, out_dir: Path) -> SplitResult:
+        out_dir = Path(out_dir)
+        try:
+            data = json.loads((out_dir / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise BadInputError(f"{out_dir} holds no complete split (no {MANIFEST})") from None
+        return cls(out_dir=out_dir, **data)
+
+
+class _Writers:
+    """Buffered text writers, one per staged file."""
+
+    def __init__(self, out_dir: Path):
+        self.handles = {
+            t.name: (out_dir / f"{t.name}.tsv").open("w", encoding="utf-8", newline="", buffering=1 << 20)
+            for t in T.TABLES
+        }
+        self.rejects = (out_dir / REJECTS_FILE).open("wb")
+        self.keys = (out_dir / KEYS_FILE).open("w", encoding="utf-8", newline="", buffering=1 << 16)
+
+    def close(self):
+        for h in self.handles.values():
+            h.close()
+        self.rejects.close()
+        self.keys.close()
+
+
+def _session_lines(session: dict, source: str) -> tuple[str, list[tuple[str, list[str]]]]:
+    """Validate one session object and build every row it yields; raises Reject."""
+    sid = _SESSION_ID(session.get("session_id"), "session")
+    out = []
+    for table, build in _BUILDERS:
+        lines = build(session, sid)
+        if table is T.SESSIONS:
+            lines = [lines[0] + "\t" + source]
+        out.append((table.name, lines))
+    return sid, out
+
+
+def _iter_lines(path: Path):
+    with gzip.open(path, "rb") as f:
+        yield from enumerate(f, start=1)
+
+
+def split_file(src: Path, out_dir: Path, *, source_name: str | None = None) -> SplitResult:
+    """Split `src` (.json.gz) into `out_dir`; see the module doc. Returns the counts."""
+    src, out_dir = Path(src), Path(out_dir)
+    name = source_name or src.name
+    started = time.perf_counter()
+    try:
+        result, duplicates = _split_pass(src, out_dir, name, keep=None)
+        if duplicates:
+            # A session written twice in one file: only its newest version may be staged.
+            # Rare, so a second pass is cheaper than buffering every row of every file.
+            result, _ = _split_pass(src, out_dir, name, keep=duplicates)
+    except (EOFError, OSError, zlib.error) as exc:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise BadInputError(
+            f"{name}: cannot be read to its end ({exc.__class__.__name__}: {exc}); nothing was staged from it"
+        ) from None
+    result.seconds = round(time.perf_counter() - started, 3)
+    result.write_manifest()
+    return result
+
+
+def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None):
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    source = escape(name)
+    result = SplitResult(source_name=name, out_dir=out_dir, rows={t.name: 0 for t in T.TABLES})
+    rows = result.rows
+    best: dict[str, tuple[int, int]] = {}  # session_id -> (end_time, line_no) of the newest version
+    duplicated: set[str] = set()
+    writers = _Writers(out_dir)
+    handles = writers.handles
+    try:
+        for line_no, raw in _iter_lines(src):
+            result.lines = line_no
+            if not raw.strip():
+                continue
+            try:
+                session = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                _reject(writers, result, line_no, f"not JSON: {exc}", raw)
+                continue
+            if type(session) is not dict:
+                _reject(writers, result, line_no, "not a JSON object", raw)
+                continue
+            if session.get("session_id") in (None, ""):
+                _reject(writers, result, line_no, "no session_id", raw)
+                continue
+            try:
+                sid, per_table = _session_lines(session, source)
+                end = _END_TIME(session.get("end_time"), "session")
+            except Reject as exc:
+                _reject(writers, result, line_no, str(exc), raw)
+                continue
+            end_ms = -1 if end == NULL else int(end)
+            if keep is not None and sid in keep and keep[sid] != line_no:
+                continue
+            if keep is None:
+                previous = best.get(sid)
+                if previous is not None:
+                    duplicated.add(sid)
+                    if end_ms < previous[0]:  # a tie goes to the later line
+                        continue
+                best[sid] = (end_ms, line_no)
+            result.sessions += 1
+            writers.keys.write(f"{sid}\t{end}\n")
+            for table_name, lines in per_table:
+                if lines:
+                    rows[table_name] += len(lines)
+                    handles[table_name].write("\n".join(lines) + "\n")
+    finally:
+        writers.close()
+    winners = {sid: best[sid][1] for sid in duplicated}
+    return result, winners
+
+
+def _reject(writers: _Writers, result: SplitResult, line_no: int, reason: str, raw: bytes) -> None:
+    raw = raw[:-1] if raw.endswith(b"\n") else raw
+    record = {"line_no": line_no, "reason": reason[:1000], "raw": base64.b64encode(raw).decode()}
+    writers.rejects.write(orjson.dumps(record) + b"\n")
+    result.rejects += 1

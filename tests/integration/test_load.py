@@ -1,0 +1,322 @@
+"""The loader against a real MariaDB: newest wins, idempotence, order independence, rejects,
+bad files, a killed load, concurrent loads and the CLI's errors."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+from warehouse import dump, query, reset
+
+from session_stream import db, sample, schema
+from session_stream import tables as T
+from session_stream.drop import list_tree
+from session_stream.load import Loader
+from session_stream.pipeline import load_files
+from session_stream.split import split_file
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2026, 11, 1)
+CLI = [sys.executable, "-m", "session_stream.cli"]
+
+
+@pytest.fixture(scope="module")
+def url(db_url):
+    conn = db.connect(db_url)
+    schema.init_db(conn)
+    conn.close()
+    return db_url
+
+
+@pytest.fixture
+def empty(url):
+    reset(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def drop(tmp_path_factory):
+    """A small realistic drop: 6 files over 2 hours, re-emitted sessions, quirks, a few bad lines."""
+    root = tmp_path_factory.mktemp("drop")
+    sample.write_drop(root, DAY, sessions=600, files=6, hours=2, seed=7, bad_lines=6)
+    return root
+
+
+def load(url, paths, **kw):
+    loader = Loader(lambda: db.connect(url))
+    try:
+        return load_files(list(paths), loader, **kw)
+    finally:
+        loader.close()
+
+
+def write_gz(path: Path, sessions: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        for s in sessions:
+            f.write(orjson.dumps(s) + b"\n")
+    return path
+
+
+def name(minute: int, number: int = 1) -> str:
+    return f"20261101T00{minute:02d}00.000Z_PT15M-{number}.json.gz"
+
+
+def test_drop_matches_the_row_by_row_baseline(url, empty, tmp_path, fresh_db_url):
+    paths = sample.write_drop(tmp_path, DAY, sessions=800, files=5, hours=2, seed=11)
+    summary = load(url, paths, workers=1)
+    assert (summary.loaded, summary.failed, summary.rejects) == (5, 0, 0)
+    got = dump(url)
+    assert all(got[t.name] for t in T.TABLES), "every table receives rows"
+
+    # An independent implementation (one INSERT per row) must build the same warehouse.
+    from session_stream import rowbyrow
+
+    conn = db.connect(fresh_db_url)
+    schema.init_db(conn)
+    conn.close()
+    rowbyrow.load_files(fresh_db_url, paths)
+    assert dump(fresh_db_url) == got
+
+
+def test_drop_with_bad_lines_loads_the_rest_and_keeps_rejects(url, empty, drop):
+    summary = load(url, list_tree(drop), workers=1)
+    assert (summary.loaded, summary.failed) == (6, 0)
+    assert summary.rejects == 6
+    ledger = query(url, f"SELECT status, sessions, rejects, rows_sessions FROM {T.LEDGER_TABLE}")
+    assert len(ledger) == 6 and {r[0] for r in ledger} == {"loaded"}
+    assert sum(r[2] for r in ledger) == 6
+    (n,) = query(url, f"SELECT COUNT(*) FROM {T.REJECTS_TABLE}")[0]
+    assert n == 6
+
+
+def test_reemitted_session_replaces_children(url, empty, tmp_path):
+    open_version = {"session_id": "s1", "end_time": 100, "is_closed": "f",
+                    "cart_lines": [{"product_id": "a"}, {"product_id": "b"}], "offers": {"1": 5}}
+    closed = {"session_id": "s1", "end_time": 200, "is_closed": "t",
+              "cart_lines": [{"product_id": "c"}], "purchases": {"P": "9.99"}}
+    f1 = write_gz(tmp_path / name(0), [open_version, {"session_id": "other", "end_time": 1}])
+    f2 = write_gz(tmp_path / name(15), [closed])
+    load(url, [f1, f2])
+    assert query(url, "SELECT end_time, is_closed, source_file FROM session_sessions WHERE session_id='s1'") == [
+        (200, 1, f2.name)
+    ]
+    assert query(url, "SELECT product_id FROM session_cart_lines WHERE session_id='s1'") == [("c",)]
+    assert query(url, "SELECT COUNT(*) FROM session_offers WHERE session_id='s1'") == [(0,)]
+    assert query(url, "SELECT purchase_value FROM session_purchases WHERE session_id='s1'")[0][0] == Decimal("9.99")
+    assert query(url, "SELECT COUNT(*) FROM session_sessions") == [(2,)]
+
+
+def test_older_version_arriving_later_does_not_replace_newer(url, empty, tmp_path):
+    newer = write_gz(tmp_path / name(15), [{"session_id": "s1", "end_time": 200, "cart_lines": [{"product_id": "new"}]}])
+    older = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 100, "cart_lines": [{"product_id": "old"}]},
+                                          {"session_id": "s2", "end_time": 1}])
+    load(url, [newer, older])
+    assert query(url, "SELECT end_time FROM session_sessions WHERE session_id='s1'") == [(200,)]
+    assert query(url, "SELECT product_id FROM session_cart_lines") == [("new",)]
+    assert query(url, "SELECT COUNT(*) FROM session_sessions") == [(2,)]
+    (row,) = query(url, f"SELECT rows_sessions, rows_cart_lines, sessions FROM {T.LEDGER_TABLE} WHERE file_name=%s",
+                   (older.name,))
+    assert row == (1, 0, 2)  # its s1 lost; its s2 loaded
+
+
+def test_end_time_tie_goes_to_the_later_file(url, empty, tmp_path):
+    a = write_gz(tmp_path / name(0, 5), [{"session_id": "s1", "end_time": 100, "city": "first"}])
+    b = write_gz(tmp_path / name(0, 10), [{"session_id": "s1", "end_time": 100, "city": "second"}])
+    load(url, [b, a])  # the later file (greater number) loaded first still wins the tie
+    assert query(url, "SELECT city FROM session_sessions") == [("second",)]
+    reset(url)
+    load(url, [a, b])
+    assert query(url, "SELECT city FROM session_sessions") == [("second",)]
+
+
+def test_same_files_twice_and_in_reverse_order_give_the_same_database(url, empty, drop):
+    paths = list_tree(drop)
+    load(url, paths)
+    forward = dump(url)
+    again = load(url, paths)
+    assert (again.loaded, again.skipped) == (0, 6)
+    assert dump(url) == forward
+    forced = load(url, paths, force=True)
+    assert forced.loaded == 6
+    assert dump(url) == forward
+    reset(url)
+    load(url, list(reversed(paths)), workers=0)
+    assert dump(url) == forward
+
+
+def test_truncated_gzip_fails_alone_and_is_retried(url, empty, drop, tmp_path):
+    paths = list_tree(drop)
+    broken = tmp_path / paths[2].name
+    broken.write_bytes(paths[2].read_bytes())
+    sample.truncate_file(broken)
+    files = [paths[0], paths[1], broken, *paths[3:]]
+    summary = load(url, files)
+    assert (summary.loaded, summary.failed) == (5, 1)
+    assert summary.failures[0][0] == broken.name
+    (status, error), = query(url, f"SELECT status, error FROM {T.LEDGER_TABLE} WHERE file_name=%s", (broken.name,))
+    assert status == "failed" and "cannot be read to its end" in error
+    assert query(url, f"SELECT COUNT(*) FROM {T.SESSIONS.name} WHERE source_file=%s", (broken.name,)) == [(0,)]
+    # the next run tries it again, and once the file is whole it loads
+    broken.write_bytes(paths[2].read_bytes())
+    retry = load(url, files)
+    assert (retry.loaded, retry.skipped, retry.failed) == (1, 5, 0)
+
+
+def test_changed_file_is_reloaded(url, empty, tmp_path):
+    f = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 1, "cart_lines": [{"product_id": "a"}]}])
+    load(url, [f])
+    write_gz(f, [{"session_id": "s1", "end_time": 1, "cart_lines": [{"product_id": "b"}, {"product_id": "c"}]},
+                 {"session_id": "s2", "end_time": 1}])
+    summary = load(url, [f])
+    assert summary.loaded == 1
+    assert query(url, "SELECT product_id FROM session_cart_lines ORDER BY line_no") == [("b",), ("c",)]
+
+
+def test_strings_survive_the_database_byte_for_byte(url, empty, tmp_path):
+    tricky = ["", "NULL", "\\N", 'say "hi", ok', "back\\slash", "tab\there", "cr\rlf\nend", "emoji 😀 𝄞", "trailing  "]
+    sessions = [{"session_id": f"s{i}", "city": v, "custom_targets": {"7": v}} for i, v in enumerate(tricky)]
+    sessions.append({"session_id": "null", "city": None})
+    sessions.append({"session_id": "s0 ", "city": "id with a trailing space is another session"})
+    load(url, [write_gz(tmp_path / name(0), sessions)])
+    got = dict(query(url, "SELECT session_id, city FROM session_sessions"))
+    assert got == {**{f"s{i}": v for i, v in enumerate(tricky)}, "null": None,
+                   "s0 ": "id with a trailing space is another session"}
+    targets = dict(query(url, "SELECT session_id, custom_target_value FROM session_custom_targets"))
+    assert targets == {f"s{i}": v for i, v in enumerate(tricky)}
+
+
+def test_times_and_money_are_exact(url, empty, tmp_path):
+    s = {"session_id": "s1", "start_time": 1793491261781, "end_time": "1793491261999",
+         "purchases": {"P": "1234567.8901"},
+         "view_lines": [{"product_id": "p", "time": "2026-11-01T03:02:03.456+02:00"}]}
+    load(url, [write_gz(tmp_path / name(0), [s])])
+    assert query(url, "SELECT start_time, end_time FROM session_sessions") == [(1793491261781, 1793491261999)]
+    assert str(query(url, "SELECT purchase_value FROM session_purchases")[0][0]) == "1234567.8901"
+    assert query(url, "SELECT time FROM session_view_lines")[0][0] == datetime(2026, 11, 1, 1, 2, 3, 456000)
+
+
+def test_killed_load_leaves_the_database_as_it_was(url, empty, drop, tmp_path):
+    paths = list_tree(drop)
+    load(url, paths[:1])
+    before = dump(url)
+    ledger_before = query(url, f"SELECT file_name FROM {T.LEDGER_TABLE}")
+    big = sample.write_drop(tmp_path, DAY, sessions=40_000, files=1, hours=1, seed=3)[0]
+    proc = subprocess.Popen([*CLI, "load", "-q", "--db", url, str(big)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    database = url.rsplit("/", 1)[1]
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until its LOAD DATA is running inside the transaction
+        rows = query(url, "SELECT COUNT(*) FROM information_schema.processlist WHERE db=%s AND info LIKE %s",
+                     (database, "LOAD DATA%INTO TABLE `session_%"))
+        if rows[0][0]:
+            break
+        assert proc.poll() is None, "the load finished before it could be killed"
+        time.sleep(0.01)
+    else:
+        pytest.fail("the load never started")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # the server notices the dropped connection and rolls back
+    assert dump(url) == before
+    assert query(url, f"SELECT file_name FROM {T.LEDGER_TABLE}") == ledger_before
+    # and the next run loads it whole
+    summary = load(url, [big])
+    assert summary.loaded == 1 and summary.sessions == 40_000
+
+
+def test_concurrent_loads_of_the_same_files_load_each_once(url, empty, drop):
+    paths = [str(p) for p in list_tree(drop)]
+    procs = [subprocess.Popen([*CLI, "load", "-q", "--db", url, *order], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+             for order in (paths, list(reversed(paths)), paths[2:] + paths[:2])]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+    concurrent = dump(url)
+    assert query(url, f"SELECT SUM(attempts), COUNT(*) FROM {T.LEDGER_TABLE}") == [(6, 6)]
+    reset(url)
+    load(url, [Path(p) for p in paths])
+    assert dump(url) == concurrent
+
+
+def test_split_then_load_reports_rows_and_ledger(url, empty, tmp_path):
+    f = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 5, "offers": {"1": 2, "3": 4}}, {"x": 1}])
+    split = split_file(f, tmp_path / "split")
+    loader = Loader(lambda: db.connect(url))
+    outcome = loader.load(split, size=f.stat().st_size, window_start=datetime(2026, 11, 1, tzinfo=UTC))
+    assert outcome.status == "loaded" and outcome.rows[T.OFFERS.name] == 2 and outcome.rejects == 1
+    assert loader.pending([(f.name, f.stat().st_size)]) == []
+    assert loader.pending([(f.name, f.stat().st_size + 1)]) == [f.name]
+    assert loader.load(split, size=f.stat().st_size).status == "skipped"
+    row = loader.ledger([f.name])[f.name]
+    assert (row["status"], row["rows_offers"], row["rejects"]) == ("loaded", 2, 1)
+    assert row["window_start"] == datetime(2026, 11, 1)
+    loader.close()
+
+
+# --- the CLI's one-line errors ------------------------------------------------------------
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize(
+    ("db_arg", "message"),
+    [
+        ("postgres://x@h/db", "must look like mysql://"),
+        ("mysql://root@127.0.0.1:1/x", "cannot reach MySQL at 127.0.0.1:1"),
+        ("mysql://root@127.0.0.1:3306/ss_no_such_database", "does not exist"),
+        ("mysql://nobody:wrong@127.0.0.1:3306/test", "refused user"),
+    ],
+)
+def test_bad_database_config_is_one_line_and_exit_2(db_arg, message, drop):
+    result = run_cli("load", "--db", db_arg, str(drop))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_db_setting_and_uninitialised_database(url, drop, fresh_db_url):
+    env = {db.DB_ENV: ""}
+    result = run_cli("load", str(drop), env=env)
+    assert result.returncode == 2 and "SESSION_STREAM_DB" in result.stderr
+    result = run_cli("load", "--db", fresh_db_url, str(drop))
+    assert result.returncode == 2 and "init-db" in result.stderr
+
+
+def test_local_infile_off_is_reported(url, drop):
+    admin = db.connect(url)
+    cur = admin.cursor()
+    cur.execute("SET GLOBAL local_infile = 0")
+    try:
+        result = run_cli("load", "--db", url, str(drop))
+    finally:
+        cur.execute("SET GLOBAL local_infile = 1")
+        admin.close()
+    assert result.returncode == 2
+    assert "local_infile" in result.stderr and "SET GLOBAL local_infile=1" in result.stderr
+
+
+def test_cli_load_summary_and_exit_status(url, empty, drop, tmp_path):
+    broken = tmp_path / "bad" / name(0, 999)
+    broken.parent.mkdir()
+    broken.write_bytes(list_tree(drop)[0].read_bytes()[:200])
+    result = run_cli("load", "--db", url, str(drop), str(broken))
+    assert result.returncode == 1
+    assert "6 loaded" in result.stdout and "1 failed" in result.stdout
+    assert "sessions/s" in result.stdout
+    result = run_cli("init-db", "--db", url)
+    assert result.returncode == 0 and "up to date" in result.stdout

@@ -1,0 +1,214 @@
+"""The splitter on crafted lines: escaping, conversions, rejects, in-file duplicates, bad gzip."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+
+from session_stream import tables as T
+from session_stream.errors import BadInputError
+from session_stream.split import SplitResult, split_file
+
+
+def write_gz(path: Path, lines: list) -> Path:
+    with gzip.open(path, "wb") as f:
+        for line in lines:
+            f.write(line if isinstance(line, bytes) else orjson.dumps(line))
+            f.write(b"\n")
+    return path
+
+
+def unescape_field(field: str):
+    """Read one field back the way LOAD DATA does (ESCAPED BY '\\', no enclosure)."""
+    if field == "\\N":
+        return None
+    out, i = [], 0
+    table = {"t": "\t", "n": "\n", "r": "\r", "0": "\0", "\\": "\\", "N": "N"}
+    while i < len(field):
+        ch = field[i]
+        if ch == "\\":
+            out.append(table[field[i + 1]])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def staged(result: SplitResult, table: T.Table) -> list[dict]:
+    text = result.files()[table.name].read_text(encoding="utf-8")
+    names = table.column_names + ([T.SOURCE_FILE_COLUMN] if table is T.SESSIONS else [])
+    rows = []
+    for line in text.split("\n")[:-1]:
+        fields = line.split("\t")
+        assert len(fields) == len(names), line
+        rows.append(dict(zip(names, map(unescape_field, fields), strict=True)))
+    return rows
+
+
+def split_lines(tmp_path, lines, name="20261101T000000.000Z_PT15M-1.json.gz") -> SplitResult:
+    return split_file(write_gz(tmp_path / name, lines), tmp_path / "out")
+
+
+TRICKY = ["", "NULL", "\\N", 'say "hi", ok', "back\\slash", "tab\there", "cr\rlf\nend", "emoji 😀 𝄞", "\\", "a\\tb"]
+
+
+@pytest.mark.parametrize("value", TRICKY)
+def test_strings_round_trip_byte_for_byte(tmp_path, value):
+    result = split_lines(tmp_path, [{"session_id": "s1", "city": value, "custom_targets": {"1": value}}])
+    (row,) = staged(result, T.SESSIONS)
+    assert row["city"] == value
+    (target,) = staged(result, T.CUSTOM_TARGETS)
+    assert target["custom_target_value"] == value
+
+
+def test_json_null_becomes_sql_null_and_empty_string_stays_empty(tmp_path):
+    result = split_lines(tmp_path, [{"session_id": "s1", "city": None, "region": ""}])
+    (row,) = staged(result, T.SESSIONS)
+    assert row["city"] is None
+    assert row["region"] == ""
+    assert row["country"] is None  # absent key
+
+
+def test_flags_become_0_and_1(tmp_path):
+    result = split_lines(tmp_path, [{"session_id": "s1", "has_cart": "t", "is_bounce": "f", "is_closed": True}])
+    (row,) = staged(result, T.SESSIONS)
+    assert (row["has_cart"], row["is_bounce"], row["is_closed"], row["has_purchase"]) == ("1", "0", "1", None)
+
+
+def test_numbers_may_arrive_as_numeric_strings(tmp_path):
+    session = {
+        "session_id": "s1",
+        "account_id": "42",
+        "start_time": "1793491261781",
+        "end_time": 1793491261999,
+        "purchases": {"P1": "19.99", "P2": 5, "P3": 0.1, "P4": "1e2", "P5": "7.50000"},
+        "cart_lines": [{"product_id": 123, "quantity": "3", "time": 1793491261781}],
+    }
+    result = split_lines(tmp_path, [session])
+    (row,) = staged(result, T.SESSIONS)
+    assert (row["account_id"], row["start_time"], row["end_time"]) == ("42", "1793491261781", "1793491261999")
+    values = {r["purchase_id"]: r["purchase_value"] for r in staged(result, T.PURCHASES)}
+    assert values == {"P1": "19.99", "P2": "5", "P3": "0.1", "P4": "100", "P5": "7.5"}
+    (cart,) = staged(result, T.CART_LINES)
+    assert (cart["product_id"], cart["quantity"], cart["line_no"]) == ("123", "3", "0")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-01T01:02:03.456Z", "2026-11-01 01:02:03.456"),
+        ("2026-11-01T03:02:03.456+02:00", "2026-11-01 01:02:03.456"),
+        ("2026-10-31T20:02:03-05:00", "2026-11-01 01:02:03.000"),
+        (1793494923456, "2026-11-01 01:02:03.456"),
+        ("1793494923456", "2026-11-01 01:02:03.456"),
+    ],
+)
+def test_line_times_become_utc_datetime3(tmp_path, value, expected):
+    result = split_lines(tmp_path, [{"session_id": "s1", "view_lines": [{"product_id": "p", "time": value}]}])
+    (line,) = staged(result, T.VIEW_LINES)
+    assert line["time"] == expected
+
+
+def test_absent_maps_are_empty_and_unknown_keys_ignored(tmp_path):
+    result = split_lines(
+        tmp_path,
+        [{"session_id": "s1", "new_field": {"x": 1}, "cart_lines": [{"product_id": "p", "mystery": 1}]}],
+    )
+    assert result.rejects == 0
+    assert result.rows[T.CART_LINES.name] == 1
+    for table in (T.OFFERS, T.CUSTOM_TARGETS, T.PURCHASES, T.PURCHASE_LINES, T.PURCHASE_LINE_ITEMS):
+        assert result.rows[table.name] == 0
+
+
+def test_purchase_lines_and_items(tmp_path):
+    session = {
+        "session_id": "s1",
+        "purchase_lines": {
+            "O1": {"time": "2026-11-01T00:00:00Z", "total": "30.50", "items": [
+                {"product_id": "a", "sku": "a-1", "quantity": 1, "unit_price": 10.5},
+                {"product_id": "b", "sku": "b-1", "quantity": "2", "unit_price": "10.0000"},
+            ]},
+        },
+    }
+    result = split_lines(tmp_path, [session])
+    (line,) = staged(result, T.PURCHASE_LINES)
+    assert (line["purchase_id"], line["total"], line["time"]) == ("O1", "30.50", "2026-11-01 00:00:00.000")
+    items = staged(result, T.PURCHASE_LINE_ITEMS)
+    assert [(i["line_no"], i["product_id"], i["quantity"], i["unit_price"]) for i in items] == [
+        ("0", "a", "1", "10.5"),
+        ("1", "b", "2", "10.0000"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (orjson.dumps({"account_id": 1}), "no session_id"),
+        (orjson.dumps({"session_id": ""}), "no session_id"),
+        (orjson.dumps({"session_id": "s", "city": "x" * 256}), "do not fit VARCHAR(255)"),
+        (orjson.dumps({"session_id": "x" * 65}), "do not fit VARCHAR(64)"),
+        (orjson.dumps({"session_id": "s", "page_views": 2**31}), "does not fit"),
+        (orjson.dumps({"session_id": "s", "purchases": {"p": "1.23456"}}), "without rounding"),
+        (orjson.dumps({"session_id": "s", "purchases": {"p": 1e15}}), "without rounding"),
+        (orjson.dumps({"session_id": "s", "purchases": {"p": "abc"}}), "not a number"),
+        (orjson.dumps({"session_id": "s", "has_cart": "yes"}), "flag"),
+        (orjson.dumps({"session_id": "s", "cart_lines": [{"quantity": 2.5}]}), "not an integer"),
+        (orjson.dumps({"session_id": "s", "cart_lines": [{"time": "yesterday"}]}), "ISO-8601"),
+        (orjson.dumps({"session_id": "s", "cart_lines": [{"time": "2026-11-01T00:00:00.123456Z"}]}), "sub-millisecond"),
+        (orjson.dumps({"session_id": "s", "cart_lines": {"a": 1}}), "expected a JSON list"),
+        (orjson.dumps({"session_id": "s", "offers": ["a"]}), "expected a JSON object"),
+        (b'{"session_id": "s", "city": "\xff\xfe"}', "not JSON"),
+    ],
+)
+def test_bad_lines_become_rejects_and_the_rest_loads(tmp_path, line, reason):
+    good = orjson.dumps({"session_id": "good", "cart_lines": [{"product_id": "p"}]})
+    result = split_lines(tmp_path, [good, line, good.replace(b"good", b"good2")])
+    assert result.sessions == 2
+    assert result.rejects == 1
+    ((line_no, why, raw),) = result.read_rejects()
+    assert line_no == 2
+    assert reason in why
+    assert raw == line  # kept whole, byte for byte
+    # the rejected line left no rows anywhere
+    assert {r["session_id"] for r in staged(result, T.SESSIONS)} == {"good", "good2"}
+    assert {r["session_id"] for r in staged(result, T.CART_LINES)} == {"good", "good2"}
+
+
+def test_session_twice_in_one_file_keeps_only_the_newest(tmp_path):
+    result = split_lines(
+        tmp_path,
+        [
+            {"session_id": "s1", "end_time": 10, "cart_lines": [{"product_id": "old"}]},
+            {"session_id": "s1", "end_time": 20, "cart_lines": [{"product_id": "new"}, {"product_id": "new2"}]},
+            {"session_id": "s1", "end_time": 15, "cart_lines": [{"product_id": "mid"}]},
+            {"session_id": "s2", "end_time": 5},
+            {"session_id": "s2", "end_time": 5, "city": "later line wins a tie"},
+        ],
+    )
+    assert result.sessions == 2
+    rows = {r["session_id"]: r for r in staged(result, T.SESSIONS)}
+    assert rows["s1"]["end_time"] == "20"
+    assert rows["s2"]["city"] == "later line wins a tie"
+    assert [r["product_id"] for r in staged(result, T.CART_LINES)] == ["new", "new2"]
+
+
+def test_truncated_gzip_raises_and_leaves_nothing(tmp_path):
+    path = write_gz(tmp_path / "f.json.gz", [{"session_id": f"s{i}", "city": "x" * 100} for i in range(2000)])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadInputError, match="cannot be read to its end"):
+        split_file(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_manifest_round_trips(tmp_path):
+    result = split_lines(tmp_path, [{"session_id": "s1", "offers": {"9": 1}}, b"oops"])
+    again = SplitResult.read(result.out_dir)
+    assert (again.sessions, again.rejects, again.rows) == (1, 1, result.rows)
+    assert again.source_name == "20261101T000000.000Z_PT15M-1.json.gz"

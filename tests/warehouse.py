@@ -1,0 +1,38 @@
+"""Helpers for tests that read a loaded warehouse back."""
+
+from __future__ import annotations
+
+from session_stream import db
+from session_stream import tables as T
+
+
+def dump(url: str, *, with_source: bool = True) -> dict[str, list[tuple]]:
+    """Every session table's rows, sorted, without load-time columns: two equal dumps mean
+    two equal warehouses."""
+    conn = db.connect(url)
+    cur = conn.cursor()
+    out = {}
+    for table in T.TABLES:
+        cols = table.column_names + ([T.SOURCE_FILE_COLUMN] if table is T.SESSIONS and with_source else [])
+        cur.execute(f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{table.name}` ORDER BY 1, 2, 3")
+        out[table.name] = list(cur.fetchall())
+    conn.close()
+    return out
+
+
+def query(url: str, sql: str, params=()) -> list[tuple]:
+    conn = db.connect(url)
+    cur = conn.cursor()
+    cur.execute(sql, params)
+    rows = list(cur.fetchall())
+    conn.close()
+    return rows
+
+
+def reset(url: str) -> None:
+    """Empty every table of the warehouse (keeps the schema)."""
+    conn = db.connect(url)
+    cur = conn.cursor()
+    for name in [t.name for t in T.TABLES] + [T.LEDGER_TABLE, T.REJECTS_TABLE]:
+        cur.execute(f"DELETE FROM `{name}`")
+    conn.close()
