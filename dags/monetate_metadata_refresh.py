@@ -1,0 +1,94 @@
+"""Monetate Metadata API → lookup tables, daily and after each session load.
+
+The work is in include/session_stream/lookups.py (tables, refresh, views) and metadata.py (client).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+from session_stream_alerts import notify_failure
+
+from session_stream import db, lookups, schema
+from session_stream.errors import ConfigError
+from session_stream.metadata import KINDS
+
+API_CONN_ID = "monetate_api"
+MYSQL_CONN_ID = "session_stream_mysql"
+# The Asset dags/session_stream.py emits after each load, referenced by name so the two DAG
+# files do not have to agree on its URI.
+SESSION_TABLES = Asset.ref(name="session_stream_tables")
+
+DOC = f"""
+### Monetate Metadata API → lookup tables
+
+Replaces each lookup table (`{"`, `".join(lk.table for lk in lookups.LOOKUPS)}`) with what the
+Monetate Metadata API holds now, one task per kind. A refresh fills `<table>__new` and swaps it
+in with one `RENAME TABLE`: BI readers never see an empty table, and a failed refresh keeps the
+previous contents. The views `v_session_offers`, `v_session_page_events`,
+`v_session_custom_targets` and `v_daily_sessions` join them to the session tables.
+
+**Schedule**: daily at 05:00 UTC, and after each `session_stream` load (Asset
+`session_stream_tables`), so new offer ids get names soon.
+
+**Configuration**: connection `{API_CONN_ID}`: login = API user, password (or extra
+`private_key`) = the PEM private key whose public half is uploaded under Settings > Sites >
+API Keys, extra `retailer_shortname`; optional extras `api_base`, `auth_base`, `timeout`,
+`max_wait_seconds`. MySQL: connection `{MYSQL_CONN_ID}`.
+
+**Failures**: 5xx and timeouts are retried inside the task, then by Airflow with back-off; a
+revoked or refused API key (403) fails at once without retries, and alerts.
+"""
+
+
+def _refresh(kind: str) -> int:
+    from airflow.providers.mysql.hooks.mysql import MySqlHook
+    from airflow.sdk import BaseHook
+
+    api = BaseHook.get_connection(API_CONN_ID)
+    conn = MySqlHook(mysql_conn_id=MYSQL_CONN_ID).get_conn()
+    try:
+        db.prepare_session(conn)
+        schema.init_db(conn)  # the views come with the schema; no-op when up to date
+        with lookups.client_from_connection(api.login, api.password, api.extra_dejson) as client:
+            return lookups.refresh_lookup(conn, client, kind)
+    except ConfigError as exc:
+        # A revoked key or a wrong setting fails the same way on every retry: stop now.
+        raise AirflowFailException(str(exc)) from exc
+    finally:
+        conn.close()
+
+
+@dag(
+    dag_id="monetate_metadata_refresh",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronDataIntervalTimetable("0 5 * * *", timezone="UTC"),
+        assets=[SESSION_TABLES],
+    ),
+    start_date=datetime(2024, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["session_stream", "monetate", "metadata", "mysql"],
+    doc_md=DOC,
+    default_args={
+        "owner": "data",
+        "retries": 3,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=30),
+        "on_failure_callback": notify_failure,
+    },
+)
+def monetate_metadata_refresh():
+    @task
+    def refresh(kind: str) -> int:
+        """Returns the rows now in the kind's lookup table."""
+        return _refresh(kind)
+
+    for kind in KINDS:
+        refresh.override(task_id=f"refresh_{kind.replace('-', '_')}")(kind)
+
+
+monetate_metadata_refresh()
