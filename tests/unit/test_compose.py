@@ -1,0 +1,674 @@
+"""The docker-compose stack: its structure, its secrets hygiene, and the warehouse accounts' rights.
+
+No Docker engine is needed: `docker-compose config` validates the file on its own, the YAML is
+checked with PyYAML, the start-up script (docker/stack/bootstrap.py) is called directly, the SFTP
+server's config is checked with `sshd -t`, and the MySQL grants are applied to the test server
+to prove the loader can do its work with them and the analyst can only read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yaml"
+ENV_EXAMPLE = REPO / ".env.example"
+GRANTS_SQL = REPO / "docker/mysql/initdb.d/02-warehouse.sql"
+USERS_SH = REPO / "docker/mysql/initdb.d/01-users.sh"
+SSHD_CONFIG = REPO / "docker/sftp/sshd_config"
+
+ONE_SHOT = {"sftp-init", "airflow-init", "cli"}
+AIRFLOW_COMPONENTS = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-triggerer": "triggerer",
+    "airflow-worker": "celery",
+    "flower": "celery",
+}
+# What the loader needs on the warehouse schema (02-warehouse.sql says why), and what it may have.
+LOADER_NEEDS = {
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "CREATE TEMPORARY TABLES",
+    "CREATE VIEW",
+}
+LOADER_MAY_HAVE = LOADER_NEEDS | {"INDEX", "SHOW VIEW", "LOCK TABLES", "REFERENCES"}
+ANALYST_MAY_HAVE = {"SELECT", "SHOW VIEW"}
+
+
+def _compose_binary() -> str | None:
+    return shutil.which("docker-compose")
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    """docker-compose.yaml as written (anchors merged by PyYAML, ${VARS} not interpolated)."""
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(raw) -> dict:
+    return raw["services"]
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            name, value = line.split("=", 1)
+            values[name] = value
+    return values
+
+
+def _command_lines(service: dict) -> list[str]:
+    """Everything a service runs as a process: command, entrypoint, health check."""
+    parts = []
+    for key in ("command", "entrypoint"):
+        value = service.get(key)
+        parts += [value] if isinstance(value, str) else list(value or [])
+    test = (service.get("healthcheck") or {}).get("test")
+    parts += [test] if isinstance(test, str) else list(test or [])
+    return [str(p) for p in parts]
+
+
+def _run_compose(
+    *args: str, env: dict | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip(
+            "docker-compose is not installed (Debian: apt-get install docker-compose); it validates without an engine"
+        )
+    return subprocess.run(
+        [binary, "--project-directory", str(REPO), "-f", str(COMPOSE), *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else {**os.environ},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+# ---- the compose file -------------------------------------------------------------------------
+
+
+def test_compose_file_is_valid_with_the_example_settings():
+    result = _run_compose("--env-file", str(ENV_EXAMPLE), "config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_file_is_valid_with_every_profile():
+    result = _run_compose(
+        "--env-file",
+        str(ENV_EXAMPLE),
+        "--profile",
+        "celery",
+        "--profile",
+        "flower",
+        "--profile",
+        "tools",
+        "config",
+        "-q",
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_secret_stops_compose_with_a_message_naming_it(tmp_path):
+    """Secrets have no defaults: without .env, compose refuses to start and says what to set."""
+    env = {k: v for k, v in os.environ.items() if k not in env_example()}
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = _run_compose("--env-file", str(empty), "config", "-q", env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    assert re.search(r"set \w+_(PASSWORD|KEY|SECRET) in \.env", result.stderr), result.stderr
+
+
+def test_every_long_running_service_has_a_healthcheck(services):
+    long_running = set(services) - ONE_SHOT
+    assert long_running >= {"postgres", "mysql", "sftp", "redis", *AIRFLOW_COMPONENTS}
+    missing = sorted(
+        name for name in long_running if not (services[name].get("healthcheck") or {}).get("test")
+    )
+    assert missing == []
+    for name in long_running:
+        assert services[name].get("restart") == "unless-stopped", name
+
+
+def test_one_shot_services_run_once(services):
+    for name in ONE_SHOT:
+        assert services[name].get("restart") == "no", name
+        assert "healthcheck" not in services[name], name
+
+
+def test_airflow_components_wait_for_postgres_and_airflow_init(services):
+    for name, command in AIRFLOW_COMPONENTS.items():
+        service = services[name]
+        assert service["command"][0] == command, name
+        depends = service["depends_on"]
+        assert depends["postgres"] == {"condition": "service_healthy"}, name
+        assert depends["airflow-init"] == {"condition": "service_completed_successfully"}, name
+
+
+def test_every_dependency_waits_for_health_or_completion(services):
+    for name, service in services.items():
+        for dep, spec in (service.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            wanted = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
+            assert spec == {"condition": wanted}, f"{name} -> {dep}"
+
+
+def test_airflow_init_waits_for_the_databases_and_the_sftp_keys(services):
+    depends = services["airflow-init"]["depends_on"]
+    assert depends == {
+        "postgres": {"condition": "service_healthy"},
+        "mysql": {"condition": "service_healthy"},
+        "sftp-init": {"condition": "service_completed_successfully"},
+    }
+    assert services["sftp"]["depends_on"] == {
+        "sftp-init": {"condition": "service_completed_successfully"}
+    }
+
+
+def test_airflow_is_3_3_2_on_postgres_with_local_executor_by_default(raw, services):
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith(
+        "postgresql+psycopg2://airflow:${POSTGRES_PASSWORD"
+    )
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert "apache-airflow==3.3.2\n" in (REPO / "requirements.txt").read_text()
+
+
+def test_mysql_is_8_4_with_local_infile_and_utf8mb4(services):
+    mysql = services["mysql"]
+    assert mysql["image"] == "mysql:8.4"
+    assert "--local-infile=1" in mysql["command"]
+    assert "--character-set-server=utf8mb4" in mysql["command"]
+    assert any(v.endswith(":/docker-entrypoint-initdb.d:ro") for v in mysql["volumes"])
+    # root cannot log in over the network
+    assert mysql["environment"]["MYSQL_ROOT_HOST"] == "localhost"
+
+
+def test_celery_profile_adds_redis_and_workers(services):
+    assert services["redis"]["profiles"] == ["celery"]
+    assert services["airflow-worker"]["profiles"] == ["celery"]
+    assert services["airflow-worker"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert services["airflow-worker"]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    assert services["flower"]["profiles"] == ["flower"]
+    # everything else starts without a profile
+    default = {name for name, s in services.items() if not s.get("profiles")}
+    assert default == {
+        "postgres",
+        "mysql",
+        "sftp-init",
+        "sftp",
+        "airflow-init",
+        *list(AIRFLOW_COMPONENTS)[:4],
+    }
+
+
+def test_airflow_image_is_built_from_the_repo_locks(services):
+    assert "_PIP_ADDITIONAL_REQUIREMENTS" not in COMPOSE.read_text()
+    for name, service in services.items():
+        if name in AIRFLOW_COMPONENTS or name in {"airflow-init", "sftp-init", "cli"}:
+            assert service["build"] == {"context": ".", "dockerfile": "Dockerfile"}, name
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11|PYTHON_IMAGE=python:3\.11", dockerfile, re.M)
+    assert (
+        "pip install -r /tmp/locks/requirements.txt -r /tmp/locks/requirements-stack.txt"
+        in dockerfile
+    )
+    assert "pip install --no-deps /src" in dockerfile
+
+
+def test_stack_lock_pins_the_same_versions_as_the_main_lock():
+    """docker/requirements-stack.txt is compiled against requirements.txt; a drift breaks the build."""
+
+    def pins(path: Path) -> dict[str, str]:
+        found = re.findall(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+)", path.read_text(), re.M)
+        return {name.lower().replace("_", "-"): version for name, version in found}
+
+    main, stack = pins(REPO / "requirements.txt"), pins(REPO / "docker/requirements-stack.txt")
+    assert {
+        "apache-airflow-providers-postgres",
+        "apache-airflow-providers-celery",
+        "apache-airflow-providers-fab",
+    } <= set(stack)
+    drift = {
+        name: (main[name], stack[name])
+        for name in main.keys() & stack.keys()
+        if main[name] != stack[name]
+    }
+    assert drift == {}, (
+        "recompile docker/requirements-stack.txt (command at the top of docker/requirements-stack.in)"
+    )
+
+
+def test_source_folders_are_mounted_read_only_into_airflow(services):
+    for name in [*AIRFLOW_COMPONENTS, "airflow-init"]:
+        volumes = services[name]["volumes"]
+        for folder in ("dags", "plugins", "include"):
+            assert f"./{folder}:/opt/airflow/{folder}:ro" in volumes, (name, folder)
+
+
+def test_no_secret_on_any_command_line(services):
+    secrets = {
+        name: value
+        for name, value in env_example().items()
+        if re.search(r"PASSWORD|SECRET|KEY", name)
+    }
+    assert len(secrets) >= 8
+    for name, service in services.items():
+        for line in _command_lines(service):
+            assert not re.search(r"\$\{?\w*(PASSWORD|SECRET|KEY|TOKEN)", line), (name, line)
+            assert not re.search(r"(^|\s)(-p\S|--password)", line), (name, line)
+            for value in secrets.values():
+                assert value not in line, (name, line)
+
+
+def test_no_secret_on_a_command_line_after_interpolation():
+    """The same, on the config compose actually runs (anchors merged, .env values filled in)."""
+    result = _run_compose(
+        "--env-file", str(ENV_EXAMPLE), "--profile", "celery", "--profile", "flower", "config"
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    secrets = [v for k, v in env_example().items() if re.search(r"PASSWORD|SECRET|KEY", k)]
+    for name, service in resolved.items():
+        for line in _command_lines(service):
+            assert not any(secret in line for secret in secrets), (name, line)
+
+
+def test_warehouse_and_sftp_secrets_reach_airflow_init_only(services):
+    """Long-running Airflow services get Airflow's own secrets; connection secrets stay in the metastore."""
+    for name in AIRFLOW_COMPONENTS:
+        names = set(services[name]["environment"])
+        assert (
+            not {
+                "WAREHOUSE_LOADER_PASSWORD",
+                "SFTP_PASSWORD",
+                "SMTP_PASSWORD",
+                "AWS_SECRET_ACCESS_KEY",
+            }
+            & names
+        ), name
+    assert "WAREHOUSE_LOADER_PASSWORD" in services["airflow-init"]["environment"]
+
+
+def test_env_example_documents_every_setting_the_compose_file_reads():
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE.read_text()))  # $${X}: the container's own
+    documented = set(re.findall(r"^#?(\w+)=", ENV_EXAMPLE.read_text(), re.M))
+    assert used - documented == set()
+
+
+def test_published_ports_bind_to_loopback_by_default(services):
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("${PUBLISH_ADDRESS:-127.0.0.1}:"), (name, port)
+
+
+# ---- the MySQL accounts -----------------------------------------------------------------------
+
+
+def grant_statements(sql: str) -> list[tuple[set[str], str, str, str]]:
+    """(privileges, on, to, the rest) of each GRANT in an SQL script."""
+    sql = re.sub(r"--[^\n]*", "", sql)
+    grants = []
+    for statement in sql.split(";"):
+        statement = " ".join(statement.split())
+        m = re.match(r"GRANT (.+?) ON (\S+) TO (\S+)(.*)$", statement, re.I)
+        if m:
+            privileges = {p.strip().upper() for p in m.group(1).split(",")}
+            grants.append((privileges, m.group(2), m.group(3), m.group(4).strip()))
+    return grants
+
+
+def test_loader_gets_only_what_it_needs_on_the_warehouse_schema():
+    grants = [g for g in grant_statements(GRANTS_SQL.read_text()) if g[2] == "'loader'@'%'"]
+    assert grants, "no GRANT to loader"
+    granted = set()
+    for privileges, on, _to, rest in grants:
+        assert on == "`warehouse`.*", (
+            f"loader must have no global or other-schema rights, got ON {on}"
+        )
+        assert "WITH GRANT OPTION" not in rest.upper()
+        granted |= privileges
+    assert "ALL" not in granted and "ALL PRIVILEGES" not in granted
+    assert LOADER_NEEDS <= granted <= LOADER_MAY_HAVE, granted
+
+
+def test_analyst_is_read_only():
+    grants = [g for g in grant_statements(GRANTS_SQL.read_text()) if g[2] == "'analyst'@'%'"]
+    assert grants
+    for privileges, on, _to, rest in grants:
+        assert on == "`warehouse`.*"
+        assert privileges <= ANALYST_MAY_HAVE
+        assert "GRANT OPTION" not in rest.upper()
+
+
+def test_nothing_else_is_granted_and_users_script_grants_nothing():
+    assert {g[2] for g in grant_statements(GRANTS_SQL.read_text())} == {
+        "'loader'@'%'",
+        "'analyst'@'%'",
+    }
+    users = USERS_SH.read_text()
+    assert not re.search(r"^\s*GRANT\b", users, re.M | re.I)
+    # passwords come from the environment, never written in the file
+    assert re.findall(r"IDENTIFIED BY (\$\(.+?\))", users) == [
+        '$(_warehouse_sql_string "$WAREHOUSE_LOADER_PASSWORD")',
+        '$(_warehouse_sql_string "$WAREHOUSE_ANALYST_PASSWORD")',
+    ]
+
+
+@pytest.fixture
+def accounts():
+    """The grants of 02-warehouse.sql applied on the test server to throwaway accounts and schema."""
+    from conftest import TEST_SERVER
+
+    from session_stream import db
+
+    tag = uuid.uuid4().hex[:8]
+    schema, loader, analyst = f"ss_wh_{tag}", f"ss_ld_{tag}", f"ss_an_{tag}"
+    password = "pw-" + tag
+    root = db.connect(TEST_SERVER, database=False)
+    cur = root.cursor()
+    created = []
+    try:
+        cur.execute(f"CREATE DATABASE `{schema}` CHARACTER SET utf8mb4")
+        for user in (loader, analyst):
+            cur.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
+            created.append(user)
+        for privileges, _on, to, _rest in grant_statements(GRANTS_SQL.read_text()):
+            user = loader if to == "'loader'@'%'" else analyst
+            cur.execute(f"GRANT {', '.join(sorted(privileges))} ON `{schema}`.* TO '{user}'@'%'")
+        base = db.DbUrl.parse(TEST_SERVER)
+        yield {
+            role: f"mysql://{user}:{password}@{base.host}:{base.port}/{schema}"
+            for role, user in (("loader", loader), ("analyst", analyst))
+        }
+    finally:
+        for user in created:
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        cur.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+        root.close()
+
+
+@pytest.mark.integration
+def test_loader_grants_suffice_for_init_db_loads_and_table_swaps(accounts, tmp_path):
+    import MySQLdb
+
+    from session_stream import db, schema
+
+    conn = db.connect(accounts["loader"])
+    cur = conn.cursor()
+    schema.init_db(conn)  # the engine's own DDL, as the restricted user
+    assert schema.missing_tables(conn) == []
+    # LOAD DATA LOCAL needs INSERT only (no FILE privilege)
+    data = tmp_path / "rows.tsv"
+    data.write_text("1\ta\n2\tb\n")
+    cur.execute(
+        "CREATE TABLE lookup_new (id INT PRIMARY KEY, name VARCHAR(10)) CHARACTER SET utf8mb4"
+    )
+    cur.execute(f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE lookup_new")
+    # the metadata refresh's atomic swap, then the BI view over it
+    cur.execute("CREATE TABLE lookup (id INT PRIMARY KEY, name VARCHAR(10))")
+    cur.execute("RENAME TABLE lookup TO lookup_old, lookup_new TO lookup")
+    cur.execute("DROP TABLE lookup_old")
+    cur.execute("CREATE OR REPLACE VIEW v_lookup AS SELECT id, name FROM lookup")
+    cur.execute("CREATE TEMPORARY TABLE tmp_keys (id INT)")
+    cur.execute("INSERT INTO lookup VALUES (3, 'c') ON DUPLICATE KEY UPDATE name = VALUES(name)")
+    cur.execute("DELETE FROM lookup WHERE id = 3")
+    # ... and nothing outside its schema
+    with pytest.raises(MySQLdb.OperationalError, match="denied"):
+        cur.execute("CREATE DATABASE ss_should_not_exist")
+    with pytest.raises((MySQLdb.OperationalError, MySQLdb.ProgrammingError), match="denied"):
+        cur.execute("SELECT * FROM mysql.user")
+    conn.close()
+
+    reader = db.connect(accounts["analyst"])
+    rcur = reader.cursor()
+    rcur.execute("SELECT COUNT(*) FROM v_lookup")
+    assert rcur.fetchone() == (2,)
+    with pytest.raises(MySQLdb.OperationalError, match="denied"):
+        rcur.execute("INSERT INTO lookup VALUES (9, 'x')")
+    with pytest.raises(MySQLdb.OperationalError, match="denied"):
+        rcur.execute("DROP VIEW v_lookup")
+    reader.close()
+
+
+# ---- the start-up script ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bootstrap():
+    spec = importlib.util.spec_from_file_location(
+        "stack_bootstrap", REPO / "docker/stack/bootstrap.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BASE_ENV = {
+    "WAREHOUSE_LOADER_PASSWORD": "p@ss:w/rd",
+    "SFTP_USER": "monetate",
+    "SFTP_PRIVATE_KEY_FILE": "/keys/id",
+    "SFTP_HOST_KEY_FILE": "/keys/host.pub",
+    "SESSION_STREAM_DROP_URL": "sftp://monetate@sftp:22/upload/session_stream",
+    "SESSION_STREAM_STAGING_URL": "/opt/airflow/staging",
+}
+FILES = {
+    "/keys/id": "PRIVATE KEY TEXT\n",
+    "/keys/host.pub": "ssh-ed25519 AAAAC3Nz host\n",
+    "/keys/api.pem": "PEM\n",
+}
+
+
+def test_bootstrap_makes_the_warehouse_and_sftp_connections(bootstrap):
+    conns = bootstrap.connections(BASE_ENV, read=FILES.__getitem__)
+    assert set(conns) == {"session_stream_mysql", "session_stream_sftp"}
+    mysql = conns["session_stream_mysql"]
+    assert (mysql["conn_type"], mysql["host"], mysql["port"], mysql["login"], mysql["schema"]) == (
+        "mysql", "mysql", 3306, "loader", "warehouse"
+    )  # fmt: skip
+    assert mysql["password"] == "p@ss:w/rd"
+    assert mysql["extra"]["local_infile"] is True
+    sftp = conns["session_stream_sftp"]
+    assert sftp["extra"] == {
+        "private_key": "PRIVATE KEY TEXT\n",
+        "host_key": "ssh-ed25519 AAAAC3Nz host",
+    }
+    assert "no_host_key_check" not in sftp["extra"]
+
+
+def test_bootstrap_makes_optional_connections_only_when_configured(bootstrap):
+    env = {
+        **BASE_ENV,
+        "SMTP_HOST": "smtp.example.com",
+        "SMTP_FROM": "airflow@example.com",
+        "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+        "MONETATE_API_USER": "api-user",
+        "MONETATE_RETAILER": "acme",
+        "MONETATE_API_PRIVATE_KEY_FILE": "/keys/api.pem",
+    }
+    conns = bootstrap.connections(env, read=FILES.__getitem__)
+    assert set(conns) == {
+        "session_stream_mysql", "session_stream_sftp", "smtp_default", "session_stream_slack", "aws_default", "monetate_api"
+    }  # fmt: skip
+    assert conns["smtp_default"]["extra"] == {
+        "from_email": "airflow@example.com",
+        "disable_ssl": True,
+        "disable_tls": False,
+    }
+    assert conns["session_stream_slack"] == {
+        "conn_type": "slackwebhook",
+        "password": env["SLACK_WEBHOOK_URL"],
+    }
+    assert conns["aws_default"]["extra"] == {"endpoint_url": "http://minio:9000"}
+    assert conns["monetate_api"]["login"] == "api-user"
+    assert conns["monetate_api"]["password"] == "PEM\n"
+    assert conns["monetate_api"]["extra"] == {"retailer_shortname": "acme"}
+
+
+def test_bootstrap_refuses_an_sftp_connection_without_host_key(bootstrap):
+    env = {k: v for k, v in BASE_ENV.items() if k != "SFTP_HOST_KEY_FILE"}
+    with pytest.raises(bootstrap.SetupError, match="SFTP_HOST_KEY"):
+        bootstrap.connections(env, read=FILES.__getitem__)
+
+
+def test_bootstrap_names_the_missing_setting(bootstrap):
+    env = {k: v for k, v in BASE_ENV.items() if k != "WAREHOUSE_LOADER_PASSWORD"}
+    with pytest.raises(
+        bootstrap.SetupError, match="WAREHOUSE_LOADER_PASSWORD is not set: add it to .env"
+    ):
+        bootstrap.connections(env, read=FILES.__getitem__)
+    missing_file = {**BASE_ENV, "SFTP_PRIVATE_KEY_FILE": "/nowhere/key"}
+    with pytest.raises(
+        bootstrap.SetupError, match="cannot read the SFTP private key at /nowhere/key"
+    ):
+        bootstrap.connections(missing_file)
+
+
+def test_warehouse_url_survives_special_characters_in_the_password(bootstrap):
+    from session_stream.db import DbUrl
+
+    url = DbUrl.parse(
+        bootstrap.warehouse_url({**BASE_ENV, "WAREHOUSE_LOADER_PASSWORD": "a@b:c/d?e#f%g"})
+    )
+    assert (url.user, url.password, url.host, url.port, url.database) == (
+        "loader",
+        "a@b:c/d?e#f%g",
+        "mysql",
+        3306,
+        "warehouse",
+    )
+
+
+def test_bootstrap_sets_the_variables_and_pool_from_env(bootstrap):
+    assert bootstrap.variables({**BASE_ENV, "ALERT_EMAIL_TO": "team@example.com"}) == {
+        "session_stream_drop_url": "sftp://monetate@sftp:22/upload/session_stream",
+        "session_stream_staging_url": "/opt/airflow/staging",
+        "session_stream_alert_to": "team@example.com",
+    }
+    assert bootstrap.pool_slots({}) == 2
+    with pytest.raises(bootstrap.SetupError, match="SESSION_STREAM_LOAD_SLOTS"):
+        bootstrap.pool_slots({"SESSION_STREAM_LOAD_SLOTS": "0"})
+
+
+def test_bootstrap_defaults_match_the_compose_file(bootstrap, services):
+    """The drop URL Airflow gets is the path the sample SFTP server serves the sample under."""
+    env = services["airflow-init"]["environment"]
+    assert (
+        env["SESSION_STREAM_DROP_URL"]
+        == "${SESSION_STREAM_DROP_URL:-sftp://monetate@sftp:22/upload/session_stream}"
+    )
+    assert "sftp-drop:/srv/sftp/upload:ro" in services["sftp"]["volumes"]
+    assert services["sftp-init"]["environment"]["SAMPLE_DROP_DIR"] == "/drop/session_stream"
+    assert "sftp-drop:/drop" in services["sftp-init"]["volumes"]
+    assert bootstrap.LOAD_POOL == "session_stream_load"
+
+
+def test_sftp_keys_are_made_once_and_accepted_by_sshd(bootstrap, tmp_path):
+    server, client = tmp_path / "server", tmp_path / "client"
+    bootstrap.sftp_keys(server, client, client_owner=None)
+    host_key = (server / "ssh_host_ed25519_key").read_bytes()
+    login_key = (client / "id_ed25519").read_bytes()
+    bootstrap.sftp_keys(server, client, client_owner=None)
+    assert (server / "ssh_host_ed25519_key").read_bytes() == host_key
+    assert (client / "id_ed25519").read_bytes() == login_key
+    assert (server / "ssh_host_ed25519_key").stat().st_mode & 0o077 == 0
+    assert (client / "ssh_host_ed25519_key.pub").read_text().startswith("ssh-ed25519 ")
+    assert (server / "authorized_keys" / "monetate").read_text().startswith("ssh-ed25519 ")
+
+    import paramiko
+
+    # The keys are what the DAG's SFTP client loads: the login key and the host key agree.
+    assert (
+        paramiko.Ed25519Key.from_private_key_file(str(client / "id_ed25519")).get_name()
+        == "ssh-ed25519"
+    )
+    host_public = paramiko.Ed25519Key.from_private_key_file(
+        str(server / "ssh_host_ed25519_key")
+    ).get_base64()
+    assert host_public in (client / "ssh_host_ed25519_key.pub").read_text()
+
+    sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+    if sshd is None:
+        pytest.skip("sshd is not installed: the config check needs it")
+    config = tmp_path / "sshd_config"
+    config.write_text(SSHD_CONFIG.read_text().replace("/etc/ssh/keys", str(server)))
+    result = subprocess.run([sshd, "-t", "-f", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+FAKE_TOOL = """#!/bin/sh
+# Records how it was called: arguments, stdin, and any file argument's content.
+{
+  echo "ARGV $(basename "$0") $*"
+  for a in "$@"; do [ -f "$a" ] && echo "FILE $(cat "$a")"; done
+  [ -n "$SESSION_STREAM_DB" ] && echo "DB $SESSION_STREAM_DB"
+  [ "$2" = "create" ] && echo "STDIN $(tr "\\n" " ")"
+} >> "$CALLS"
+exit 0
+"""
+
+
+def test_airflow_init_passes_secrets_in_files_stdin_and_env_never_as_arguments(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("airflow", "session-stream"):
+        (bin_dir / tool).write_text(FAKE_TOOL)
+        (bin_dir / tool).chmod(0o755)
+    (tmp_path / "id").write_text("PRIVATE-KEY-TEXT")
+    (tmp_path / "host.pub").write_text("ssh-ed25519 AAAAC3Nz")
+    calls = tmp_path / "calls.log"
+    env = {
+        **BASE_ENV,
+        "SFTP_PRIVATE_KEY_FILE": str(tmp_path / "id"),
+        "SFTP_HOST_KEY_FILE": str(tmp_path / "host.pub"),
+        "AIRFLOW_ADMIN_PASSWORD": "admin-secret",
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "CALLS": str(calls),
+        "TMPDIR": str(tmp_path),
+    }
+    script = REPO / "docker/stack/bootstrap.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "airflow-init"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    log = calls.read_text()
+    argv = [line for line in log.splitlines() if line.startswith("ARGV")]
+    assert [line.split()[1:4] for line in argv] == [
+        ["airflow", "db", "migrate"],
+        ["airflow", "users", "create"],
+        ["airflow", "connections", "import"],
+        ["airflow", "variables", "import"],
+        ["airflow", "pools", "set"],
+        ["session-stream", "init-db"],
+    ]
+    assert "ARGV airflow pools set session_stream_load 2 " in log
+    for secret in ("p@ss:w/rd", "admin-secret", "PRIVATE-KEY-TEXT"):
+        assert not any(secret in line for line in argv), secret
+        assert secret not in result.stdout + result.stderr, secret
+    assert "STDIN admin-secret admin-secret" in log  # getpass asks twice
+    assert '"password": "p@ss:w/rd"' in log and "PRIVATE-KEY-TEXT" in log  # in the import file
+    assert "DB mysql://loader:p%40ss%3Aw%2Frd@mysql:3306/warehouse" in log
+    # the import files are gone
+    assert not list(tmp_path.glob("bootstrap-*"))
