@@ -31,7 +31,7 @@ from . import schema
 from . import tables as T
 from .drop import order_key
 from .errors import ConfigError, LoadError
-from .split import LOAD_FORMAT, SplitResult, escape
+from .split import LOAD_FORMAT, SplitResult
 
 log = logging.getLogger(__name__)
 
@@ -232,49 +232,55 @@ class Loader:
             cur.close()
 
     def _prepare_temp_tables(self, cur) -> None:
-        for name, extra in ((INCOMING, ", `end_time` BIGINT NULL"), (REPLACED, "")):
+        tables = {
+            INCOMING: f"`idx` INT UNSIGNED NOT NULL PRIMARY KEY,"
+            f" `session_id` VARCHAR(64) COLLATE {self.key_collation} NOT NULL, `end_time` BIGINT NULL",
+            REPLACED: "`session_key` BIGINT UNSIGNED NOT NULL PRIMARY KEY",
+        }
+        for name, columns in tables.items():
             cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {q(name)}")
-            cur.execute(
-                f"CREATE TEMPORARY TABLE {q(name)} (`session_id` VARCHAR(64) COLLATE {self.key_collation} NOT NULL"
-                f"{extra}, PRIMARY KEY (`session_id`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-            )
+            cur.execute(f"CREATE TEMPORARY TABLE {q(name)} ({columns}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
 
     def _merge(self, cur, split: SplitResult, size: int, window_start, started: float) -> FileOutcome:
         name = split.source_name
         files = split.files()
         outcome = FileOutcome(name, "loaded", sessions=split.sessions, rejects=split.rejects)
+        key = q(T.SESSION_KEY_COLUMN)
 
         # 1. Which of the file's sessions exist already, and who wins.
-        self._load_data(cur, split.keys_path, INCOMING, ["session_id", "end_time"], split.sessions)
+        self._load_data(cur, split.keys_path, INCOMING, ["idx", "session_id", "end_time"], split.sessions)
         cur.execute(
-            f"SELECT i.session_id, i.end_time, s.end_time, s.{q(T.SOURCE_FILE_COLUMN)}"
+            f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{q(T.SOURCE_FILE_COLUMN)}"
             f" FROM {q(INCOMING)} i JOIN {q(T.SESSIONS.name)} s ON s.session_id = i.session_id"
         )
         replaced, superseded = [], set()
-        for sid, new_end, old_end, old_file in cur.fetchall():
+        for idx, new_end, old_key, old_end, old_file in cur.fetchall():
             if incoming_wins(new_end, name, old_end, old_file):
-                replaced.append(sid)
+                replaced.append((old_key,))
             else:
-                superseded.add(sid)
+                superseded.add(str(idx))
         outcome.replaced, outcome.superseded = len(replaced), len(superseded)
 
         # 2. Sessions this file replaces lose their old rows in every table, children included.
         if replaced:
-            cur.executemany(f"INSERT INTO {q(REPLACED)} (session_id) VALUES (%s)", [(s,) for s in replaced])
+            cur.executemany(f"INSERT INTO {q(REPLACED)} ({key}) VALUES (%s)", replaced)
             for table in reversed(T.TABLES):
-                cur.execute(
-                    f"DELETE t FROM {q(table.name)} t JOIN {q(REPLACED)} r ON r.session_id = t.session_id"
-                )
+                cur.execute(f"DELETE t FROM {q(table.name)} t JOIN {q(REPLACED)} r ON r.{key} = t.{key}")
 
         # 3. Rows straight into the final tables, minus sessions a newer version already beat.
+        # session_key = the session's index in the file + a base above every key in use
+        # (loads are serialised by the named lock, so no other load takes the same keys).
+        cur.execute(f"SELECT COALESCE(MAX({key}), 0) + 1 FROM {q(T.SESSIONS.name)}")
+        base = int(cur.fetchone()[0])
         for table in T.TABLES:
             path, expected = files[table.name], split.rows.get(table.name, 0)
             if superseded and expected:
-                path, expected = _without_sessions(path, {escape(s) for s in superseded})
-            columns = [q(c) for c in table.column_names]
+                path, expected = _without_sessions(path, superseded)
+            columns = ["@idx", *(q(c) for c in table.column_names)]
             if table is T.SESSIONS:
                 columns.append(q(T.SOURCE_FILE_COLUMN))
-            loaded = self._load_data(cur, path, table.name, columns, expected) if expected else 0
+            set_clause = f"SET {key} = @idx + {base:d}"
+            loaded = self._load_data(cur, path, table.name, columns, expected, set_clause) if expected else 0
             outcome.rows[table.name] = loaded
 
         # 4. Rejects of this file (replacing any from an earlier load of it), then the ledger.
@@ -302,9 +308,9 @@ class Loader:
         )
         return outcome
 
-    def _load_data(self, cur, path: Path, table: str, columns: list[str], expected: int) -> int:
+    def _load_data(self, cur, path: Path, table: str, columns: list[str], expected: int, set_clause: str = "") -> int:
         cur.execute(
-            f"LOAD DATA LOCAL INFILE %s INTO TABLE {q(table)} {LOAD_FORMAT} ({', '.join(columns)})",
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {q(table)} {LOAD_FORMAT} ({', '.join(columns)}) {set_clause}",
             (str(path),),
         )
         loaded = cur.rowcount
@@ -318,13 +324,14 @@ class Loader:
         return loaded
 
 
-def _without_sessions(path: Path, session_ids: set[str]) -> tuple[Path, int]:
-    """A copy of a staged file without the rows of `session_ids` (escaped), and its row count."""
+def _without_sessions(path: Path, indexes: set[str]) -> tuple[Path, int]:
+    """A copy of a staged file without the rows of the sessions at `indexes` (their index in the
+    file, as text: the first field of every staged row), and its row count."""
     out = path.with_suffix(".filtered.tsv")
     kept = 0
     with path.open("r", encoding="utf-8", newline="") as src, out.open("w", encoding="utf-8", newline="") as dst:
         for line in src:
-            if line.split("\t", 1)[0] not in session_ids:
+            if line.split("\t", 1)[0] not in indexes:
                 dst.write(line)
                 kept += 1
     return out, kept

@@ -207,6 +207,7 @@ def _lookup_col(lookup: Lookup, name: str) -> str:
 def view_ddls() -> dict[str, str]:
     """CREATE OR REPLACE VIEW statements by view name."""
     sid = _col(T.SESSIONS, "session_id")
+    key = q(T.SESSION_KEY_COLUMN)  # joins to session_sessions by its primary key
     offer_id, offer_ts = _col(T.OFFERS, "offer_id"), _col(T.OFFERS, "timestamp")
     event_id, event_ts = _col(T.PAGE_EVENT_IDS, "event_id"), _col(T.PAGE_EVENT_IDS, "timestamp")
     ct_id, ct_value = (
@@ -224,7 +225,7 @@ def view_ddls() -> dict[str, str]:
     # which leads to the experience summary (status, type). Offers unknown to the lookup stay,
     # with NULL names, so counts in BI do not depend on the last refresh.
     views["v_session_offers"] = f"""CREATE OR REPLACE VIEW `v_session_offers` AS
-SELECT o.{sid} AS session_id, o.{offer_id} AS offer_id, o.variant_id,
+SELECT o.{key}, o.{sid} AS session_id, o.{offer_id} AS offer_id, o.variant_id,
        o.{offer_ts} AS offer_timestamp, {_utc("o." + offer_ts)} AS offer_time,
        v.{_lookup_col(v, "experience_id")} AS experience_id,
        COALESCE(v.{_lookup_col(v, "experience_name")}, e.{_lookup_col(e, "experience_name")}) AS experience_name,
@@ -232,24 +233,24 @@ SELECT o.{sid} AS session_id, o.{offer_id} AS offer_id, o.variant_id,
        v.{_lookup_col(v, "split_description")} AS split_description,
        COALESCE(v.{_lookup_col(v, "experience_type")}, e.{_lookup_col(e, "experience_type")}) AS experience_type,
        e.{_lookup_col(e, "status")} AS experience_status
-FROM (SELECT {sid}, {offer_id}, {offer_ts}, {_int_id(offer_id)} AS variant_id
+FROM (SELECT {key}, {sid}, {offer_id}, {offer_ts}, {_int_id(offer_id)} AS variant_id
       FROM {q(T.OFFERS.name)}) o
 LEFT JOIN {q(v.table)} v ON v.`id` = o.variant_id
 LEFT JOIN {q(e.table)} e ON e.`id` = v.{_lookup_col(v, "experience_id")}"""
 
     views["v_session_page_events"] = f"""CREATE OR REPLACE VIEW `v_session_page_events` AS
-SELECT pe.{sid} AS session_id, pe.{event_id} AS event_id, pe.page_event_id,
+SELECT pe.{key}, pe.{sid} AS session_id, pe.{event_id} AS event_id, pe.page_event_id,
        p.{_lookup_col(p, "title")} AS page_event_title,
        pe.{event_ts} AS event_timestamp, {_utc("pe." + event_ts)} AS event_time
-FROM (SELECT {sid}, {event_id}, {event_ts}, {_int_id(event_id)} AS page_event_id
+FROM (SELECT {key}, {sid}, {event_id}, {event_ts}, {_int_id(event_id)} AS page_event_id
       FROM {q(T.PAGE_EVENT_IDS.name)}) pe
 LEFT JOIN {q(p.table)} p ON p.`id` = pe.page_event_id"""
 
     views["v_session_custom_targets"] = f"""CREATE OR REPLACE VIEW `v_session_custom_targets` AS
-SELECT t.{sid} AS session_id, t.{ct_id} AS custom_target_id, t.custom_target_int_id,
+SELECT t.{key}, t.{sid} AS session_id, t.{ct_id} AS custom_target_id, t.custom_target_int_id,
        c.{_lookup_col(c, "title")} AS custom_target_title,
        t.{ct_value} AS custom_target_value
-FROM (SELECT {sid}, {ct_id}, {ct_value}, {_int_id(ct_id)} AS custom_target_int_id
+FROM (SELECT {key}, {sid}, {ct_id}, {ct_value}, {_int_id(ct_id)} AS custom_target_int_id
       FROM {q(T.CUSTOM_TARGETS.name)}) t
 LEFT JOIN {q(c.table)} c ON c.`id` = t.custom_target_int_id"""
 
@@ -269,8 +270,8 @@ SELECT DATE({_utc("s." + start)}) AS session_date,
        COALESCE(SUM(s.{_col(s, "has_purchase")}), 0) / COUNT(*) AS conversion_rate,
        COALESCE(SUM(s.{_col(s, "is_bounce")}), 0) / COUNT(*) AS bounce_rate
 FROM {q(s.name)} s
-LEFT JOIN (SELECT {sid}, COUNT(*) AS orders, SUM({purchase_value}) AS revenue
-           FROM {q(T.PURCHASES.name)} GROUP BY {sid}) pv ON pv.{sid} = s.{sid}
+LEFT JOIN (SELECT {key}, COUNT(*) AS orders, SUM({purchase_value}) AS revenue
+           FROM {q(T.PURCHASES.name)} GROUP BY {key}) pv ON pv.{key} = s.{key}
 GROUP BY session_date, s.{_col(s, "device_type")}, s.{_col(s, "country")}"""
     return views
 

@@ -41,11 +41,13 @@ def _insert_sql(table: T.Table, extra: tuple[str, ...] = ()) -> str:
     )
 
 
-SELECT_END = f"SELECT {_q(END.name)} FROM {_q(T.SESSIONS.name)} WHERE {_q(T.SESSION_ID.name)} = %s"
-DELETES = [
-    f"DELETE FROM {_q(t.name)} WHERE {_q(T.SESSION_ID.name)} = %s" for t in reversed(T.TABLES)
-]
-INSERTS = {t.name: _insert_sql(t) for t in T.CHILD_TABLES}
+KEY = T.SESSION_KEY_COLUMN
+SELECT_END = (
+    f"SELECT {_q(KEY)}, {_q(END.name)} FROM {_q(T.SESSIONS.name)} WHERE {_q(T.SESSION_ID.name)} = %s"
+)
+DELETES = [f"DELETE FROM {_q(t.name)} WHERE {_q(KEY)} = %s" for t in reversed(T.TABLES)]
+# The session row gets its session_key from AUTO_INCREMENT; its children carry it.
+INSERTS = {t.name: _insert_sql(t, (KEY,)) for t in T.CHILD_TABLES}
 INSERTS[T.SESSIONS.name] = _insert_sql(T.SESSIONS, (T.SOURCE_FILE_COLUMN,))
 
 
@@ -109,16 +111,19 @@ def _load_session(cur, obj: dict, file_name: str, counts: dict[str, int]) -> boo
     cur.execute(SELECT_END, (sid,))
     found = cur.fetchone()
     if found is not None:
-        old_end = found[0]
+        old_key, old_end = found
         if old_end is not None and (new_end is None or old_end > new_end):
             return False  # the stored version is newer
         for sql in DELETES:
-            cur.execute(sql, (sid,))
+            cur.execute(sql, (old_key,))
+    key = None
     for table in T.TABLES:
         for row in rows(table, obj):
             if table is T.SESSIONS:
-                row = (*row, file_name)
-            cur.execute(INSERTS[table.name], row)
+                cur.execute(INSERTS[table.name], (*row, file_name))
+                key = cur.lastrowid
+            else:
+                cur.execute(INSERTS[table.name], (*row, key))
             counts[table.name] += 1
     return True
 

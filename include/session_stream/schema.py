@@ -33,19 +33,28 @@ def key_collation(conn) -> str:
 
 
 def table_ddl(table: T.Table, key_collation: str) -> str:
-    # A surrogate, ever-growing clustered key: rows are appended in load order, so inserts stay
-    # cheap however large the warehouse grows (a random session_id clustered key made every
-    # insert a random page write once the tables outgrew the buffer pool). The natural key is
-    # a UNIQUE index, which also serves per-session lookups and deletes.
-    cols = [f"  {q(T.ROW_ID_COLUMN)} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT"]
+    """Clustered keys that only ever grow: a load appends its rows at the end of every table
+    instead of writing pages all over it (a random session_id clustered key, or a secondary
+    index on it in every child table, doubled LOAD DATA's cost and grows worse as the tables
+    outgrow the buffer pool). session_sessions maps session_id to session_key with a unique
+    index, which is all the newest-wins merge looks up; per-session deletes go by session_key.
+    """
+    key = q(T.SESSION_KEY_COLUMN)
+    if table is T.SESSIONS:
+        cols = [f"  {key} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT"]
+    else:
+        cols = [f"  {key} BIGINT UNSIGNED NOT NULL"]
     for c in table.columns:
         null = " NOT NULL" if c.not_null else " NULL"
         cols.append(f"  {q(c.name)} {c.sql_type(key_collation)}{null}")
     if table is T.SESSIONS:
         cols.append(f"  {q(T.SOURCE_FILE_COLUMN)} VARCHAR(255) NOT NULL")
         cols.append(f"  {q(T.LOADED_AT_COLUMN)} TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)")
-    cols.append(f"  PRIMARY KEY ({q(T.ROW_ID_COLUMN)})")
-    cols.append(f"  UNIQUE KEY `ux_key` ({', '.join(q(n) for n in table.primary_key)})")
+        cols.append(f"  PRIMARY KEY ({key})")
+        cols.append(f"  UNIQUE KEY `ux_session_id` ({q(T.SESSION_ID.name)})")
+    else:
+        rest = [q(n) for n in table.primary_key if n != T.SESSION_ID.name]
+        cols.append(f"  PRIMARY KEY ({', '.join([key, *rest])})")
     for index in table.indexes:
         cols.append(f"  KEY {q('ix_' + '_'.join(index))} ({', '.join(q(n) for n in index)})")
     return (

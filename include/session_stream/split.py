@@ -37,7 +37,7 @@ LOAD_FORMAT = (
 )
 MANIFEST = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"
-KEYS_FILE = "session_keys.tsv"  # (session_id, end_time) per session: the merge reads only this
+KEYS_FILE = "session_keys.tsv"  # (index, session_id, end_time) per session: all the merge reads
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 _needs_escape = re.compile(r"[\\\t\n\r\0]").search
@@ -207,15 +207,40 @@ def _value_columns(table: T.Table) -> list[tuple[str, Callable]]:
     return [(c.json_key, converter(c)) for c in table.columns if c.name not in skip]
 
 
+def _session_row_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
+    """The session row is a third of the split's work, so its builder is generated from the
+    spec as straight-line code: each column gets an inline test for the common, valid case
+    (a short string without specials, an int in range, a 't'/'f' flag) and falls back to the
+    full converter for everything else, NULL and rejects included."""
+    env = {"_needs_escape": _needs_escape, "_FLAGS": _FLAGS}
+    fields = []
+    for i, c in enumerate(table.columns[1:]):
+        env[f"conv{i}"] = converter(c)
+        v, slow = f"v{i}", f"conv{i}(v{i}, 'session')"
+        if c.kind == T.STR:
+            fast = f"type({v}) is str and len({v}) <= {c.length} and not _needs_escape({v})"
+        elif c.kind in (T.INT, T.BIGINT):
+            lo, hi = T.INT_RANGE if c.kind == T.INT else T.BIGINT_RANGE
+            fast = f"type({v}) is int and {lo} <= {v} <= {hi}"
+            fields.append(f"(str({v}) if ({v} := g({c.json_key!r}), {fast})[1] else {slow})")
+            continue
+        elif c.kind == T.FLAG:
+            fields.append(f"(_FLAGS.get({v}) if type({v} := g({c.json_key!r})) is str else None) or {slow}")
+            continue
+        else:
+            fields.append(f"conv{i}(g({c.json_key!r}), 'session')")
+            continue
+        fields.append(f"({v} if ({v} := g({c.json_key!r}), {fast})[1] else {slow})")
+    source = "def build(s, lead):\n    g = s.get\n    return ['\\t'.join((lead,\n        " + ",\n        ".join(fields) + "))]\n"
+    exec(compile(source, f"<session row builder for {table.name}>", "exec"), env)
+    return env["build"]
+
+
 def row_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
-    """A function (session, escaped session_id) -> the table's TSV lines for that session."""
+    """A function (session, lead) -> the table's TSV lines for that session; `lead` is the text
+    of the leading fields (the session's index in the file and its escaped session_id)."""
     if table.shape == "session":
-        convs = [(c.json_key, converter(c)) for c in table.columns[1:]]
-
-        def build(s, sid):
-            return ["\t".join([sid, *(conv(s.get(k), "session") for k, conv in convs)])]
-
-        return build
+        return _session_row_builder(table)
 
     top = table.path[0]
     key_conv = converter(table.columns[1]) if table.columns[1].kind == T.STR else None
@@ -357,16 +382,16 @@ class _Writers:
         self.keys.close()
 
 
-def _session_lines(session: dict, source: str) -> tuple[str, list[tuple[str, list[str]]]]:
-    """Validate one session object and build every row it yields; raises Reject."""
-    sid = _SESSION_ID(session.get("session_id"), "session")
+def _session_lines(session: dict, lead: str, source: str) -> list[tuple[str, list[str]]]:
+    """Build every row one session yields, each line starting with `lead`
+    ("<index in file>\t<session_id>"); raises Reject."""
     out = []
     for table, build in _BUILDERS:
-        lines = build(session, sid)
+        lines = build(session, lead)
         if table is T.SESSIONS:
             lines = [lines[0] + "\t" + source]
         out.append((table.name, lines))
-    return sid, out
+    return out
 
 
 def _iter_lines(path: Path):
@@ -423,8 +448,11 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                 _reject(writers, result, line_no, "no session_id", raw)
                 continue
             try:
-                sid, per_table = _session_lines(session, source)
+                sid = _SESSION_ID(session.get("session_id"), "session")
                 end = _END_TIME(session.get("end_time"), "session")
+                # Each staged row starts with the session's index in this file: the loader
+                # turns it into session_key (see tables.SESSION_KEY_COLUMN).
+                per_table = _session_lines(session, f"{result.sessions}\t{sid}", source)
             except Reject as exc:
                 _reject(writers, result, line_no, str(exc), raw)
                 continue
@@ -438,8 +466,8 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                     if end_ms < previous[0]:  # a tie goes to the later line
                         continue
                 best[sid] = (end_ms, line_no)
+            writers.keys.write(f"{result.sessions}\t{sid}\t{end}\n")
             result.sessions += 1
-            writers.keys.write(f"{sid}\t{end}\n")
             for table_name, lines in per_table:
                 if lines:
                     rows[table_name] += len(lines)

@@ -120,7 +120,6 @@ SESSIONS = Table(
         Column("is_bounce", FLAG),
         Column("is_closed", FLAG),
     ),
-    indexes=(("start_time",),),
 )
 
 CUSTOM_TARGETS = Table(
@@ -222,8 +221,11 @@ BY_NAME = {t.name: t for t in TABLES}
 # Columns the loader adds to session_sessions besides the source values (contract: extra
 # columns are welcome). source_file decides newest-wins ties; loaded_at is filled by MySQL.
 SOURCE_FILE_COLUMN = "source_file"
-ROW_ID_COLUMN = "row_id"  # surrogate clustered key of every session table (schema.py says why)
 LOADED_AT_COLUMN = "loaded_at"
+# Every session table starts with session_key: a surrogate number, given to a session version
+# when it is loaded and growing with each load. Child tables are clustered by (session_key, ...),
+# so a load only appends and a session's rows sit together; schema.py says why.
+SESSION_KEY_COLUMN = "session_key"
 
 LEDGER_TABLE = "session_stream_files"
 REJECTS_TABLE = "session_stream_rejects"

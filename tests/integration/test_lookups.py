@@ -241,11 +241,17 @@ def test_create_lookups_and_views_is_idempotent(conn):
 
 
 def insert(conn, table: T.Table, **values) -> None:
+    cur = conn.cursor()
     if table is T.SESSIONS:
         values.setdefault(T.SOURCE_FILE_COLUMN, "test.json.gz")
+    else:  # a child row carries its session's session_key
+        cur.execute(
+            f"SELECT `{T.SESSION_KEY_COLUMN}` FROM `{T.SESSIONS.name}` WHERE session_id = %s",
+            (values["session_id"],),
+        )
+        values[T.SESSION_KEY_COLUMN] = cur.fetchone()[0]
     cols = ", ".join(f"`{c}`" for c in values)
     marks = ", ".join(["%s"] * len(values))
-    cur = conn.cursor()
     cur.execute(f"INSERT INTO `{table.name}` ({cols}) VALUES ({marks})", tuple(values.values()))
     cur.close()
 

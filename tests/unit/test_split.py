@@ -40,7 +40,7 @@ def unescape_field(field: str):
 
 def staged(result: SplitResult, table: T.Table) -> list[dict]:
     text = result.files()[table.name].read_text(encoding="utf-8")
-    names = table.column_names + ([T.SOURCE_FILE_COLUMN] if table is T.SESSIONS else [])
+    names = ["index", *table.column_names] + ([T.SOURCE_FILE_COLUMN] if table is T.SESSIONS else [])
     rows = []
     for line in text.split("\n")[:-1]:
         fields = line.split("\t")
