@@ -107,8 +107,21 @@ def _money(value, where: str) -> str:
     return plain
 
 
+_ISO_UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z").fullmatch
+
+
 def _utc_datetime(value, where: str) -> str:
     t = type(value)
+    if t is str and _ISO_UTC_MS(value):
+        # The feed's usual form, already UTC to the millisecond: once fromisoformat has
+        # checked the date is real, the answer is the string itself, re-punctuated.
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise Reject(f"{where}: {value!r} is not an ISO-8601 time or epoch milliseconds") from None
+        if value[0] == "0" and value < "1000":
+            raise Reject(f"{where}: {value!r} is before the year 1000")
+        return f"{value[:10]} {value[11:23]}"
     if t is str and not _INT_STRING(value):
         try:
             dt = datetime.fromisoformat(value.strip())

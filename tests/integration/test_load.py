@@ -320,3 +320,17 @@ def test_cli_load_summary_and_exit_status(url, empty, drop, tmp_path):
     assert "sessions/s" in result.stdout
     result = run_cli("init-db", "--db", url)
     assert result.returncode == 0 and "up to date" in result.stdout
+
+
+def test_children_carry_their_sessions_key(url, empty, drop):
+    load(url, list_tree(drop))
+    key = T.SESSION_KEY_COLUMN
+    for table in T.CHILD_TABLES:
+        orphans = query(
+            url,
+            f"SELECT COUNT(*) FROM `{table.name}` c LEFT JOIN `{T.SESSIONS.name}` s"
+            f" ON s.`{key}` = c.`{key}` WHERE s.session_id IS NULL OR s.session_id <> c.session_id",
+        )
+        assert orphans == [(0,)], table.name
+    (n_keys, n_sessions), = query(url, f"SELECT COUNT(DISTINCT `{key}`), COUNT(*) FROM `{T.SESSIONS.name}`")
+    assert n_keys == n_sessions

@@ -212,3 +212,13 @@ def test_manifest_round_trips(tmp_path):
     again = SplitResult.read(result.out_dir)
     assert (again.sessions, again.rejects, again.rows) == (1, 1, result.rows)
     assert again.source_name == "20261101T000000.000Z_PT15M-1.json.gz"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("2026-02-30T00:00:00.000Z", "not an ISO-8601"), ("0999-12-31T23:59:59.999Z", "before the year 1000")],
+)
+def test_impossible_line_times_are_rejected(tmp_path, value, reason):
+    result = split_lines(tmp_path, [{"session_id": "s", "view_lines": [{"time": value}]}])
+    ((_, why, _),) = result.read_rejects()
+    assert reason in why
