@@ -1,0 +1,402 @@
+"""What each task of the session_stream DAG does, as plain functions (no Airflow import).
+
+    fetch        list the run's window plus a look-back, keep the files the ledger has not loaded
+                 (or that changed), leave files still being written for the next run, download the
+                 rest into the staging area and cut them into batches
+    split_batch  split each staged file of a batch into staged TSVs (a file that cannot be read
+                 is reported, not raised, so the rest of the batch still loads)
+    load_batch   load each split, record failures in the ledger, remove what was staged, and raise
+                 FilesFailedError at the end naming the files that failed
+    check        compare the ledger with what was fetched: fail naming files that are not loaded
+                 or have more rejects than allowed
+
+Return values are small dicts of names and counts (they travel as XCom). Files move between
+tasks through the staging area under `<prefix>/raw/<name>` and `<prefix>/split/<name>/`, so tasks
+may run on different workers when the staging area is an s3:// prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInputError, ConfigError, LoadError
+
+log = logging.getLogger(__name__)
+
+HOUR = timedelta(hours=1)
+MAX_MAP_ITEMS = 1024  # Airflow's cap on the items of one mapped task
+
+DEFAULT_LOOKBACK_HOURS = 3
+DEFAULT_SETTLE_SECONDS = 120
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_MAX_REJECTS = 100
+
+
+class FilesFailedError(LoadError):
+    """Some files of a batch or run did not load; `files` names them (alerts list them)."""
+
+    def __init__(self, message: str, files: list[str]):
+        super().__init__(message)
+        self.files = list(files)
+
+
+# ---------------------------------------------------------------- the run's window
+
+
+@dataclass(frozen=True)
+class Window:
+    """Half-open interval [start, end) of file window starts, in UTC."""
+
+    start: datetime
+    end: datetime
+
+    def widened(self, lookback_hours: float) -> Window:
+        return Window(self.start - timedelta(hours=lookback_hours), self.end)
+
+    def __str__(self) -> str:
+        return f"[{self.start.isoformat()}, {self.end.isoformat()})"
+
+
+def _as_utc(value: Any, what: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = datetime.fromisoformat(
+                text.replace("Z", "+00:00") if text.endswith("Z") else text
+            )
+        except ValueError:
+            raise ConfigError(
+                f"{what} must be an ISO-8601 date or time such as 2026-11-01 or 2026-11-01T05:00:00Z, got {text!r}"
+            ) from None
+    if not isinstance(value, datetime):
+        raise ConfigError(f"{what} must be a date-time, got {value!r}")
+    if value.tzinfo is None:  # a bare time means UTC, as in the file names
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    # A plain datetime, not Airflow's pendulum subclass, whose arithmetic can drop the zone.
+    return datetime(*value.timetuple()[:6], value.microsecond, tzinfo=UTC)
+
+
+def _floor_hour(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+def resolve_window(
+    params: dict | None,
+    data_interval_start: Any = None,
+    data_interval_end: Any = None,
+    logical_date: Any = None,
+    *,
+    now: datetime | None = None,
+) -> Window:
+    """The window a run loads.
+
+    The params `start` and `end` (both, ISO-8601) override everything: that is how a user reloads
+    a range by hand. Otherwise the run's data interval. A run with an empty interval (a trigger
+    timetable) takes the complete hour before its logical date, and a manual run with neither
+    interval nor logical date takes the last complete hour before now.
+    """
+    params = params or {}
+    start = _as_utc(params.get("start"), "param 'start'")
+    end = _as_utc(params.get("end"), "param 'end'")
+    if start or end:
+        if not (start and end):
+            raise ConfigError("give both params 'start' and 'end' (ISO-8601, UTC), or neither")
+        if end <= start:
+            raise ConfigError(
+                f"param 'end' ({end.isoformat()}) must be after 'start' ({start.isoformat()})"
+            )
+        return Window(start, end)
+
+    di_start = _as_utc(data_interval_start, "data interval start")
+    di_end = _as_utc(data_interval_end, "data interval end")
+    if di_start and di_end and di_end > di_start:
+        return Window(di_start, di_end)
+
+    anchor = (
+        di_end
+        or _as_utc(logical_date, "logical date")
+        or (now or datetime.now(UTC)).astimezone(UTC)
+    )
+    end = _floor_hour(anchor)
+    return Window(end - HOUR, end)
+
+
+# ---------------------------------------------------------------- staging layout
+
+
+def staging_prefix(run_id: str) -> str:
+    """A key prefix for one run's staged files (run ids hold ':' and '+', awkward in paths and keys)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") or "run"
+
+
+def raw_key(prefix: str, name: str) -> str:
+    return f"{prefix}/raw/{name}"
+
+
+def split_key(prefix: str, name: str) -> str:
+    return f"{prefix}/split/{name}"
+
+
+def plan_batches(
+    files: list[dict], batch_size: int, max_items: int = MAX_MAP_ITEMS
+) -> list[list[dict]]:
+    """Cut files into batches of `batch_size`, growing the batches when there would be too many."""
+    if not files:
+        return []
+    size = max(1, int(batch_size), math.ceil(len(files) / max_items))
+    return [files[i : i + size] for i in range(0, len(files), size)]
+
+
+# ---------------------------------------------------------------- the tasks
+
+
+def fetch(
+    drop,
+    loader,
+    staging,
+    window: Window,
+    *,
+    prefix: str,
+    lookback_hours: float = DEFAULT_LOOKBACK_HOURS,
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+    recheck_after: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    force: bool = False,
+) -> dict:
+    """List, keep what is pending and settled, stage it, and plan the batches."""
+    from .drop import order_key, settled
+
+    scope = window.widened(lookback_hours)
+    listed = drop.list_files(scope.start, scope.end)
+    pending_names = set(loader.pending([(f.name, f.size) for f in listed], force=force))
+    pending = [f for f in listed if f.name in pending_names]
+    if recheck_after is None:
+        # A store that gives no mtime cannot show a file's age: look at its size twice instead.
+        recheck_after = 5.0 if any(f.mtime is None for f in pending) else 0.0
+    ready, waiting = (
+        settled(drop, pending, settle_seconds=settle_seconds, recheck_after=recheck_after)
+        if pending
+        else ([], [])
+    )
+    ready = sorted(ready, key=lambda f: order_key(f.name))
+
+    staged = []
+    with tempfile.TemporaryDirectory(prefix="session_stream_fetch_") as tmp:
+        for f in ready:
+            key = raw_key(prefix, f.name)
+            in_place = _local_path(staging, key)  # a local area: download straight into it
+            local = drop.download(f, in_place or Path(tmp) / f.name)
+            if in_place is None:
+                staging.put_file(local, key)
+                local.unlink()  # a long backfill must not hold every file on local disk
+            staged.append(
+                {
+                    "name": f.name,
+                    "size": f.size,
+                    "window_start": f.window_start.isoformat() if f.window_start else None,
+                }
+            )
+
+    batches = [{"prefix": prefix, "files": b} for b in plan_batches(staged, batch_size)]
+    result = {
+        "window": [window.start.isoformat(), window.end.isoformat()],
+        "scope": [scope.start.isoformat(), scope.end.isoformat()],
+        "prefix": prefix,
+        "listed": len(listed),
+        "already_loaded": len(listed) - len(pending),
+        "waiting": [f.name for f in waiting],
+        "fetched": [f["name"] for f in staged],
+        "batches": batches,
+    }
+    log.info(
+        "window %s (with look-back %s): %d listed, %d already loaded, %d still being written, %d fetched in %d batch(es)",
+        window,
+        scope,
+        len(listed),
+        result["already_loaded"],
+        len(waiting),
+        len(staged),
+        len(batches),
+    )
+    return result
+
+
+def split_batch(batch: dict, staging) -> dict:
+    """Split every staged file of a batch; unreadable files are passed on as failed, not raised."""
+    from .split import split_file
+
+    prefix = batch["prefix"]
+    done, failed = [], []
+    with tempfile.TemporaryDirectory(prefix="session_stream_split_") as tmp:
+        for item in batch["files"]:
+            name = item["name"]
+            key_in, key_out = raw_key(prefix, name), split_key(prefix, name)
+            local = staging.get_file(
+                key_in, _local_path(staging, key_in) or Path(tmp) / "raw" / name
+            )
+            out_dir = _local_path(staging, key_out) or Path(tmp) / "split" / name
+            try:
+                result = split_file(Path(local), out_dir, source_name=name)
+            except BadInputError as exc:
+                log.error("%s cannot be read: %s", name, exc)
+                failed.append({**item, "error": str(exc)})
+                staging.delete(key_out)
+                continue
+            staging.put_dir(out_dir, key_out)
+            done.append({**item, "sessions": result.sessions, "rejects": result.rejects})
+    log.info("split %d file(s), %d unreadable", len(done), len(failed))
+    return {"prefix": prefix, "files": done, "failed": failed}
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
+    """Load a split batch; record failures in the ledger; raise FilesFailedError naming them at the end.
+
+    Errors that are not about a file (the database is gone, local_infile refused) propagate at
+    once, so the task is retried; a retry skips what the ledger shows loaded, whose staged files
+    are already removed.
+    """
+    from .split import SplitResult
+
+    prefix = split["prefix"]
+    failures: dict[str, str] = {}
+    loaded, skipped = [], []
+    rows: dict[str, int] = {}
+    rejects = 0
+
+    for item in split["failed"]:
+        loader.record_failure(
+            item["name"], item["size"], _when(item.get("window_start")), item["error"]
+        )
+        failures[item["name"]] = item["error"]
+        _remove_staged(staging, prefix, item["name"])
+
+    with tempfile.TemporaryDirectory(prefix="session_stream_load_") as tmp:
+        for item in split["files"]:
+            name, size, window_start = item["name"], item["size"], _when(item.get("window_start"))
+            key = split_key(prefix, name)
+            if not staging.exists(key):
+                # A retried task: the first try loaded this file and removed its staged copy.
+                entry = loader.ledger([name]).get(name) or {}
+                if entry.get("status") == "loaded" and entry.get("size") == size:
+                    skipped.append(name)
+                    continue
+                error = f"staged split {staging.url_for(key)} is missing; the next run fetches the file again"
+                loader.record_failure(name, size, window_start, error)
+                failures[name] = error
+                continue
+            try:
+                local = staging.get_dir(key, _local_path(staging, key) or Path(tmp) / name)
+                outcome = loader.load(
+                    SplitResult.read(Path(local)), size=size, window_start=window_start, force=force
+                )
+            except (BadInputError, LoadError) as exc:
+                # About this file, before the loader saw it (Loader.load records its own failures).
+                loader.record_failure(name, size, window_start, str(exc))
+                outcome = None
+                failures[name] = str(exc)
+            if outcome is not None:
+                if outcome.status == "failed":
+                    failures[name] = outcome.error or "load failed"
+                elif outcome.status == "skipped":
+                    skipped.append(name)
+                else:
+                    loaded.append(name)
+                    rejects += outcome.rejects
+                    for table, n in (outcome.rows or {}).items():
+                        rows[table] = rows.get(table, 0) + n
+            _remove_staged(staging, prefix, name)
+
+    log.info(
+        "loaded %d file(s), skipped %d, failed %d; rows %s",
+        len(loaded),
+        len(skipped),
+        len(failures),
+        rows,
+    )
+    if failures:
+        raise FilesFailedError(
+            f"{len(failures)} of {len(split['files']) + len(split['failed'])} file(s) failed; they are marked failed "
+            "in the ledger and the next run retries them: "
+            + "; ".join(f"{n}: {e}" for n, e in failures.items()),
+            list(failures),
+        )
+    return {"loaded": loaded, "skipped": skipped, "rows": rows, "rejects": rejects}
+
+
+def _local_path(staging, key: str) -> Path | None:
+    """Where a local staging area keeps `key`, so tasks read and write it in place (no copies)."""
+    path_for = getattr(staging, "path_for", None)
+    if path_for is None:
+        return None
+    path = Path(path_for(key))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _remove_staged(staging, prefix: str, name: str) -> None:
+    for key in (raw_key(prefix, name), split_key(prefix, name)):
+        try:
+            staging.delete(key)
+        except FileNotFoundError:
+            pass
+
+
+def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, staging=None) -> dict:
+    """Every fetched file must be in the ledger as loaded, with at most `max_rejects` rejects.
+
+    With `staging`, the run's staging prefix (by now only empty folders) is removed too.
+    """
+    if staging is not None and fetched.get("prefix"):
+        staging.delete(fetched["prefix"])
+    names = list(fetched.get("fetched") or [])
+    waiting = list(fetched.get("waiting") or [])
+    ledger = loader.ledger(names) if names else {}
+    not_loaded = {
+        n: (ledger.get(n) or {}).get("error") or "not in the ledger"
+        for n in names
+        if (ledger.get(n) or {}).get("status") != "loaded"
+    }
+    too_many = {
+        n: ledger[n].get("rejects") or 0
+        for n in names
+        if n in ledger and (ledger[n].get("rejects") or 0) > max_rejects
+    }
+    summary = {
+        "window": fetched.get("window"),
+        "listed": fetched.get("listed", 0),
+        "loaded": len(names) - len(not_loaded),
+        "waiting": waiting,
+        "rejects": sum((ledger.get(n) or {}).get("rejects") or 0 for n in names),
+    }
+    if waiting:
+        log.info(
+            "%d file(s) still being written wait for the next run: %s",
+            len(waiting),
+            ", ".join(waiting),
+        )
+    problems = [f"{n} not loaded ({e})" for n, e in not_loaded.items()]
+    problems += [
+        f"{n} has {r} rejects (max_rejects={max_rejects}; see session_stream_rejects)"
+        for n, r in too_many.items()
+    ]
+    if problems:
+        raise FilesFailedError(
+            f"{len(problems)} problem(s) in window {fetched.get('window')}: " + "; ".join(problems),
+            [*not_loaded, *too_many],
+        )
+    log.info("check passed: %s", summary)
+    return summary

@@ -1,0 +1,222 @@
+"""Airflow in the test suite: an isolated AIRFLOW_HOME, `airflow dags test` as a subprocess, and
+a local SMTP sink for the failure alerts.
+
+The environment is set in `pytest_configure`, before any test imports Airflow (its settings are
+read once, at import), so no test ever touches a real ~/airflow. Connections and Variables are
+passed to the subprocess as AIRFLOW_CONN_<ID> (JSON) and AIRFLOW_VAR_<NAME> environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AIRFLOW = Path(sys.executable).with_name("airflow")
+DAG_ID = "session_stream"
+LOAD_POOL = "session_stream_load"
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    """What every Airflow process of the tests needs: its home, our folders, no examples."""
+    pythonpath = [str(REPO / "include"), str(REPO / "plugins")]
+    if os.environ.get("PYTHONPATH"):
+        pythonpath.append(os.environ["PYTHONPATH"])
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "PYTHONPATH": os.pathsep.join(pythonpath),
+    }
+
+
+def pytest_configure(config):
+    home = Path(tempfile.mkdtemp(prefix="ss_airflow_home_"))
+    config._session_stream_airflow_home = home
+    os.environ.update(airflow_env(home))
+    for folder in (REPO / "include", REPO / "plugins"):
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))
+
+
+def pytest_unconfigure(config):
+    home = getattr(config, "_session_stream_airflow_home", None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- connections as env vars
+
+
+def conn_env(conn_id: str, **fields) -> dict[str, str]:
+    """AIRFLOW_CONN_<ID> in Airflow's JSON form, e.g. conn_env('x', conn_type='mysql', host=...)."""
+    return {
+        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(
+            {k: v for k, v in fields.items() if v is not None}
+        )
+    }
+
+
+def var_env(**variables) -> dict[str, str]:
+    return {f"AIRFLOW_VAR_{name.upper()}": str(value) for name, value in variables.items()}
+
+
+def mysql_conn_env(db_url: str, conn_id: str = "session_stream_mysql") -> dict[str, str]:
+    """The MySQL connection for a test database URL (mysql://root:@127.0.0.1:3306/<db>)."""
+    parts = urlsplit(db_url)
+    return conn_env(
+        conn_id,
+        conn_type="mysql",
+        host=parts.hostname,
+        port=parts.port or 3306,
+        login=parts.username or "root",
+        password=parts.password or "",
+        schema=parts.path.lstrip("/"),
+    )
+
+
+# ---------------------------------------------------------------- dags test
+
+
+@dataclass
+class DagTestResult:
+    returncode: int
+    output: str
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def run_state(self) -> str | None:
+        found = re.findall(r"DagRun Finished: .*?state=(\w+)", self.output)
+        return found[-1] if found else None
+
+    def explain(self) -> str:
+        """The tail of the output, for assertion messages."""
+        return f"$ {' '.join(self.command)}\n(exit {self.returncode})\n" + self.output[-6000:]
+
+
+@dataclass
+class AirflowHome:
+    path: Path
+    env: dict[str, str]
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> DagTestResult:
+        command = [str(AIRFLOW), *args]
+        proc = subprocess.run(
+            command,
+            env={**os.environ, **self.env, **(env or {})},
+            cwd=self.path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+        return DagTestResult(proc.returncode, proc.stdout, command)
+
+    def dags_test(
+        self,
+        logical_date: str,
+        *,
+        env: dict[str, str] | None = None,
+        conf: dict | None = None,
+        timeout: float = 300,
+    ) -> DagTestResult:
+        """`airflow dags test session_stream <date>`; exit code 1 when a task failed.
+
+        Retries are switched off (AIRFLOW_VAR_SESSION_STREAM_RETRIES=0) unless `env` says otherwise:
+        `dags test` would otherwise sit out the retry delays of a task meant to fail.
+        """
+        args = ["dags", "test", DAG_ID, logical_date]
+        if conf:
+            args += ["-c", json.dumps(conf)]
+        return self.run(
+            *args, env={**var_env(session_stream_retries=0), **(env or {})}, timeout=timeout
+        )
+
+
+@pytest.fixture(scope="session")
+def airflow_home(pytestconfig) -> AirflowHome:
+    """The session's AIRFLOW_HOME with its metadata database migrated (once) and the load pool."""
+    home = AirflowHome(
+        pytestconfig._session_stream_airflow_home,
+        airflow_env(pytestconfig._session_stream_airflow_home),
+    )
+    for args in (("db", "migrate"), ("pools", "set", LOAD_POOL, "2", "session_stream loads")):
+        result = home.run(*args, timeout=300)
+        assert result.returncode == 0, result.explain()
+    return home
+
+
+# ---------------------------------------------------------------- SMTP sink
+
+
+@dataclass
+class SmtpSink:
+    host: str
+    port: int
+    messages: list = field(default_factory=list)  # email.message.EmailMessage, in arrival order
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def conn_env(self, conn_id: str = "smtp_default") -> dict[str, str]:
+        # Plain SMTP on loopback: the provider defaults to SSL and STARTTLS, so both are turned off.
+        return conn_env(
+            conn_id,
+            conn_type="smtp",
+            host=self.host,
+            port=self.port,
+            extra={
+                "disable_ssl": True,
+                "disable_tls": True,
+                "from_email": "airflow@example.test",
+                "timeout": 10,
+            },
+        )
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+
+
+@pytest.fixture
+def smtp_sink():
+    """An aiosmtpd server on loopback that keeps every message it receives."""
+    from email import message_from_bytes, policy
+
+    from aiosmtpd.controller import Controller
+    from servers import free_port
+
+    sink = SmtpSink("127.0.0.1", free_port())
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            with sink._lock:
+                sink.messages.append(
+                    message_from_bytes(envelope.original_content, policy=policy.default)
+                )
+            return "250 OK"
+
+    # aiosmtpd logs from its own thread, possibly after pytest closed the captured stream.
+    mail_log = logging.getLogger("mail.log")
+    was_disabled, mail_log.disabled = mail_log.disabled, True
+    controller = Controller(Handler(), hostname=sink.host, port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+        mail_log.disabled = was_disabled

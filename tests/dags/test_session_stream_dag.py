@@ -1,0 +1,207 @@
+"""`airflow dags test session_stream <date>` end to end: a generated drop (local, S3, SFTP), the real
+MariaDB, and a local SMTP sink for the failure alert.
+
+Each run is compared with the engine loading the same files straight into a reference database
+(`db_url`): the DAG must end in the same warehouse as the CLI would.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+import warehouse
+from airflow_harness import conn_env, mysql_conn_env, var_env
+
+from session_stream import db, schema
+from session_stream import tables as T
+from session_stream.drop import parse_name
+from session_stream.load import Loader
+from session_stream.pipeline import load_files
+from session_stream.sample import truncate_file, write_drop
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2026, 11, 1)
+# dags test at 01:00 runs the interval [00:00, 01:00); with the 3-hour look-back it reaches 21:00
+# the day before, where the drop has nothing.
+FIRST_RUN = "2026-11-01T01:00:00+00:00"
+OVERLAPPING_RUN = "2026-11-01T03:00:00+00:00"  # [02:00, 03:00) + look-back: hours 0, 1 and 2
+CONF = {"settle_seconds": 0}  # the files were written a moment ago
+
+
+def make_drop(root: Path, hours: int = 3, seed: int = 7) -> list[Path]:
+    """One file per 15-minute window from 00:00, a few bad lines among them."""
+    return write_drop(
+        root, DAY, sessions=60 * 4 * hours, files=4 * hours, hours=hours, seed=seed, bad_lines=3
+    )
+
+
+def in_hours(paths: list[Path], *hours: int) -> list[Path]:
+    return [p for p in paths if parse_name(p.name)[0].hour in hours]
+
+
+def ledger(url: str) -> dict[str, tuple]:
+    rows = warehouse.query(
+        url, f"SELECT file_name, status, size, loaded_at FROM `{T.LEDGER_TABLE}`"
+    )
+    return {name: (status, size, loaded_at) for name, status, size, loaded_at in rows}
+
+
+def rejects(url: str) -> list[tuple]:
+    return sorted(warehouse.query(url, f"SELECT file_name, line_no FROM `{T.REJECTS_TABLE}`"))
+
+
+@pytest.fixture
+def reference(db_url):
+    """Load files with the engine alone into the module's reference database; returns its URL."""
+
+    def load(paths: list[Path]) -> str:
+        conn = db.connect(db_url)
+        schema.init_db(conn)
+        conn.close()
+        warehouse.reset(db_url)
+        loader = Loader(lambda: db.connect(db_url))
+        try:
+            summary = load_files(paths, loader)
+        finally:
+            loader.close()
+        assert summary.failed == 0, summary.failures
+        return db_url
+
+    return load
+
+
+def assert_same_warehouse(url: str, reference_url: str, files: list[Path]) -> None:
+    assert {n: v[:2] for n, v in ledger(url).items()} == {
+        p.name: ("loaded", p.stat().st_size) for p in files
+    }
+    assert warehouse.dump(url) == warehouse.dump(reference_url)
+    assert rejects(url) == rejects(reference_url) != []
+
+
+def test_hourly_runs_load_their_window_once_even_when_rerun_or_overlapping(
+    airflow_home, fresh_db_url, reference, tmp_path
+):
+    drop = make_drop(tmp_path / "drop")
+    staging = tmp_path / "staging"
+    env = {
+        **mysql_conn_env(fresh_db_url),
+        **var_env(session_stream_drop_url=tmp_path / "drop", session_stream_staging_url=staging),
+    }
+
+    first = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
+    assert first.returncode == 0 and first.run_state == "success", first.explain()
+    hour0 = in_hours(drop, 0)
+    assert len(hour0) == 4
+    assert_same_warehouse(fresh_db_url, reference(hour0), hour0)
+    loaded_first = ledger(fresh_db_url)
+
+    again = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
+    assert again.returncode == 0 and again.run_state == "success", again.explain()
+    assert "4 listed, 4 already loaded, 0 still being written, 0 fetched" in again.output
+    assert ledger(fresh_db_url) == loaded_first  # same rows, same loaded_at: nothing reloaded
+
+    overlapping = airflow_home.dags_test(OVERLAPPING_RUN, env=env, conf=CONF)
+    assert overlapping.returncode == 0 and overlapping.run_state == "success", overlapping.explain()
+    assert "12 listed, 4 already loaded" in overlapping.output
+    after = ledger(fresh_db_url)
+    assert {n: after[n] for n in loaded_first} == loaded_first
+    hours012 = in_hours(drop, 0, 1, 2)
+    assert_same_warehouse(fresh_db_url, reference(hours012), hours012)
+    # Staged files are removed once loaded.
+    assert not [p for p in staging.rglob("*") if p.is_file()]
+
+
+def test_a_drop_and_staging_area_on_s3(airflow_home, fresh_db_url, reference, tmp_path, s3_server):
+    local = tmp_path / "drop"
+    drop = make_drop(local, hours=1, seed=11)
+    bucket = s3_server.create_bucket()
+    s3_server.upload_tree(local, bucket, "monetate/raw_data/session_stream")
+    aws = conn_env(
+        "aws_default",
+        conn_type="aws",
+        login="testing",
+        password="testing",
+        extra={"endpoint_url": s3_server.endpoint_url, "region_name": "us-east-1"},
+    )
+    env = {
+        **mysql_conn_env(fresh_db_url),
+        **aws,
+        **var_env(
+            session_stream_drop_url=f"s3://{bucket}/monetate/raw_data/session_stream",
+            session_stream_staging_url=f"s3://{bucket}/staging",
+        ),
+    }
+    result = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
+    assert result.returncode == 0 and result.run_state == "success", result.explain()
+    assert_same_warehouse(fresh_db_url, reference(drop), drop)
+    left = s3_server.client().list_objects_v2(Bucket=bucket, Prefix="staging/").get("Contents", [])
+    assert left == []
+
+
+def test_a_drop_on_sftp_with_key_login_and_pinned_host_key(
+    airflow_home, fresh_db_url, reference, tmp_path, sftp_server
+):
+    root = sftp_server.new_root()
+    drop = make_drop(root, hours=1, seed=12)
+    sftp = conn_env(
+        "session_stream_sftp",
+        conn_type="sftp",
+        login=sftp_server.username,
+        extra={"private_key": sftp_server.private_key, "host_key": sftp_server.host_key},
+    )
+    env = {
+        **mysql_conn_env(fresh_db_url),
+        **sftp,
+        **var_env(
+            session_stream_drop_url=sftp_server.url_for(root),
+            session_stream_staging_url=tmp_path / "staging",
+        ),
+    }
+    result = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
+    assert result.returncode == 0 and result.run_state == "success", result.explain()
+    assert_same_warehouse(fresh_db_url, reference(drop), drop)
+
+
+def test_a_truncated_file_fails_the_run_alerts_and_the_other_files_load(
+    airflow_home, fresh_db_url, reference, tmp_path, smtp_sink
+):
+    drop = make_drop(tmp_path / "drop", hours=1, seed=13)
+    bad = drop[1]
+    good = [p for p in drop if p != bad]
+    truncate_file(bad)
+    env = {
+        **mysql_conn_env(fresh_db_url),
+        **smtp_sink.conn_env(),
+        **var_env(
+            session_stream_drop_url=tmp_path / "drop",
+            session_stream_staging_url=tmp_path / "staging",
+            session_stream_alert_to="data@example.test",
+        ),
+    }
+    result = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
+    assert result.returncode == 1 and result.run_state == "failed", result.explain()
+
+    files = ledger(fresh_db_url)
+    assert files.pop(bad.name)[:2] == ("failed", bad.stat().st_size)  # the next run retries it
+    assert {n: v[:2] for n, v in files.items()} == {
+        p.name: ("loaded", p.stat().st_size) for p in good
+    }
+    assert warehouse.dump(fresh_db_url) == warehouse.dump(reference(good))
+
+    assert len(smtp_sink.messages) == 1, result.explain()
+    msg = smtp_sink.messages[0]
+    body = msg.get_body(("html",)).get_content()
+    assert msg["To"] == "data@example.test"
+    assert "session_stream" in msg["Subject"] and "load[0]" in msg["Subject"]
+    for needle in (
+        "DAG:   session_stream",
+        "Task:  load[0]",
+        bad.name,
+        "cannot be read to its end",
+        "/dags/session_stream/runs/",
+    ):
+        assert needle in body
+    assert [p.name for p in good if p.name in body] == []  # only the failed file is named
