@@ -117,22 +117,23 @@ def load_files(
     return summary
 
 
+def _split_here(i: int, path: Path, work: Path) -> Path | BadInputError:
+    try:
+        return Path(_split_job(str(path), str(work / f"{i:06d}")))
+    except BadInputError as exc:
+        return exc
+
+
 def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[Path, Path | BadInputError]]:
     """Yield (path, split dir or the error) in order, splitting up to `workers + 1` files ahead."""
-    if not paths:
-        return
-    if workers <= 0:
+    if workers <= 0 or len(paths) < 2:
         for i, p in enumerate(paths):
-            out = work / f"{i:06d}"
-            try:
-                yield p, Path(_split_job(str(p), str(out)))
-            except BadInputError as exc:
-                yield p, exc
+            yield p, _split_here(i, p, work)
         return
     # spawn, not fork: the parent holds a MySQL connection a forked child must not share.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending: list[tuple[Path, Future]] = []
-        it = iter(enumerate(paths))
+        it = iter(enumerate(paths[1:], start=1))
 
         def submit_next():
             try:
@@ -143,6 +144,8 @@ def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[
 
         for _ in range(workers + 1):
             submit_next()
+        # The first file is split here while the workers start up, so MySQL starts sooner.
+        yield paths[0], _split_here(0, paths[0], work)
         while pending:
             p, fut = pending.pop(0)
             try:
