@@ -220,71 +220,84 @@ def _value_columns(table: T.Table) -> list[tuple[str, Callable]]:
     return [(c.json_key, converter(c)) for c in table.columns if c.name not in skip]
 
 
-def _session_row_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
-    """The session row is a third of the split's work, so its builder is generated from the
-    spec as straight-line code: each column gets an inline test for the common, valid case
-    (a short string without specials, an int in range, a 't'/'f' flag) and falls back to the
-    full converter for everything else, NULL and rejects included."""
-    env = {"_needs_escape": _needs_escape, "_FLAGS": _FLAGS}
-    fields = []
-    for i, c in enumerate(table.columns[1:]):
-        env[f"conv{i}"] = converter(c)
-        v, slow = f"v{i}", f"conv{i}(v{i}, 'session')"
-        if c.kind == T.STR:
-            fast = f"type({v}) is str and len({v}) <= {c.length} and not _needs_escape({v})"
-        elif c.kind in (T.INT, T.BIGINT):
-            lo, hi = T.INT_RANGE if c.kind == T.INT else T.BIGINT_RANGE
-            fast = f"type({v}) is int and {lo} <= {v} <= {hi}"
-            fields.append(f"(str({v}) if ({v} := g({c.json_key!r}), {fast})[1] else {slow})")
-            continue
-        elif c.kind == T.FLAG:
-            fields.append(f"(_FLAGS.get({v}) if type({v} := g({c.json_key!r})) is str else None) or {slow}")
-            continue
-        else:
-            fields.append(f"conv{i}(g({c.json_key!r}), 'session')")
-            continue
-        fields.append(f"({v} if ({v} := g({c.json_key!r}), {fast})[1] else {slow})")
-    source = "def build(s, lead):\n    g = s.get\n    return ['\\t'.join((lead,\n        " + ",\n        ".join(fields) + "))]\n"
-    exec(compile(source, f"<session row builder for {table.name}>", "exec"), env)
+def _fast_field(column: T.Column, var: str, slow: str) -> str:
+    """A Python expression turning `var` into the column's TSV field: an inline test for the
+    common, valid case, else `slow` (the full converter, which also handles NULL and rejects)."""
+    kind = column.kind
+    if kind == T.STR:
+        return f"({var} if type({var}) is str and len({var}) <= {column.length} and not _needs_escape({var}) else {slow})"
+    if kind in (T.INT, T.BIGINT):
+        lo, hi = T.INT_RANGE if kind == T.INT else T.BIGINT_RANGE
+        return f"(str({var}) if type({var}) is int and {lo} <= {var} <= {hi} else {slow})"
+    if kind == T.FLAG:
+        return f"((_FLAGS.get({var}) if type({var}) is str else None) or {slow})"
+    if kind == T.MONEY:
+        return f"({var} if type({var}) is str and _MONEY_PLAIN({var}) else {slow})"
+    return slow
+
+
+def _compile(name: str, source: str, columns: list[T.Column]) -> Callable:
+    env = {"_needs_escape": _needs_escape, "_FLAGS": _FLAGS, "_MONEY_PLAIN": _MONEY_PLAIN, "Reject": Reject}
+    env.update({f"conv{i}": converter(c) for i, c in enumerate(columns)})
+    exec(compile(source, f"<row builder for {name}>", "exec"), env)
     return env["build"]
+
+
+def _generated_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
+    """Builders for the session row, the maps and the lists: most of the split's work, so they
+    are generated from the spec as straight-line code with inline fast paths (`_fast_field`)."""
+    if table.shape == "session":
+        columns = list(table.columns[1:])
+        loads = "".join(f"    v{i} = g({c.json_key!r})\n" for i, c in enumerate(columns))
+        fields = ", ".join(_fast_field(c, f"v{i}", f"conv{i}(v{i}, 'session')") for i, c in enumerate(columns))
+        source = f"def build(s, lead):\n    g = s.get\n{loads}    return ['\\t'.join((lead, {fields}))]\n"
+        return _compile(table.name, source, columns)
+
+    top = table.path[0]
+    if table.shape == "map":
+        columns = list(table.columns[1:3])  # the map's key, then its value
+        key = _fast_field(columns[0], "k", f"conv0(k, {top!r})")
+        value = _fast_field(columns[1], "v", f"conv1(v, f'{top}[{{k!r}}]')")
+        source = (
+            f"def build(s, lead):\n"
+            f"    m = s.get({top!r})\n"
+            f"    if m is None:\n        return ()\n"
+            f"    if type(m) is not dict:\n        raise Reject('{top}: expected a JSON object')\n"
+            f"    return ['\\t'.join((lead, {key}, {value})) for k, v in m.items()]\n"
+        )
+        return _compile(table.name, source, columns)
+
+    # list: one row per item, numbered from 0
+    columns = [c for c in table.columns if c.name not in ("session_id", "line_no")]
+    loads = "".join(f"        v{i} = g({c.json_key!r})\n" for i, c in enumerate(columns))
+    fields = ", ".join(
+        _fast_field(c, f"v{i}", f"conv{i}(v{i}, f'{top}[{{i}}]')") for i, c in enumerate(columns)
+    )
+    source = (
+        f"def build(s, lead):\n"
+        f"    items = s.get({top!r})\n"
+        f"    if items is None:\n        return ()\n"
+        f"    if type(items) is not list:\n        raise Reject('{top}: expected a JSON list')\n"
+        f"    if len(items) > {_SEQ_MAX + 1}:\n        raise Reject('{top}: more than {_SEQ_MAX + 1} items')\n"
+        f"    out = []\n"
+        f"    for i, item in enumerate(items):\n"
+        f"        if type(item) is not dict:\n            raise Reject(f'{top}[{{i}}]: expected a JSON object')\n"
+        f"        g = item.get\n{loads}"
+        f"        out.append('\\t'.join((lead, str(i), {fields})))\n"
+        f"    return out\n"
+    )
+    return _compile(table.name, source, columns)
 
 
 def row_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
     """A function (session, lead) -> the table's TSV lines for that session; `lead` is the text
     of the leading fields (the session's index in the file and its escaped session_id)."""
-    if table.shape == "session":
-        return _session_row_builder(table)
+    if table.shape in ("session", "map", "list"):
+        return _generated_builder(table)
 
     top = table.path[0]
-    key_conv = converter(table.columns[1]) if table.columns[1].kind == T.STR else None
-    if table.shape == "map":
-        (value_conv,) = (conv for _, conv in _value_columns(table))
-
-        def build(s, sid):
-            return [
-                f"{sid}\t{key_conv(k, top)}\t{value_conv(v, f'{top}[{k!r}]')}"
-                for k, v in _container(s, top, dict, "")
-            ]
-
-        return build
-
+    key_conv = converter(table.columns[1])
     convs = _value_columns(table)
-    if table.shape == "list":
-
-        def build(s, sid):
-            lines = []
-            for i, item in enumerate(_container(s, top, list, "")):
-                where = f"{top}[{i}]"
-                if type(item) is not dict:
-                    raise Reject(f"{where}: expected a JSON object")
-                if i > _SEQ_MAX:
-                    raise Reject(f"{top}: more than {_SEQ_MAX + 1} items")
-                fields = [conv(item.get(k), where) for k, conv in convs]
-                lines.append("\t".join([sid, str(i), *fields]))
-            return lines
-
-        return build
-
     if table.shape == "map_of_objects":
 
         def build(s, sid):
