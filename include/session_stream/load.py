@@ -161,14 +161,14 @@ class Loader:
         ]
 
     def record_failure(self, name: str, size: int, window_start: datetime | None, error: str) -> None:
-        """Note a failed file; a file loaded before keeps status 'loaded' (its old rows are still
-        there) but with another size, so the next run tries it again."""
+        """Mark a file failed, so the next run tries it again. Nothing of this attempt was
+        loaded; rows from an earlier, successful load of the file stay until one succeeds."""
         cur = self.conn.cursor()
         cur.execute(
             f"INSERT INTO {q(T.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
             " VALUES (%s, %s, %s, 'failed', %s)"
             " ON DUPLICATE KEY UPDATE attempts = attempts + 1, error = VALUES(error),"
-            " size = IF(status = 'loaded', size, VALUES(size))",
+            " size = VALUES(size), status = 'failed'",
             (name, size, window_start, error[:60000]),
         )
         cur.close()

@@ -334,3 +334,21 @@ def test_children_carry_their_sessions_key(url, empty, drop):
         assert orphans == [(0,)], table.name
     (n_keys, n_sessions), = query(url, f"SELECT COUNT(DISTINCT `{key}`), COUNT(*) FROM `{T.SESSIONS.name}`")
     assert n_keys == n_sessions
+
+
+def test_loaded_file_redelivered_broken_is_marked_failed_and_keeps_its_rows(url, empty, drop, tmp_path):
+    good = list_tree(drop)[0]
+    copy = tmp_path / good.name
+    copy.write_bytes(good.read_bytes())
+    load(url, [copy])
+    before = dump(url)
+    sample.truncate_file(copy)
+    summary = load(url, [copy])
+    assert summary.failed == 1
+    ((status, size),) = query(url, f"SELECT status, size FROM {T.LEDGER_TABLE}")
+    assert (status, size) == ("failed", copy.stat().st_size)
+    assert dump(url) == before  # the broken copy loaded nothing; the earlier rows stay
+    copy.write_bytes(good.read_bytes())
+    assert load(url, [copy]).loaded == 1
+    assert query(url, f"SELECT status FROM {T.LEDGER_TABLE}") == [("loaded",)]
+    assert dump(url) == before
