@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: setup test lint bench
+.PHONY: setup test lint bench demo
 
 setup: $(VENV)/.installed
 
@@ -22,3 +22,7 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/python -m session_stream.bench
+
+# A day of sample sessions loaded into MySQL through the real DAG; see scripts/demo.py.
+demo: setup
+	$(VENV)/bin/python scripts/demo.py
