@@ -74,6 +74,7 @@ def ledger_ddl() -> str:
   `sessions` INT UNSIGNED NULL,
 {counts},
   `rejects` INT UNSIGNED NULL,
+  `horizon` BIGINT NULL,
   `split_seconds` DECIMAL(10,3) NULL,
   `load_seconds` DECIMAL(10,3) NULL,
   `attempts` INT UNSIGNED NOT NULL DEFAULT 1,
@@ -81,7 +82,8 @@ def ledger_ddl() -> str:
   `loaded_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   PRIMARY KEY (`file_name`),
   KEY `ix_window_start` (`window_start`),
-  KEY `ix_status` (`status`)
+  KEY `ix_status` (`status`),
+  KEY `ix_horizon` (`horizon`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
 
 

@@ -37,7 +37,7 @@ LOAD_FORMAT = (
 )
 MANIFEST = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"
-KEYS_FILE = "session_keys.tsv"  # (index, session_id, end_time) per session: all the merge reads
+KEYS_FILE = "session_keys.tsv"  # (index, session_id, end_time, start_time) per session: all the merge reads
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 _needs_escape = re.compile(r"[\\\t\n\r\0]").search
@@ -337,6 +337,7 @@ def row_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
 _BUILDERS = [(t, row_builder(t)) for t in T.TABLES]
 _SESSION_ID = converter(T.SESSION_ID)
 _END_TIME = converter(next(c for c in T.SESSIONS.columns if c.name == "end_time"))
+_START_TIME = converter(next(c for c in T.SESSIONS.columns if c.name == "start_time"))
 
 
 # --- the file-level split ---------------------------------------------------------------------
@@ -351,6 +352,9 @@ class SplitResult:
     rejects: int = 0
     lines: int = 0
     seconds: float = 0.0
+    # The latest time (ms) any session of the file reaches: max of start_time and end_time.
+    # No version of these sessions can start after it (see load.py, "horizon").
+    horizon: int | None = None
 
     def files(self) -> dict[str, Path]:
         return {t.name: self.out_dir / f"{t.name}.tsv" for t in T.TABLES}
@@ -375,7 +379,8 @@ class SplitResult:
         return out
 
     def write_manifest(self) -> None:
-        data = {k: getattr(self, k) for k in ("source_name", "sessions", "rows", "rejects", "lines", "seconds")}
+        fields = ("source_name", "sessions", "rows", "rejects", "lines", "seconds", "horizon")
+        data = {k: getattr(self, k) for k in fields}
         tmp = self.out_dir / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.out_dir / MANIFEST)  # the manifest appears last: its presence means complete
@@ -483,6 +488,12 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                 _reject(writers, result, line_no, str(exc), raw)
                 continue
             end_ms = -1 if end == NULL else int(end)
+            start = _START_TIME(session.get("start_time"), "session")  # validated by the row builder
+            if start == NULL and end == NULL:
+                reach = T.BIGINT_RANGE[1]  # unknown: no later file may skip the existence check
+            else:
+                reach = max(int(x) for x in (start, end) if x != NULL)
+            result.horizon = reach if result.horizon is None else max(result.horizon, reach)
             if keep is not None and sid in keep and keep[sid] != line_no:
                 continue
             if keep is None:
@@ -492,7 +503,7 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                     if end_ms < previous[0]:  # a tie goes to the later line
                         continue
                 best[sid] = (end_ms, line_no)
-            writers.keys.write(f"{result.sessions}\t{sid}\t{end}\n")
+            writers.keys.write(f"{result.sessions}\t{sid}\t{end}\t{start}\n")
             result.sessions += 1
             for table_name, lines in per_table:
                 if lines:

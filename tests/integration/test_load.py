@@ -352,3 +352,44 @@ def test_loaded_file_redelivered_broken_is_marked_failed_and_keeps_its_rows(url,
     assert load(url, [copy]).loaded == 1
     assert query(url, f"SELECT status FROM {T.LEDGER_TABLE}") == [("loaded",)]
     assert dump(url) == before
+
+
+def test_session_whose_start_time_moved_still_replaces_the_stored_version(url, empty, tmp_path, caplog):
+    # The second version starts after everything stored (past the ledger's horizon), so the
+    # loader first assumes it is new; the duplicate it then meets sends it back to check all.
+    first = write_gz(tmp_path / name(0), [{"session_id": "s1", "start_time": 100, "end_time": 200,
+                                           "cart_lines": [{"product_id": "old"}]}])
+    second = write_gz(tmp_path / name(15), [{"session_id": "s1", "start_time": 300, "end_time": 400,
+                                             "cart_lines": [{"product_id": "new"}]},
+                                            {"session_id": "s2", "start_time": 500, "end_time": 600}])
+    summary = load(url, [first, second])
+    assert summary.failed == 0
+    assert "checking all" in caplog.text
+    assert query(url, "SELECT session_id, start_time, end_time FROM session_sessions ORDER BY 1") == [
+        ("s1", 300, 400), ("s2", 500, 600)]
+    assert query(url, "SELECT product_id FROM session_cart_lines") == [("new",)]
+
+
+def test_sessions_stored_outside_the_ledger_are_still_found(url, empty, tmp_path):
+    from session_stream import rowbyrow
+
+    # Two files loaded row by row (which writes no ledger rows), then all four by session-stream:
+    # the same warehouse as session-stream alone.
+    good = sample.write_drop(tmp_path, DAY, sessions=300, files=4, hours=1, seed=5)
+    rowbyrow.load_files(url, good[:2])
+    assert query(url, f"SELECT COUNT(*) FROM {T.LEDGER_TABLE}") == [(0,)]
+    assert load(url, good).failed == 0
+    mixed = dump(url, with_source=False)
+    reset(url)
+    load(url, good)
+    assert dump(url, with_source=False) == mixed
+
+
+def test_big_files_use_innodb_temp_tables(url, empty, tmp_path, monkeypatch):
+    from session_stream import load as load_module
+
+    monkeypatch.setattr(load_module, "MEMORY_TEMP_ROWS", 0)
+    f1 = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 1, "offers": {"1": 1}}])
+    f2 = write_gz(tmp_path / name(15), [{"session_id": "s1", "end_time": 2, "offers": {"2": 2}}])
+    load(url, [f1, f2])
+    assert query(url, "SELECT offer_id FROM session_offers") == [("2",)]
