@@ -1,0 +1,93 @@
+"""The README's command blocks run as written, so they cannot rot.
+
+Each test takes one ```bash block from README.md, swaps the example values (a server URL, an
+SFTP address, the day's sizes) for test ones listed here, and runs it with bash -e. Lines that
+need what a test cannot have (a long-running web server, the real Monetate SFTP) are listed too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from warehouse import query
+
+from session_stream import sample
+from session_stream import tables as T
+
+REPO = Path(__file__).resolve().parents[2]
+README = (REPO / "README.md").read_text()
+
+
+def bash_block(heading: str) -> str:
+    """The first ```bash block after `heading`."""
+    start = README.index(heading)
+    match = re.compile(r"```bash\n(.*?)```", re.S).search(README, start)
+    assert match, f"no bash block after {heading!r}"
+    return match.group(1)
+
+
+def run_block(block: str, replace: dict[str, str], skip: tuple[str, ...], env: dict[str, str]):
+    for old, new in replace.items():
+        assert old in block, f"the README no longer says {old!r}: update this test"
+        block = block.replace(old, new)
+    lines = [line for line in block.splitlines() if not line.lstrip().startswith(skip)]
+    script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SESSION_STREAM"))}
+    return subprocess.run(["bash", "-c", script], cwd=REPO, env={**clean, **env}, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_block_runs(fresh_db_url, tmp_path):
+    drop, out = tmp_path / "drop", tmp_path / "split"
+    result = run_block(
+        bash_block("## Loading files from the command line"),
+        replace={
+            "mysql://loader:secret@127.0.0.1:3306/warehouse": fresh_db_url,
+            "/tmp/drop": str(drop),
+            "--sessions 80000 --files 16": "--sessions 400 --files 4",
+            "FILE.json.gz": f"$(find {drop} -name '*.json.gz' | sort | head -1)",
+            "--out DIR": f"--out {out}",
+        },
+        skip=("mysql -e",),  # the fixture made the database
+        env={},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 loaded" in result.stdout
+    assert query(fresh_db_url, f"SELECT COUNT(*) FROM {T.SESSIONS.name}") == [(400,)]
+    assert (out / "manifest.json").exists()
+
+
+def test_airflow_block_runs(fresh_db_url, tmp_path):
+    drop = tmp_path / "drop"
+    files = sample.write_hour(drop, datetime(2026, 11, 1, 0, tzinfo=UTC), sessions=120, files=3)
+    old = time.time() - 3600  # delivered an hour ago: settled
+    for f in files:
+        os.utime(f, (old, old))
+    home = tmp_path / "airflow"
+    result = run_block(
+        bash_block("### Point it at your drop and your warehouse"),
+        replace={
+            "$PWD/.airflow": str(home),
+            "mysql://loader:secret@127.0.0.1:3306/warehouse": fresh_db_url,
+            "sftp://monetate_user@sftp.monetate.net/~/1234/raw_data/session_stream": str(drop),
+        },
+        skip=("airflow standalone",),  # a web server that runs until stopped
+        env={},
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert query(fresh_db_url, f"SELECT COUNT(*) FROM {T.LEDGER_TABLE} WHERE status = 'loaded'") == [(3,)]
+    sessions = query(fresh_db_url, f"SELECT COUNT(*) FROM {T.SESSIONS.name}")[0][0]
+    assert sessions == 120
+
+
+@pytest.mark.parametrize("heading", ["## The two commands", "## Benchmark"])
+def test_make_targets_named_in_the_readme_exist(heading):
+    makefile = (REPO / "Makefile").read_text()
+    for target in re.findall(r"^make (\w+)", bash_block(heading), re.M):
+        assert re.search(rf"^{target}:", makefile, re.M), f"make {target} is in the README but not the Makefile"
