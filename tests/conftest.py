@@ -6,6 +6,7 @@ each module gets its own database, dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -27,9 +28,8 @@ def _server_url(database: str) -> str:
     return f"{base}/{database}"
 
 
-@pytest.fixture(scope="module")
-def db_url():
-    """URL of a fresh, empty database on the test server; dropped after the module."""
+@contextlib.contextmanager
+def _throwaway_database():
     from session_stream import db
 
     name = f"ss_test_{uuid.uuid4().hex[:10]}"
@@ -41,19 +41,17 @@ def db_url():
     finally:
         cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         conn.close()
+
+
+@pytest.fixture(scope="module")
+def db_url():
+    """URL of a fresh, empty database on the test server; dropped after the module."""
+    with _throwaway_database() as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_db_url():
     """Like db_url, but one database per test."""
-    from session_stream import db
-
-    name = f"ss_test_{uuid.uuid4().hex[:10]}"
-    conn = db.connect(TEST_SERVER, database=False)
-    cur = conn.cursor()
-    cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    try:
-        yield _server_url(name)
-    finally:
-        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.close()
+    with _throwaway_database() as url:
+        yield url
