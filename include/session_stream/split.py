@@ -163,7 +163,7 @@ def converter(column: T.Column) -> Callable[[object, str], str]:
             s = v if type(v) is str else _to_text(v)
             if len(s) > limit:
                 raise Reject(f"{where}.{name}: {len(s)} characters do not fit VARCHAR({limit})")
-            return s.translate(_ESCAPES) if _needs_escape(s) else s
+            return escape(s)
 
     elif kind in (T.INT, T.BIGINT):
         lo, hi = T.INT_RANGE if kind == T.INT else T.BIGINT_RANGE
