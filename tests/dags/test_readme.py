@@ -85,6 +85,23 @@ def test_airflow_block_runs(fresh_db_url, tmp_path):
     sessions = query(fresh_db_url, f"SELECT COUNT(*) FROM {T.SESSIONS.name}")[0][0]
     assert sessions == 120
 
+    # The backfill command, as a dry run: creating runs needs a scheduler to execute them.
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+    }
+    result = run_block(
+        "airflow dags reserialize\n" + bash_block("### Backfill"),
+        replace={"--to-date 2026-11-01": "--to-date 2026-10-02 --dry-run"},
+        skip=(),
+        env=env,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "2026-10-01 23:00:00+00:00" in result.stdout
+
 
 @pytest.mark.parametrize("heading", ["## The two commands", "## Benchmark"])
 def test_make_targets_named_in_the_readme_exist(heading):
