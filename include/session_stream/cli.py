@@ -95,7 +95,9 @@ def print_summary(summary) -> None:
     out.print(table)
     out.print(
         f"files: {summary.loaded} loaded, {summary.skipped} skipped, {summary.failed} failed | "
-        f"sessions: {summary.sessions:,} | rows: {summary.total_rows:,} | rejects: {summary.rejects:,} | "
+        f"sessions: {summary.sessions:,} ({summary.replaced:,} replaced an older version, "
+        f"{summary.superseded:,} older than the stored one) | rows: {summary.total_rows:,} | "
+        f"rejects: {summary.rejects:,} | "
         f"{summary.seconds:.1f}s | {summary.sessions_per_second:,.0f} sessions/s"
     )
     for name, error in summary.failures:

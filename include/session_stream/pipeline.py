@@ -32,6 +32,8 @@ class Summary:
     skipped: int = 0
     failed: int = 0
     sessions: int = 0
+    replaced: int = 0  # session versions that replaced an older one already stored
+    superseded: int = 0  # session versions older than the one already stored: not loaded
     rows: dict[str, int] = field(default_factory=lambda: {t.name: 0 for t in T.TABLES})
     rejects: int = 0
     seconds: float = 0.0
@@ -41,6 +43,8 @@ class Summary:
         if outcome.status == "loaded":
             self.loaded += 1
             self.sessions += outcome.sessions
+            self.replaced += outcome.replaced
+            self.superseded += outcome.superseded
             self.rejects += outcome.rejects
             for table, n in outcome.rows.items():
                 self.rows[table] += n
