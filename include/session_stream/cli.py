@@ -23,7 +23,7 @@ from .errors import SessionStreamError
 DB_HELP = f"warehouse URL, {db.URL_FORM} (default: ${db.DB_ENV})"
 
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # one line per line in logs and pipes
 
 
 def cmd_init_db(args) -> int:

@@ -319,7 +319,7 @@ def test_cli_load_summary_and_exit_status(url, empty, drop, tmp_path):
     assert result.returncode == 1
     assert "6 loaded" in result.stdout and "1 failed" in result.stdout
     assert "sessions/s" in result.stdout
-    assert re.search(r"\d+ replaced an\s+older version", result.stdout)
+    assert re.search(r"\d+ replaced an older version", result.stdout)
     result = run_cli("init-db", "--db", url)
     assert result.returncode == 0 and "up to date" in result.stdout
 
