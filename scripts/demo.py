@@ -42,6 +42,7 @@ try:
     from session_stream import db
     from session_stream import tables as T
     from session_stream.errors import ConfigError, SessionStreamError
+    from session_stream.load import is_loaded
 except ImportError:  # run with a Python that is not the project's venv
     sys.exit("scripts/demo.py needs the project's virtualenv: run `make demo` (it creates .venv/)")
 
@@ -479,11 +480,7 @@ def print_summary(url: db.DbUrl, files: list[Path], before: dict, after: dict, d
 
     names = [p.name for p in files]
     size = {p.name: p.stat().st_size for p in files}
-    ok = [
-        n
-        for n in names
-        if n in after and after[n]["status"] == "loaded" and after[n]["size"] == size[n]
-    ]
+    ok = [n for n in names if is_loaded(after.get(n), size[n])]
     failed = [n for n in names if n in after and n not in ok]
     now_loaded = [n for n in ok if n not in before or version(before[n]) != version(after[n])]
     skipped = len(ok) - len(now_loaded)

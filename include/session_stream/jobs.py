@@ -174,7 +174,7 @@ def fetch(
     force: bool = False,
 ) -> dict:
     """List, keep what is pending and settled, stage it, and plan the batches."""
-    from .drop import order_key, settled
+    from .drop import settled
 
     scope = window.widened(lookback_hours)
     listed = drop.list_files(scope.start, scope.end)
@@ -183,12 +183,8 @@ def fetch(
     if recheck_after is None:
         # A store that gives no mtime cannot show a file's age: look at its size twice instead.
         recheck_after = 5.0 if any(f.mtime is None for f in pending) else 0.0
-    ready, waiting = (
-        settled(drop, pending, settle_seconds=settle_seconds, recheck_after=recheck_after)
-        if pending
-        else ([], [])
-    )
-    ready = sorted(ready, key=lambda f: order_key(f.name))
+    # settled() returns the ready files oldest first, and nothing to wait for when nothing is pending.
+    ready, waiting = settled(drop, pending, settle_seconds=settle_seconds, recheck_after=recheck_after)
 
     staged = []
     with tempfile.TemporaryDirectory(prefix="session_stream_fetch_") as tmp:
@@ -269,6 +265,7 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
     once, so the task is retried; a retry skips what the ledger shows loaded, whose staged files
     are already removed.
     """
+    from .load import is_loaded
     from .split import SplitResult
 
     prefix = split["prefix"]
@@ -290,8 +287,7 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
             key = split_key(prefix, name)
             if not staging.exists(key):
                 # A retried task: the first try loaded this file and removed its staged copy.
-                entry = loader.ledger([name]).get(name) or {}
-                if entry.get("status") == "loaded" and entry.get("size") == size:
+                if is_loaded(loader.ledger([name]).get(name), size):
                     skipped.append(name)
                     continue
                 error = f"staged split {staging.url_for(key)} is missing; the next run fetches the file again"

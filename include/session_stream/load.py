@@ -57,6 +57,11 @@ class FileOutcome:
     superseded: int = 0  # sessions of the file that a newer version already in MySQL beat
 
 
+def is_loaded(entry: dict | None, size: int) -> bool:
+    """Whether a ledger row says the file is loaded as it is now (same size): then it is skipped."""
+    return bool(entry) and entry["status"] == "loaded" and entry["size"] == size
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, MySQLdb.OperationalError) and exc.args and exc.args[0] in RETRYABLE
 
@@ -156,11 +161,7 @@ class Loader:
         if force:
             return [name for name, _ in files]
         done = self.ledger(name for name, _ in files)
-        return [
-            name
-            for name, size in files
-            if not (name in done and done[name]["status"] == "loaded" and done[name]["size"] == size)
-        ]
+        return [name for name, size in files if not is_loaded(done.get(name), size)]
 
     def record_failure(self, name: str, size: int, window_start: datetime | None, error: str) -> None:
         """Mark a file failed, so the next run tries it again. Nothing of this attempt was
@@ -221,7 +222,7 @@ class Loader:
         try:
             if not force:
                 done = self.ledger([split.source_name]).get(split.source_name)
-                if done and done["status"] == "loaded" and done["size"] == size:
+                if is_loaded(done, size):
                     return FileOutcome(split.source_name, "skipped", rejects=done["rejects"] or 0)
             for full_check in (False, True):
                 self._prepare_temp_tables(cur, split.sessions)
