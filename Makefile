@@ -3,11 +3,21 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: setup test lint bench demo
+.PHONY: setup test lint bench demo system-deps
+
+# The system packages each target needs (scripts/system-deps.sh): checked on every run, before the
+# venv is built; as root on Debian/Ubuntu it installs what is missing, otherwise it says what to run.
+SYSTEM_DEPS := build
+test: SYSTEM_DEPS := test
+demo: SYSTEM_DEPS := demo
+
+system-deps:
+	@PYTHON="$(PYTHON)" bash scripts/system-deps.sh $(SYSTEM_DEPS)
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# Order-only: the check runs every time but does not force a rebuild of the venv.
+$(VENV)/.installed: requirements.txt pyproject.toml | system-deps
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q "uv==$(UV_VERSION)"
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install -q -r requirements.txt
