@@ -244,6 +244,9 @@ def start_private_server(folder: Path, server: str, install_db: str) -> Database
             f"--datadir={data}",
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
+            # No DNS check of the host name: the server runs with --skip-name-resolve, and a fresh
+            # container or chroot often has no /etc/hosts ("Neither host ... could be looked up").
+            "--force",
             *user,
         ]
         show_command(args)
