@@ -7,12 +7,15 @@ UV_VERSION := 0.13.8
 
 # The system packages each target needs (scripts/system-deps.sh): checked on every run, before the
 # venv is built; as root on Debian/Ubuntu it installs what is missing, otherwise it says what to run.
+# test and demo check theirs up front (one list of all that is missing, not one per stage) and
+# again in their recipe, for when the venv was built by an earlier `make setup`. Silent when present.
 SYSTEM_DEPS := build
 test: SYSTEM_DEPS := test
 demo: SYSTEM_DEPS := demo
+CHECK_SYSTEM = @PYTHON="$(PYTHON)" bash scripts/system-deps.sh
 
 system-deps:
-	@PYTHON="$(PYTHON)" bash scripts/system-deps.sh $(SYSTEM_DEPS)
+	$(CHECK_SYSTEM) $(SYSTEM_DEPS)
 
 setup: $(VENV)/.installed
 
@@ -25,6 +28,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml | system-deps
 	touch $@
 
 test: setup
+	$(CHECK_SYSTEM) test
 	$(VENV)/bin/python -m pytest
 
 lint: setup
@@ -35,4 +39,5 @@ bench: setup
 
 # A day of sample sessions loaded into MySQL through the real DAG; see scripts/demo.py.
 demo: setup
+	$(CHECK_SYSTEM) demo
 	$(VENV)/bin/python scripts/demo.py

@@ -215,37 +215,52 @@ fi
 sql() { "$(client)" "$@"; }
 
 if ! port_open "${LOCAL_DB[@]}"; then
+  started=""
   if may_change_system; then
     if [[ -d /run/systemd/system ]] && have systemctl; then
       echo "system-deps: starting MariaDB (systemctl start mariadb)"
       systemctl start mariadb || true
+      started="journalctl -u mariadb"
     elif have start-stop-daemon && server=$(find_daemon mariadbd mysqld); then
+      # No systemd (a container, a chroot, CI): start it as the package's service would. The pid
+      # file tells the system server from others of the same binary (the demo's private one).
       echo "system-deps: starting $server (nothing answers on ${LOCAL_DB[0]}:${LOCAL_DB[1]})"
-      mkdir -p /run/mysqld
-      chown mysql:mysql /run/mysqld 2>/dev/null || true
-      start-stop-daemon --start --oknodo --background --exec "$server" -- --user=mysql
+      mkdir -p /run/mysqld /var/log/mysql
+      chown mysql:mysql /run/mysqld /var/log/mysql 2>/dev/null || true
+      start-stop-daemon --start --oknodo --background --pidfile /run/mysqld/mysqld.pid \
+        --exec "$server" -- --user=mysql --pid-file=/run/mysqld/mysqld.pid \
+        --log-error=/var/log/mysql/error.log
+      started="/var/log/mysql/error.log"
     fi
+  fi
+  if [[ -n $started ]]; then
     for _ in {1..60}; do
       port_open "${LOCAL_DB[@]}" && break
       sleep 1
     done
   fi
   if ! port_open "${LOCAL_DB[@]}"; then
-    start="sudo systemctl start mariadb"
-    have brew && start="brew services start mariadb"
-    echo "missing a MariaDB server answering on ${LOCAL_DB[0]}:${LOCAL_DB[1]} (the tests' server): $start" >&2
+    if [[ -n $started ]]; then
+      echo "system-deps: MariaDB did not answer on ${LOCAL_DB[0]}:${LOCAL_DB[1]} within 60 s of starting it: see $started" >&2
+    else
+      start="sudo systemctl start mariadb"
+      have brew && start="brew services start mariadb"
+      echo "missing a MariaDB server answering on ${LOCAL_DB[0]}:${LOCAL_DB[1]} (the tests' server): $start" >&2
+    fi
     exit 1
   fi
 fi
 
-# A fresh Debian install lets root in only through the socket; the tests log in over TCP.
+# A fresh Debian install lets root in only through the socket; the tests log in over TCP. A server
+# that resolves names sees 127.0.0.1 as root@localhost, one with skip-name-resolve (as CI's) as
+# root@127.0.0.1: both get an empty password, and root@localhost keeps its socket login.
 if ! local_root_login; then
   client_name=$(client) && client_name=${client_name##*/}
-  grant="CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION"
-  if may_change_system && sql -uroot -e "$grant" 2>/dev/null; then
-    echo "system-deps: MariaDB now lets root in from 127.0.0.1 with no password, as the tests expect"
+  logins="ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD(''); CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION"
+  if may_change_system && sql -uroot -e "$logins" && local_root_login; then
+    echo "system-deps: MariaDB root now logs in from this machine with no password, as the tests expect"
   else
-    echo "missing a MariaDB login for root on 127.0.0.1 with no password (the tests' server): sudo ${client_name} -uroot -e \"$grant\" (or set SESSION_STREAM_TEST_SERVER=mysql://user:password@host:port/database)" >&2
+    echo "missing a MariaDB login as root with no password on ${LOCAL_DB[0]}:${LOCAL_DB[1]} (the tests' server): sudo $client_name -uroot -e \"$logins\" (or set SESSION_STREAM_TEST_SERVER=mysql://user:password@host:port/database)" >&2
     exit 1
   fi
 fi
