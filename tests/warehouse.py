@@ -13,8 +13,12 @@ def dump(url: str, *, with_source: bool = True) -> dict[str, list[tuple]]:
     cur = conn.cursor()
     out = {}
     for table in T.TABLES:
-        cols = table.column_names + ([T.SOURCE_FILE_COLUMN] if table is T.SESSIONS and with_source else [])
-        cur.execute(f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{table.name}` ORDER BY 1, 2, 3")
+        cols = table.column_names + (
+            [T.SOURCE_FILE_COLUMN] if table is T.SESSIONS and with_source else []
+        )
+        cur.execute(
+            f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{table.name}` ORDER BY 1, 2, 3"
+        )
         out[table.name] = list(cur.fetchall())
     conn.close()
     return out

@@ -43,7 +43,9 @@ def cmd_split(args) -> int:
     from .split import split_file
 
     result = split_file(Path(args.file), Path(args.out))
-    out.print(f"{result.source_name}: {result.sessions} sessions, {result.rejects} rejects, {result.seconds}s -> {result.out_dir}")
+    out.print(
+        f"{result.source_name}: {result.sessions} sessions, {result.rejects} rejects, {result.seconds}s -> {result.out_dir}"
+    )
     for table, n in result.rows.items():
         out.print(f"  {table}.tsv  {n} rows")
     return 0
@@ -66,8 +68,14 @@ def cmd_load(args) -> int:
 
     show_progress = err.is_terminal and not args.quiet
     progress = Progress(
-        TextColumn("[bold]loading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=err, transient=True, disable=not show_progress,
+        TextColumn("[bold]loading"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=True,
+        disable=not show_progress,
     )
 
     with progress:
@@ -78,7 +86,9 @@ def cmd_load(args) -> int:
             if outcome.status == "failed":
                 err.print(f"[red]failed[/] {path.name}: {outcome.error}")
             elif not show_progress and not args.quiet:
-                err.print(f"{outcome.status} {path.name} ({outcome.sessions} sessions, {outcome.seconds}s)")
+                err.print(
+                    f"{outcome.status} {path.name} ({outcome.sessions} sessions, {outcome.seconds}s)"
+                )
 
         summary = load_files(paths, loader, force=args.force, workers=args.jobs, on_file=on_file)
     loader.close()
@@ -104,45 +114,63 @@ def print_summary(summary) -> None:
         out.print(f"[red]failed[/] {name}: {error}")
 
 
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="session-stream",
         description="Load Monetate Session Stream files into MySQL (split, LOAD DATA, newest-wins merge).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, for debugging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log what happens, for debugging"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("init-db", help="create or upgrade the warehouse tables (safe to run again)",
-                       description="Create every table of the data contract, the ledger and the rejects table, "
-                       "applying numbered migrations not yet applied. Safe to run again.")
+    p = sub.add_parser(
+        "init-db",
+        help="create or upgrade the warehouse tables (safe to run again)",
+        description="Create every table of the data contract, the ledger and the rejects table, "
+        "applying numbered migrations not yet applied. Safe to run again.",
+    )
     p.add_argument("--db", default=os.environ.get(db.DB_ENV), help=DB_HELP)
     p.set_defaults(func=cmd_init_db)
 
-    p = sub.add_parser("load", help="load .json.gz files or drop folders (YYYY/MM/DD/) into MySQL",
-                       description="Load every Monetate file found, oldest window first. Files already loaded "
-                       "with the same size are skipped; a changed file is reloaded. Newest version of each "
-                       "session wins. Exit status 0 only when every file loaded.")
+    p = sub.add_parser(
+        "load",
+        help="load .json.gz files or drop folders (YYYY/MM/DD/) into MySQL",
+        description="Load every Monetate file found, oldest window first. Files already loaded "
+        "with the same size are skipped; a changed file is reloaded. Newest version of each "
+        "session wins. Exit status 0 only when every file loaded.",
+    )
     p.add_argument("source", nargs="+", help="a .json.gz file or a folder laid out YYYY/MM/DD/")
     p.add_argument("--db", default=os.environ.get(db.DB_ENV), help=DB_HELP)
-    p.add_argument("--force", action="store_true", help="reload files even if the ledger says they are loaded")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="worker processes splitting ahead while MySQL loads (default 1; 0 = no workers)")
+    p.add_argument(
+        "--force", action="store_true", help="reload files even if the ledger says they are loaded"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker processes splitting ahead while MySQL loads (default 1; 0 = no workers)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=cmd_load)
 
-    p = sub.add_parser("split", help="split one file into staged TSVs, for inspection",
-                       description="Write one staged TSV per table (LOAD DATA format), rejects.jsonl and "
-                       "manifest.json into DIR, without touching any database.")
+    p = sub.add_parser(
+        "split",
+        help="split one file into staged TSVs, for inspection",
+        description="Write one staged TSV per table (LOAD DATA format), rejects.jsonl and "
+        "manifest.json into DIR, without touching any database.",
+    )
     p.add_argument("file", help="a Monetate .json.gz file")
     p.add_argument("--out", required=True, help="output folder (replaced)")
     p.set_defaults(func=cmd_split)
 
     from . import sample
 
-    p = sub.add_parser("generate-sample", help="write a realistic sample drop folder (for demos and tests)",
-                       description="Write Monetate-like .json.gz files under OUT/YYYY/MM/DD/, deterministic by seed.")
+    p = sub.add_parser(
+        "generate-sample",
+        help="write a realistic sample drop folder (for demos and tests)",
+        description="Write Monetate-like .json.gz files under OUT/YYYY/MM/DD/, deterministic by seed.",
+    )
     sample.add_arguments(p)
     p.set_defaults(func=sample.run)
 
@@ -158,8 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args)
     except SessionStreamError as exc:

@@ -184,7 +184,9 @@ def fetch(
         # A store that gives no mtime cannot show a file's age: look at its size twice instead.
         recheck_after = 5.0 if any(f.mtime is None for f in pending) else 0.0
     # settled() returns the ready files oldest first, and nothing to wait for when nothing is pending.
-    ready, waiting = settled(drop, pending, settle_seconds=settle_seconds, recheck_after=recheck_after)
+    ready, waiting = settled(
+        drop, pending, settle_seconds=settle_seconds, recheck_after=recheck_after
+    )
 
     staged = []
     with tempfile.TemporaryDirectory(prefix="session_stream_fetch_") as tmp:

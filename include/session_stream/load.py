@@ -73,7 +73,9 @@ def _file_rank(name: str) -> tuple:
         return (1, name)  # not a Monetate name (a file given to the CLI by hand): order by name
 
 
-def incoming_wins(incoming_end: int | None, incoming_file: str, existing_end: int | None, existing_file: str) -> bool:
+def incoming_wins(
+    incoming_end: int | None, incoming_file: str, existing_end: int | None, existing_file: str
+) -> bool:
     """The newest-wins rule: greater end_time wins, a tie goes to the later file."""
     if incoming_file == existing_file:
         return True  # the same file loaded again (forced or changed) replaces its own rows
@@ -88,7 +90,9 @@ class Loader:
     """Loads split files into one database. `connect()` returns a MySQLdb connection that allows
     LOAD DATA LOCAL (`db.connect(url)`, or an Airflow `MySqlHook(local_infile=True).get_conn()`)."""
 
-    def __init__(self, connect: Callable[[], object], *, lock_timeout: int = 6 * 3600, attempts: int = 5):
+    def __init__(
+        self, connect: Callable[[], object], *, lock_timeout: int = 6 * 3600, attempts: int = 5
+    ):
         self._connect = connect
         self._conn = None
         self.lock_timeout = lock_timeout
@@ -163,7 +167,9 @@ class Loader:
         done = self.ledger(name for name, _ in files)
         return [name for name, size in files if not is_loaded(done.get(name), size)]
 
-    def record_failure(self, name: str, size: int, window_start: datetime | None, error: str) -> None:
+    def record_failure(
+        self, name: str, size: int, window_start: datetime | None, error: str
+    ) -> None:
         """Mark a file failed, so the next run tries it again. Nothing of this attempt was
         loaded; rows from an earlier, successful load of the file stay until one succeeds."""
         cur = self.conn.cursor()
@@ -178,7 +184,12 @@ class Loader:
 
     # --- loading --------------------------------------------------------------------------
     def load(
-        self, split: SplitResult, *, size: int, window_start: datetime | None = None, force: bool = False
+        self,
+        split: SplitResult,
+        *,
+        size: int,
+        window_start: datetime | None = None,
+        force: bool = False,
     ) -> FileOutcome:
         """Load one split file; never raises for a problem with the file itself (see FileOutcome)."""
         started = time.perf_counter()
@@ -190,7 +201,9 @@ class Loader:
             self._reset()
             message = _describe(exc)
             if isinstance(exc, MySQLdb.Error) and exc.args and exc.args[0] in ER_LOCAL_INFILE:
-                raise ConfigError(f"LOAD DATA LOCAL INFILE was refused ({message}): enable local_infile") from None
+                raise ConfigError(
+                    f"LOAD DATA LOCAL INFILE was refused ({message}): enable local_infile"
+                ) from None
             log.error("%s: load failed: %s", split.source_name, message)
             self.record_failure(split.source_name, size, window_start, message)
             outcome = FileOutcome(split.source_name, "failed", error=message)
@@ -203,7 +216,9 @@ class Loader:
             stop=stop_after_attempt(self.attempts),
             wait=wait_exponential(multiplier=0.5, max=30),
             before_sleep=lambda rs: (
-                log.warning("%s: %s, retrying", split.source_name, _describe(rs.outcome.exception())),
+                log.warning(
+                    "%s: %s, retrying", split.source_name, _describe(rs.outcome.exception())
+                ),
                 self._reset(),
             ),
             reraise=True,
@@ -218,7 +233,9 @@ class Loader:
         cur = conn.cursor()
         cur.execute("SELECT GET_LOCK(%s, %s)", (self.lock_name, self.lock_timeout))
         if cur.fetchone()[0] != 1:
-            raise LoadError(f"waited {self.lock_timeout}s for another load of this database to finish")
+            raise LoadError(
+                f"waited {self.lock_timeout}s for another load of this database to finish"
+            )
         try:
             if not force:
                 done = self.ledger([split.source_name]).get(split.source_name)
@@ -228,7 +245,9 @@ class Loader:
                 self._prepare_temp_tables(cur, split.sessions)
                 conn.begin()
                 try:
-                    outcome = self._merge(cur, split, size, window_start, time.perf_counter(), full_check)
+                    outcome = self._merge(
+                        cur, split, size, window_start, time.perf_counter(), full_check
+                    )
                     conn.commit()
                     return outcome
                 except DuplicateRowsError:
@@ -237,7 +256,10 @@ class Loader:
                         raise
                     # A session skipped by the horizon test existed after all (its start_time
                     # changed between versions?): load the file again, checking every session.
-                    log.warning("%s: a session thought new was already stored; checking all", split.source_name)
+                    log.warning(
+                        "%s: a session thought new was already stored; checking all",
+                        split.source_name,
+                    )
                 except BaseException:
                     conn.rollback()
                     raise
@@ -259,7 +281,9 @@ class Loader:
         }
         for name, columns in tables.items():
             cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {q(name)}")
-            cur.execute(f"CREATE TEMPORARY TABLE {q(name)} ({columns}) ENGINE={engine} DEFAULT CHARSET=utf8mb4")
+            cur.execute(
+                f"CREATE TEMPORARY TABLE {q(name)} ({columns}) ENGINE={engine} DEFAULT CHARSET=utf8mb4"
+            )
 
     def _merge(
         self, cur, split: SplitResult, size: int, window_start, started: float, full_check: bool
@@ -278,11 +302,15 @@ class Loader:
             cur.execute(f"SELECT MAX(horizon) FROM {q(T.LEDGER_TABLE)}")
             reach = cur.fetchone()[0]
             cur.execute(f"SELECT EXISTS (SELECT 1 FROM {q(T.SESSIONS.name)})")
-            if reach is not None or not cur.fetchone()[0]:  # sessions from outside the ledger: check all
+            if (
+                reach is not None or not cur.fetchone()[0]
+            ):  # sessions from outside the ledger: check all
                 keys_path, candidates = _sessions_to_check(split.keys_path, reach)
         replaced, superseded = [], set()
         if candidates:
-            self._load_data(cur, keys_path, INCOMING, ["idx", "session_id", "end_time", "@start"], candidates)
+            self._load_data(
+                cur, keys_path, INCOMING, ["idx", "session_id", "end_time", "@start"], candidates
+            )
             cur.execute(
                 f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{q(T.SOURCE_FILE_COLUMN)}"
                 f" FROM {q(INCOMING)} i JOIN {q(T.SESSIONS.name)} s ON s.session_id = i.session_id"
@@ -301,7 +329,9 @@ class Loader:
         if replaced:
             cur.executemany(f"INSERT INTO {q(REPLACED)} ({key}) VALUES (%s)", replaced)
             for table in reversed(T.TABLES):
-                cur.execute(f"DELETE t FROM {q(table.name)} t JOIN {q(REPLACED)} r ON r.{key} = t.{key}")
+                cur.execute(
+                    f"DELETE t FROM {q(table.name)} t JOIN {q(REPLACED)} r ON r.{key} = t.{key}"
+                )
 
         # 3. Rows straight into the final tables, minus sessions a newer version already beat.
         # session_key = the session's index in the file + a base above every key in use
@@ -316,7 +346,11 @@ class Loader:
             if table is T.SESSIONS:
                 columns.append(q(T.SOURCE_FILE_COLUMN))
             set_clause = f"SET {key} = @idx + {base:d}"
-            loaded = self._load_data(cur, path, table.name, columns, expected, set_clause) if expected else 0
+            loaded = (
+                self._load_data(cur, path, table.name, columns, expected, set_clause)
+                if expected
+                else 0
+            )
             outcome.rows[table.name] = loaded
 
         # 4. Rejects of this file (replacing any from an earlier load of it), then the ledger.
@@ -341,12 +375,23 @@ class Loader:
             " horizon = GREATEST(COALESCE(horizon, VALUES(horizon)), COALESCE(VALUES(horizon), horizon)),"
             " load_seconds = VALUES(load_seconds), error = NULL,"
             " attempts = attempts + 1",
-            (name, size, window_start, split.sessions, *values, split.rejects, split.horizon, split.seconds,
-             round(time.perf_counter() - started, 3)),
+            (
+                name,
+                size,
+                window_start,
+                split.sessions,
+                *values,
+                split.rejects,
+                split.horizon,
+                split.seconds,
+                round(time.perf_counter() - started, 3),
+            ),
         )
         return outcome
 
-    def _load_data(self, cur, path: Path, table: str, columns: list[str], expected: int, set_clause: str = "") -> int:
+    def _load_data(
+        self, cur, path: Path, table: str, columns: list[str], expected: int, set_clause: str = ""
+    ) -> int:
         cur.execute(
             f"LOAD DATA LOCAL INFILE %s INTO TABLE {q(table)} {LOAD_FORMAT} ({', '.join(columns)}) {set_clause}",
             (str(path),),
@@ -374,7 +419,10 @@ def _sessions_to_check(keys: Path, reach: int | None) -> tuple[Path, int]:
     `reach` (None: nothing is stored), or with no start_time. Returns the file and its rows."""
     out = keys.with_name("keys_to_check.tsv")
     kept = 0
-    with keys.open("r", encoding="utf-8", newline="") as src, out.open("w", encoding="utf-8", newline="") as dst:
+    with (
+        keys.open("r", encoding="utf-8", newline="") as src,
+        out.open("w", encoding="utf-8", newline="") as dst,
+    ):
         for line in src:
             start = line[line.rindex("\t") + 1 : -1]
             if reach is not None and (start == "\\N" or int(start) <= reach):
@@ -388,7 +436,10 @@ def _without_sessions(path: Path, indexes: set[str]) -> tuple[Path, int]:
     file, as text: the first field of every staged row), and its row count."""
     out = path.with_suffix(".filtered.tsv")
     kept = 0
-    with path.open("r", encoding="utf-8", newline="") as src, out.open("w", encoding="utf-8", newline="") as dst:
+    with (
+        path.open("r", encoding="utf-8", newline="") as src,
+        out.open("w", encoding="utf-8", newline="") as dst,
+    ):
         for line in src:
             if line.split("\t", 1)[0] not in indexes:
                 dst.write(line)

@@ -109,7 +109,9 @@ def load_files(
                 outcome = FileOutcome(path.name, "failed", error=message)
             else:
                 split = SplitResult.read(split_or_error)
-                outcome = loader.load(split, size=sizes[path], window_start=window_start(path), force=force)
+                outcome = loader.load(
+                    split, size=sizes[path], window_start=window_start(path), force=force
+                )
                 shutil.rmtree(split_or_error, ignore_errors=True)
             summary.add(outcome)
             if on_file:
@@ -128,7 +130,9 @@ def _split_here(i: int, path: Path, work: Path) -> Path | BadInputError:
         return exc
 
 
-def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[Path, Path | BadInputError]]:
+def _split_ahead(
+    paths: list[Path], work: Path, workers: int
+) -> Iterator[tuple[Path, Path | BadInputError]]:
     """Yield (path, split dir or the error) in order, splitting up to `workers + 1` files ahead."""
     if workers <= 0 or len(paths) < 2:
         for i, p in enumerate(paths):

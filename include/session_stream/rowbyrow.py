@@ -42,9 +42,7 @@ def _insert_sql(table: T.Table, extra: tuple[str, ...] = ()) -> str:
 
 
 KEY = T.SESSION_KEY_COLUMN
-SELECT_END = (
-    f"SELECT {_q(KEY)}, {_q(END.name)} FROM {_q(T.SESSIONS.name)} WHERE {_q(T.SESSION_ID.name)} = %s"
-)
+SELECT_END = f"SELECT {_q(KEY)}, {_q(END.name)} FROM {_q(T.SESSIONS.name)} WHERE {_q(T.SESSION_ID.name)} = %s"
 DELETES = [f"DELETE FROM {_q(t.name)} WHERE {_q(KEY)} = %s" for t in reversed(T.TABLES)]
 # The session row gets its session_key from AUTO_INCREMENT; its children carry it.
 INSERTS = {t.name: _insert_sql(t, (KEY,)) for t in T.CHILD_TABLES}

@@ -32,12 +32,13 @@ from .errors import BadInputError
 
 NULL = "\\N"
 LOAD_FORMAT = (
-    "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' "
-    "LINES TERMINATED BY '\\n'"
+    "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
 )
 MANIFEST = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"
-KEYS_FILE = "session_keys.tsv"  # (index, session_id, end_time, start_time) per session: all the merge reads
+KEYS_FILE = (
+    "session_keys.tsv"  # (index, session_id, end_time, start_time) per session: all the merge reads
+)
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 _needs_escape = re.compile(r"[\\\t\n\r\0]").search
@@ -103,7 +104,9 @@ def _money(value, where: str) -> str:
     d = d.normalize() if d != 0 else Decimal(0)
     plain = format(d, "f")
     if not _MONEY_PLAIN(plain):
-        raise Reject(f"{where}: {value!r} does not fit DECIMAL({T.MONEY_DIGITS},{T.MONEY_SCALE}) without rounding")
+        raise Reject(
+            f"{where}: {value!r} does not fit DECIMAL({T.MONEY_DIGITS},{T.MONEY_SCALE}) without rounding"
+        )
     return plain
 
 
@@ -118,7 +121,9 @@ def _utc_datetime(value, where: str) -> str:
         try:
             datetime.fromisoformat(value)
         except ValueError:
-            raise Reject(f"{where}: {value!r} is not an ISO-8601 time or epoch milliseconds") from None
+            raise Reject(
+                f"{where}: {value!r} is not an ISO-8601 time or epoch milliseconds"
+            ) from None
         if value[0] == "0" and value < "1000":
             raise Reject(f"{where}: {value!r} is before the year 1000")
         return f"{value[:10]} {value[11:23]}"
@@ -126,11 +131,15 @@ def _utc_datetime(value, where: str) -> str:
         try:
             dt = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise Reject(f"{where}: {value!r} is not an ISO-8601 time or epoch milliseconds") from None
+            raise Reject(
+                f"{where}: {value!r} is not an ISO-8601 time or epoch milliseconds"
+            ) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)  # no offset given: the feed's times are UTC
         if dt.microsecond % 1000:
-            raise Reject(f"{where}: {value!r} has sub-millisecond precision that DATETIME(3) would drop")
+            raise Reject(
+                f"{where}: {value!r} has sub-millisecond precision that DATETIME(3) would drop"
+            )
         try:
             dt = dt.astimezone(UTC)
         except OverflowError:
@@ -237,7 +246,12 @@ def _fast_field(column: T.Column, var: str, slow: str) -> str:
 
 
 def _compile(name: str, source: str, columns: list[T.Column]) -> Callable:
-    env = {"_needs_escape": _needs_escape, "_FLAGS": _FLAGS, "_MONEY_PLAIN": _MONEY_PLAIN, "Reject": Reject}
+    env = {
+        "_needs_escape": _needs_escape,
+        "_FLAGS": _FLAGS,
+        "_MONEY_PLAIN": _MONEY_PLAIN,
+        "Reject": Reject,
+    }
     env.update({f"conv{i}": converter(c) for i, c in enumerate(columns)})
     exec(compile(source, f"<row builder for {name}>", "exec"), env)
     return env["build"]
@@ -249,7 +263,9 @@ def _generated_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
     if table.shape == "session":
         columns = list(table.columns[1:])
         loads = "".join(f"    v{i} = g({c.json_key!r})\n" for i, c in enumerate(columns))
-        fields = ", ".join(_fast_field(c, f"v{i}", f"conv{i}(v{i}, 'session')") for i, c in enumerate(columns))
+        fields = ", ".join(
+            _fast_field(c, f"v{i}", f"conv{i}(v{i}, 'session')") for i, c in enumerate(columns)
+        )
         source = f"def build(s, lead):\n    g = s.get\n{loads}    return ['\\t'.join((lead, {fields}))]\n"
         return _compile(table.name, source, columns)
 
@@ -383,7 +399,9 @@ class SplitResult:
         data = {k: getattr(self, k) for k in fields}
         tmp = self.out_dir / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.out_dir / MANIFEST)  # the manifest appears last: its presence means complete
+        tmp.replace(
+            self.out_dir / MANIFEST
+        )  # the manifest appears last: its presence means complete
 
     @classmethod
     def read(cls, out_dir: Path) -> SplitResult:
@@ -400,7 +418,9 @@ class _Writers:
 
     def __init__(self, out_dir: Path):
         self.handles = {
-            t.name: (out_dir / f"{t.name}.tsv").open("w", encoding="utf-8", newline="", buffering=1 << 20)
+            t.name: (out_dir / f"{t.name}.tsv").open(
+                "w", encoding="utf-8", newline="", buffering=1 << 20
+            )
             for t in T.TABLES
         }
         self.rejects = (out_dir / REJECTS_FILE).open("wb")
@@ -488,7 +508,9 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                 _reject(writers, result, line_no, str(exc), raw)
                 continue
             end_ms = -1 if end == NULL else int(end)
-            start = _START_TIME(session.get("start_time"), "session")  # validated by the row builder
+            start = _START_TIME(
+                session.get("start_time"), "session"
+            )  # validated by the row builder
             if start == NULL and end == NULL:
                 reach = T.BIGINT_RANGE[1]  # unknown: no later file may skip the existence check
             else:

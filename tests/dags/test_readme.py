@@ -39,8 +39,14 @@ def run_block(block: str, replace: dict[str, str], skip: tuple[str, ...], env: d
     lines = [line for line in block.splitlines() if not line.lstrip().startswith(skip)]
     script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SESSION_STREAM"))}
-    return subprocess.run(["bash", "-c", script], cwd=REPO, env={**clean, **env}, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_cli_block_runs(fresh_db_url, tmp_path):
@@ -81,7 +87,9 @@ def test_airflow_block_runs(fresh_db_url, tmp_path):
         env={},
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert query(fresh_db_url, f"SELECT COUNT(*) FROM {T.LEDGER_TABLE} WHERE status = 'loaded'") == [(3,)]
+    assert query(
+        fresh_db_url, f"SELECT COUNT(*) FROM {T.LEDGER_TABLE} WHERE status = 'loaded'"
+    ) == [(3,)]
     sessions = query(fresh_db_url, f"SELECT COUNT(*) FROM {T.SESSIONS.name}")[0][0]
     assert sessions == 120
 
@@ -107,4 +115,6 @@ def test_airflow_block_runs(fresh_db_url, tmp_path):
 def test_make_targets_named_in_the_readme_exist(heading):
     makefile = (REPO / "Makefile").read_text()
     for target in re.findall(r"^make (\w+)", bash_block(heading), re.M):
-        assert re.search(rf"^{target}:", makefile, re.M), f"make {target} is in the README but not the Makefile"
+        assert re.search(rf"^{target}:", makefile, re.M), (
+            f"make {target} is in the README but not the Makefile"
+        )

@@ -102,32 +102,55 @@ def test_drop_with_bad_lines_loads_the_rest_and_keeps_rejects(url, empty, drop):
 
 
 def test_reemitted_session_replaces_children(url, empty, tmp_path):
-    open_version = {"session_id": "s1", "end_time": 100, "is_closed": "f",
-                    "cart_lines": [{"product_id": "a"}, {"product_id": "b"}], "offers": {"1": 5}}
-    closed = {"session_id": "s1", "end_time": 200, "is_closed": "t",
-              "cart_lines": [{"product_id": "c"}], "purchases": {"P": "9.99"}}
+    open_version = {
+        "session_id": "s1",
+        "end_time": 100,
+        "is_closed": "f",
+        "cart_lines": [{"product_id": "a"}, {"product_id": "b"}],
+        "offers": {"1": 5},
+    }
+    closed = {
+        "session_id": "s1",
+        "end_time": 200,
+        "is_closed": "t",
+        "cart_lines": [{"product_id": "c"}],
+        "purchases": {"P": "9.99"},
+    }
     f1 = write_gz(tmp_path / name(0), [open_version, {"session_id": "other", "end_time": 1}])
     f2 = write_gz(tmp_path / name(15), [closed])
     load(url, [f1, f2])
-    assert query(url, "SELECT end_time, is_closed, source_file FROM session_sessions WHERE session_id='s1'") == [
-        (200, 1, f2.name)
-    ]
+    assert query(
+        url, "SELECT end_time, is_closed, source_file FROM session_sessions WHERE session_id='s1'"
+    ) == [(200, 1, f2.name)]
     assert query(url, "SELECT product_id FROM session_cart_lines WHERE session_id='s1'") == [("c",)]
     assert query(url, "SELECT COUNT(*) FROM session_offers WHERE session_id='s1'") == [(0,)]
-    assert query(url, "SELECT purchase_value FROM session_purchases WHERE session_id='s1'")[0][0] == Decimal("9.99")
+    assert query(url, "SELECT purchase_value FROM session_purchases WHERE session_id='s1'")[0][
+        0
+    ] == Decimal("9.99")
     assert query(url, "SELECT COUNT(*) FROM session_sessions") == [(2,)]
 
 
 def test_older_version_arriving_later_does_not_replace_newer(url, empty, tmp_path):
-    newer = write_gz(tmp_path / name(15), [{"session_id": "s1", "end_time": 200, "cart_lines": [{"product_id": "new"}]}])
-    older = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 100, "cart_lines": [{"product_id": "old"}]},
-                                          {"session_id": "s2", "end_time": 1}])
+    newer = write_gz(
+        tmp_path / name(15),
+        [{"session_id": "s1", "end_time": 200, "cart_lines": [{"product_id": "new"}]}],
+    )
+    older = write_gz(
+        tmp_path / name(0),
+        [
+            {"session_id": "s1", "end_time": 100, "cart_lines": [{"product_id": "old"}]},
+            {"session_id": "s2", "end_time": 1},
+        ],
+    )
     load(url, [newer, older])
     assert query(url, "SELECT end_time FROM session_sessions WHERE session_id='s1'") == [(200,)]
     assert query(url, "SELECT product_id FROM session_cart_lines") == [("new",)]
     assert query(url, "SELECT COUNT(*) FROM session_sessions") == [(2,)]
-    (row,) = query(url, f"SELECT rows_sessions, rows_cart_lines, sessions FROM {T.LEDGER_TABLE} WHERE file_name=%s",
-                   (older.name,))
+    (row,) = query(
+        url,
+        f"SELECT rows_sessions, rows_cart_lines, sessions FROM {T.LEDGER_TABLE} WHERE file_name=%s",
+        (older.name,),
+    )
     assert row == (1, 0, 2)  # its s1 lost; its s2 loaded
 
 
@@ -165,9 +188,13 @@ def test_truncated_gzip_fails_alone_and_is_retried(url, empty, drop, tmp_path):
     summary = load(url, files)
     assert (summary.loaded, summary.failed) == (5, 1)
     assert summary.failures[0][0] == broken.name
-    (status, error), = query(url, f"SELECT status, error FROM {T.LEDGER_TABLE} WHERE file_name=%s", (broken.name,))
+    ((status, error),) = query(
+        url, f"SELECT status, error FROM {T.LEDGER_TABLE} WHERE file_name=%s", (broken.name,)
+    )
     assert status == "failed" and "cannot be read to its end" in error
-    assert query(url, f"SELECT COUNT(*) FROM {T.SESSIONS.name} WHERE source_file=%s", (broken.name,)) == [(0,)]
+    assert query(
+        url, f"SELECT COUNT(*) FROM {T.SESSIONS.name} WHERE source_file=%s", (broken.name,)
+    ) == [(0,)]
     # the next run tries it again, and once the file is whole it loads
     broken.write_bytes(paths[2].read_bytes())
     retry = load(url, files)
@@ -175,36 +202,74 @@ def test_truncated_gzip_fails_alone_and_is_retried(url, empty, drop, tmp_path):
 
 
 def test_changed_file_is_reloaded(url, empty, tmp_path):
-    f = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 1, "cart_lines": [{"product_id": "a"}]}])
+    f = write_gz(
+        tmp_path / name(0),
+        [{"session_id": "s1", "end_time": 1, "cart_lines": [{"product_id": "a"}]}],
+    )
     load(url, [f])
-    write_gz(f, [{"session_id": "s1", "end_time": 1, "cart_lines": [{"product_id": "b"}, {"product_id": "c"}]},
-                 {"session_id": "s2", "end_time": 1}])
+    write_gz(
+        f,
+        [
+            {
+                "session_id": "s1",
+                "end_time": 1,
+                "cart_lines": [{"product_id": "b"}, {"product_id": "c"}],
+            },
+            {"session_id": "s2", "end_time": 1},
+        ],
+    )
     summary = load(url, [f])
     assert summary.loaded == 1
-    assert query(url, "SELECT product_id FROM session_cart_lines ORDER BY line_no") == [("b",), ("c",)]
+    assert query(url, "SELECT product_id FROM session_cart_lines ORDER BY line_no") == [
+        ("b",),
+        ("c",),
+    ]
 
 
 def test_strings_survive_the_database_byte_for_byte(url, empty, tmp_path):
-    tricky = ["", "NULL", "\\N", 'say "hi", ok', "back\\slash", "tab\there", "cr\rlf\nend", "emoji 😀 𝄞", "trailing  "]
-    sessions = [{"session_id": f"s{i}", "city": v, "custom_targets": {"7": v}} for i, v in enumerate(tricky)]
+    tricky = [
+        "",
+        "NULL",
+        "\\N",
+        'say "hi", ok',
+        "back\\slash",
+        "tab\there",
+        "cr\rlf\nend",
+        "emoji 😀 𝄞",
+        "trailing  ",
+    ]
+    sessions = [
+        {"session_id": f"s{i}", "city": v, "custom_targets": {"7": v}} for i, v in enumerate(tricky)
+    ]
     sessions.append({"session_id": "null", "city": None})
     sessions.append({"session_id": "s0 ", "city": "id with a trailing space is another session"})
     load(url, [write_gz(tmp_path / name(0), sessions)])
     got = dict(query(url, "SELECT session_id, city FROM session_sessions"))
-    assert got == {**{f"s{i}": v for i, v in enumerate(tricky)}, "null": None,
-                   "s0 ": "id with a trailing space is another session"}
+    assert got == {
+        **{f"s{i}": v for i, v in enumerate(tricky)},
+        "null": None,
+        "s0 ": "id with a trailing space is another session",
+    }
     targets = dict(query(url, "SELECT session_id, custom_target_value FROM session_custom_targets"))
     assert targets == {f"s{i}": v for i, v in enumerate(tricky)}
 
 
 def test_times_and_money_are_exact(url, empty, tmp_path):
-    s = {"session_id": "s1", "start_time": 1793491261781, "end_time": "1793491261999",
-         "purchases": {"P": "1234567.8901"},
-         "view_lines": [{"product_id": "p", "time": "2026-11-01T03:02:03.456+02:00"}]}
+    s = {
+        "session_id": "s1",
+        "start_time": 1793491261781,
+        "end_time": "1793491261999",
+        "purchases": {"P": "1234567.8901"},
+        "view_lines": [{"product_id": "p", "time": "2026-11-01T03:02:03.456+02:00"}],
+    }
     load(url, [write_gz(tmp_path / name(0), [s])])
-    assert query(url, "SELECT start_time, end_time FROM session_sessions") == [(1793491261781, 1793491261999)]
+    assert query(url, "SELECT start_time, end_time FROM session_sessions") == [
+        (1793491261781, 1793491261999)
+    ]
     assert str(query(url, "SELECT purchase_value FROM session_purchases")[0][0]) == "1234567.8901"
-    assert query(url, "SELECT time FROM session_view_lines")[0][0] == datetime(2026, 11, 1, 1, 2, 3, 456000)
+    assert query(url, "SELECT time FROM session_view_lines")[0][0] == datetime(
+        2026, 11, 1, 1, 2, 3, 456000
+    )
 
 
 def test_killed_load_leaves_the_database_as_it_was(url, empty, drop, tmp_path):
@@ -213,13 +278,19 @@ def test_killed_load_leaves_the_database_as_it_was(url, empty, drop, tmp_path):
     before = dump(url)
     ledger_before = query(url, f"SELECT file_name FROM {T.LEDGER_TABLE}")
     big = sample.write_drop(tmp_path, DAY, sessions=40_000, files=1, hours=1, seed=3)[0]
-    proc = subprocess.Popen([*CLI, "load", "-q", "--db", url, str(big)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, "load", "-q", "--db", url, str(big)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     database = url.rsplit("/", 1)[1]
     deadline = time.time() + 60
     while time.time() < deadline:  # wait until its LOAD DATA is running inside the transaction
-        rows = query(url, "SELECT COUNT(*) FROM information_schema.processlist WHERE db=%s AND info LIKE %s",
-                     (database, "LOAD DATA%INTO TABLE `session_%"))
+        rows = query(
+            url,
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE db=%s AND info LIKE %s",
+            (database, "LOAD DATA%INTO TABLE `session_%"),
+        )
         if rows[0][0]:
             break
         assert proc.poll() is None, "the load finished before it could be killed"
@@ -238,9 +309,14 @@ def test_killed_load_leaves_the_database_as_it_was(url, empty, drop, tmp_path):
 
 def test_concurrent_loads_of_the_same_files_load_each_once(url, empty, drop):
     paths = [str(p) for p in list_tree(drop)]
-    procs = [subprocess.Popen([*CLI, "load", "-q", "--db", url, *order], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
-             for order in (paths, list(reversed(paths)), paths[2:] + paths[:2])]
+    procs = [
+        subprocess.Popen(
+            [*CLI, "load", "-q", "--db", url, *order],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for order in (paths, list(reversed(paths)), paths[2:] + paths[:2])
+    ]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()
     concurrent = dump(url)
@@ -251,10 +327,15 @@ def test_concurrent_loads_of_the_same_files_load_each_once(url, empty, drop):
 
 
 def test_split_then_load_reports_rows_and_ledger(url, empty, tmp_path):
-    f = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 5, "offers": {"1": 2, "3": 4}}, {"x": 1}])
+    f = write_gz(
+        tmp_path / name(0),
+        [{"session_id": "s1", "end_time": 5, "offers": {"1": 2, "3": 4}}, {"x": 1}],
+    )
     split = split_file(f, tmp_path / "split")
     loader = Loader(lambda: db.connect(url))
-    outcome = loader.load(split, size=f.stat().st_size, window_start=datetime(2026, 11, 1, tzinfo=UTC))
+    outcome = loader.load(
+        split, size=f.stat().st_size, window_start=datetime(2026, 11, 1, tzinfo=UTC)
+    )
     assert outcome.status == "loaded" and outcome.rows[T.OFFERS.name] == 2 and outcome.rejects == 1
     assert loader.pending([(f.name, f.stat().st_size)]) == []
     assert loader.pending([(f.name, f.stat().st_size + 1)]) == [f.name]
@@ -269,8 +350,9 @@ def test_split_then_load_reports_rows_and_ledger(url, empty, tmp_path):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.mark.parametrize(
@@ -334,11 +416,15 @@ def test_children_carry_their_sessions_key(url, empty, drop):
             f" ON s.`{key}` = c.`{key}` WHERE s.session_id IS NULL OR s.session_id <> c.session_id",
         )
         assert orphans == [(0,)], table.name
-    (n_keys, n_sessions), = query(url, f"SELECT COUNT(DISTINCT `{key}`), COUNT(*) FROM `{T.SESSIONS.name}`")
+    ((n_keys, n_sessions),) = query(
+        url, f"SELECT COUNT(DISTINCT `{key}`), COUNT(*) FROM `{T.SESSIONS.name}`"
+    )
     assert n_keys == n_sessions
 
 
-def test_loaded_file_redelivered_broken_is_marked_failed_and_keeps_its_rows(url, empty, drop, tmp_path):
+def test_loaded_file_redelivered_broken_is_marked_failed_and_keeps_its_rows(
+    url, empty, drop, tmp_path
+):
     good = list_tree(drop)[0]
     copy = tmp_path / good.name
     copy.write_bytes(good.read_bytes())
@@ -356,19 +442,40 @@ def test_loaded_file_redelivered_broken_is_marked_failed_and_keeps_its_rows(url,
     assert dump(url) == before
 
 
-def test_session_whose_start_time_moved_still_replaces_the_stored_version(url, empty, tmp_path, caplog):
+def test_session_whose_start_time_moved_still_replaces_the_stored_version(
+    url, empty, tmp_path, caplog
+):
     # The second version starts after everything stored (past the ledger's horizon), so the
     # loader first assumes it is new; the duplicate it then meets sends it back to check all.
-    first = write_gz(tmp_path / name(0), [{"session_id": "s1", "start_time": 100, "end_time": 200,
-                                           "cart_lines": [{"product_id": "old"}]}])
-    second = write_gz(tmp_path / name(15), [{"session_id": "s1", "start_time": 300, "end_time": 400,
-                                             "cart_lines": [{"product_id": "new"}]},
-                                            {"session_id": "s2", "start_time": 500, "end_time": 600}])
+    first = write_gz(
+        tmp_path / name(0),
+        [
+            {
+                "session_id": "s1",
+                "start_time": 100,
+                "end_time": 200,
+                "cart_lines": [{"product_id": "old"}],
+            }
+        ],
+    )
+    second = write_gz(
+        tmp_path / name(15),
+        [
+            {
+                "session_id": "s1",
+                "start_time": 300,
+                "end_time": 400,
+                "cart_lines": [{"product_id": "new"}],
+            },
+            {"session_id": "s2", "start_time": 500, "end_time": 600},
+        ],
+    )
     summary = load(url, [first, second])
     assert summary.failed == 0
     assert "checking all" in caplog.text
-    assert query(url, "SELECT session_id, start_time, end_time FROM session_sessions ORDER BY 1") == [
-        ("s1", 300, 400), ("s2", 500, 600)]
+    assert query(
+        url, "SELECT session_id, start_time, end_time FROM session_sessions ORDER BY 1"
+    ) == [("s1", 300, 400), ("s2", 500, 600)]
     assert query(url, "SELECT product_id FROM session_cart_lines") == [("new",)]
 
 

@@ -53,12 +53,25 @@ def split_lines(tmp_path, lines, name="20261101T000000.000Z_PT15M-1.json.gz") ->
     return split_file(write_gz(tmp_path / name, lines), tmp_path / "out")
 
 
-TRICKY = ["", "NULL", "\\N", 'say "hi", ok', "back\\slash", "tab\there", "cr\rlf\nend", "emoji 😀 𝄞", "\\", "a\\tb"]
+TRICKY = [
+    "",
+    "NULL",
+    "\\N",
+    'say "hi", ok',
+    "back\\slash",
+    "tab\there",
+    "cr\rlf\nend",
+    "emoji 😀 𝄞",
+    "\\",
+    "a\\tb",
+]
 
 
 @pytest.mark.parametrize("value", TRICKY)
 def test_strings_round_trip_byte_for_byte(tmp_path, value):
-    result = split_lines(tmp_path, [{"session_id": "s1", "city": value, "custom_targets": {"1": value}}])
+    result = split_lines(
+        tmp_path, [{"session_id": "s1", "city": value, "custom_targets": {"1": value}}]
+    )
     (row,) = staged(result, T.SESSIONS)
     assert row["city"] == value
     (target,) = staged(result, T.CUSTOM_TARGETS)
@@ -74,9 +87,16 @@ def test_json_null_becomes_sql_null_and_empty_string_stays_empty(tmp_path):
 
 
 def test_flags_become_0_and_1(tmp_path):
-    result = split_lines(tmp_path, [{"session_id": "s1", "has_cart": "t", "is_bounce": "f", "is_closed": True}])
+    result = split_lines(
+        tmp_path, [{"session_id": "s1", "has_cart": "t", "is_bounce": "f", "is_closed": True}]
+    )
     (row,) = staged(result, T.SESSIONS)
-    assert (row["has_cart"], row["is_bounce"], row["is_closed"], row["has_purchase"]) == ("1", "0", "1", None)
+    assert (row["has_cart"], row["is_bounce"], row["is_closed"], row["has_purchase"]) == (
+        "1",
+        "0",
+        "1",
+        None,
+    )
 
 
 def test_numbers_may_arrive_as_numeric_strings(tmp_path):
@@ -90,7 +110,11 @@ def test_numbers_may_arrive_as_numeric_strings(tmp_path):
     }
     result = split_lines(tmp_path, [session])
     (row,) = staged(result, T.SESSIONS)
-    assert (row["account_id"], row["start_time"], row["end_time"]) == ("42", "1793491261781", "1793491261999")
+    assert (row["account_id"], row["start_time"], row["end_time"]) == (
+        "42",
+        "1793491261781",
+        "1793491261999",
+    )
     values = {r["purchase_id"]: r["purchase_value"] for r in staged(result, T.PURCHASES)}
     assert values == {"P1": "19.99", "P2": "5", "P3": "0.1", "P4": "100", "P5": "7.5"}
     (cart,) = staged(result, T.CART_LINES)
@@ -108,7 +132,9 @@ def test_numbers_may_arrive_as_numeric_strings(tmp_path):
     ],
 )
 def test_line_times_become_utc_datetime3(tmp_path, value, expected):
-    result = split_lines(tmp_path, [{"session_id": "s1", "view_lines": [{"product_id": "p", "time": value}]}])
+    result = split_lines(
+        tmp_path, [{"session_id": "s1", "view_lines": [{"product_id": "p", "time": value}]}]
+    )
     (line,) = staged(result, T.VIEW_LINES)
     assert line["time"] == expected
 
@@ -116,7 +142,13 @@ def test_line_times_become_utc_datetime3(tmp_path, value, expected):
 def test_absent_maps_are_empty_and_unknown_keys_ignored(tmp_path):
     result = split_lines(
         tmp_path,
-        [{"session_id": "s1", "new_field": {"x": 1}, "cart_lines": [{"product_id": "p", "mystery": 1}]}],
+        [
+            {
+                "session_id": "s1",
+                "new_field": {"x": 1},
+                "cart_lines": [{"product_id": "p", "mystery": 1}],
+            }
+        ],
     )
     assert result.rejects == 0
     assert result.rows[T.CART_LINES.name] == 1
@@ -128,15 +160,23 @@ def test_purchase_lines_and_items(tmp_path):
     session = {
         "session_id": "s1",
         "purchase_lines": {
-            "O1": {"time": "2026-11-01T00:00:00Z", "total": "30.50", "items": [
-                {"product_id": "a", "sku": "a-1", "quantity": 1, "unit_price": 10.5},
-                {"product_id": "b", "sku": "b-1", "quantity": "2", "unit_price": "10.0000"},
-            ]},
+            "O1": {
+                "time": "2026-11-01T00:00:00Z",
+                "total": "30.50",
+                "items": [
+                    {"product_id": "a", "sku": "a-1", "quantity": 1, "unit_price": 10.5},
+                    {"product_id": "b", "sku": "b-1", "quantity": "2", "unit_price": "10.0000"},
+                ],
+            },
         },
     }
     result = split_lines(tmp_path, [session])
     (line,) = staged(result, T.PURCHASE_LINES)
-    assert (line["purchase_id"], line["total"], line["time"]) == ("O1", "30.50", "2026-11-01 00:00:00.000")
+    assert (line["purchase_id"], line["total"], line["time"]) == (
+        "O1",
+        "30.50",
+        "2026-11-01 00:00:00.000",
+    )
     items = staged(result, T.PURCHASE_LINE_ITEMS)
     assert [(i["line_no"], i["product_id"], i["quantity"], i["unit_price"]) for i in items] == [
         ("0", "a", "1", "10.5"),
@@ -160,7 +200,12 @@ def test_purchase_lines_and_items(tmp_path):
         (orjson.dumps({"session_id": "s", "has_cart": "yes"}), "flag"),
         (orjson.dumps({"session_id": "s", "cart_lines": [{"quantity": 2.5}]}), "not an integer"),
         (orjson.dumps({"session_id": "s", "cart_lines": [{"time": "yesterday"}]}), "ISO-8601"),
-        (orjson.dumps({"session_id": "s", "cart_lines": [{"time": "2026-11-01T00:00:00.123456Z"}]}), "sub-millisecond"),
+        (
+            orjson.dumps(
+                {"session_id": "s", "cart_lines": [{"time": "2026-11-01T00:00:00.123456Z"}]}
+            ),
+            "sub-millisecond",
+        ),
         (orjson.dumps({"session_id": "s", "cart_lines": {"a": 1}}), "expected a JSON list"),
         (orjson.dumps({"session_id": "s", "offers": ["a"]}), "expected a JSON object"),
         (b'{"session_id": "s", "city": "\xff\xfe"}', "not JSON"),
@@ -185,7 +230,11 @@ def test_session_twice_in_one_file_keeps_only_the_newest(tmp_path):
         tmp_path,
         [
             {"session_id": "s1", "end_time": 10, "cart_lines": [{"product_id": "old"}]},
-            {"session_id": "s1", "end_time": 20, "cart_lines": [{"product_id": "new"}, {"product_id": "new2"}]},
+            {
+                "session_id": "s1",
+                "end_time": 20,
+                "cart_lines": [{"product_id": "new"}, {"product_id": "new2"}],
+            },
             {"session_id": "s1", "end_time": 15, "cart_lines": [{"product_id": "mid"}]},
             {"session_id": "s2", "end_time": 5},
             {"session_id": "s2", "end_time": 5, "city": "later line wins a tie"},
@@ -199,7 +248,9 @@ def test_session_twice_in_one_file_keeps_only_the_newest(tmp_path):
 
 
 def test_truncated_gzip_raises_and_leaves_nothing(tmp_path):
-    path = write_gz(tmp_path / "f.json.gz", [{"session_id": f"s{i}", "city": "x" * 100} for i in range(2000)])
+    path = write_gz(
+        tmp_path / "f.json.gz", [{"session_id": f"s{i}", "city": "x" * 100} for i in range(2000)]
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(BadInputError, match="cannot be read to its end"):
@@ -216,7 +267,10 @@ def test_manifest_round_trips(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [("2026-02-30T00:00:00.000Z", "not an ISO-8601"), ("0999-12-31T23:59:59.999Z", "before the year 1000")],
+    [
+        ("2026-02-30T00:00:00.000Z", "not an ISO-8601"),
+        ("0999-12-31T23:59:59.999Z", "before the year 1000"),
+    ],
 )
 def test_impossible_line_times_are_rejected(tmp_path, value, reason):
     result = split_lines(tmp_path, [{"session_id": "s", "view_lines": [{"time": value}]}])
