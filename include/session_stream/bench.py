@@ -21,8 +21,7 @@ import uuid
 from datetime import date
 from pathlib import Path
 
-from . import db, rowbyrow, sample, schema
-from . import tables as T
+from . import db, rowbyrow, sample, schema, tables
 from .load import Loader
 from .pipeline import load_files
 
@@ -53,7 +52,7 @@ def _contents(url: str) -> dict[str, list[tuple]]:
     conn = db.connect(url)
     cur = conn.cursor()
     out = {}
-    for t in T.TABLES:
+    for t in tables.TABLES:
         cur.execute(
             f"SELECT {', '.join(f'`{c}`' for c in t.column_names)} FROM `{t.name}` ORDER BY 1, 2, 3"
         )

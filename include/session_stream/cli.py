@@ -16,8 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import db, schema
-from . import tables as T
+from . import db, schema, tables
 from .errors import SessionStreamError
 
 DB_HELP = f"warehouse URL, {db.URL_FORM} (default: ${db.DB_ENV})"
@@ -100,7 +99,7 @@ def print_summary(summary) -> None:
     table = Table(title="session-stream load", show_header=True, header_style="bold")
     table.add_column("table")
     table.add_column("rows", justify="right")
-    for t in T.TABLES:
+    for t in tables.TABLES:
         table.add_row(t.name, f"{summary.rows[t.name]:,}")
     out.print(table)
     out.print(

@@ -27,8 +27,7 @@ import MySQLdb
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from . import db as dbmod
-from . import schema
-from . import tables as T
+from . import schema, tables
 from .drop import order_key
 from .errors import ConfigError, LoadError
 from .split import LOAD_FORMAT, SplitResult
@@ -153,7 +152,9 @@ class Loader:
         for i in range(0, len(names), 1000):
             chunk = names[i : i + 1000]
             marks = ", ".join(["%s"] * len(chunk))
-            cur.execute(f"SELECT * FROM {q(T.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk)
+            cur.execute(
+                f"SELECT * FROM {q(tables.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk
+            )
             for row in cur.fetchall():
                 out[row["file_name"]] = row
         cur.close()
@@ -174,7 +175,7 @@ class Loader:
         loaded; rows from an earlier, successful load of the file stay until one succeeds."""
         cur = self.conn.cursor()
         cur.execute(
-            f"INSERT INTO {q(T.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
+            f"INSERT INTO {q(tables.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
             " VALUES (%s, %s, %s, 'failed', %s)"
             " ON DUPLICATE KEY UPDATE attempts = attempts + 1, error = VALUES(error),"
             " size = VALUES(size), status = 'failed'",
@@ -274,12 +275,12 @@ class Loader:
         # MEMORY makes the key lookup about twice as cheap as InnoDB, within the server's
         # max_heap_table_size (16 MB by default: ~60,000 rows of these); big files use InnoDB.
         engine = "MEMORY" if sessions <= MEMORY_TEMP_ROWS else "InnoDB"
-        tables = {
+        temp_tables = {
             INCOMING: f"`idx` INT UNSIGNED NOT NULL PRIMARY KEY,"
             f" `session_id` VARCHAR(64) COLLATE {self.key_collation} NOT NULL, `end_time` BIGINT NULL",
             REPLACED: "`session_key` BIGINT UNSIGNED NOT NULL PRIMARY KEY",
         }
-        for name, columns in tables.items():
+        for name, columns in temp_tables.items():
             cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {q(name)}")
             cur.execute(
                 f"CREATE TEMPORARY TABLE {q(name)} ({columns}) ENGINE={engine} DEFAULT CHARSET=utf8mb4"
@@ -291,7 +292,7 @@ class Loader:
         name = split.source_name
         files = split.files()
         outcome = FileOutcome(name, "loaded", sessions=split.sessions, rejects=split.rejects)
-        key = q(T.SESSION_KEY_COLUMN)
+        key = q(tables.SESSION_KEY_COLUMN)
 
         # 1. Which of the file's sessions exist already, and who wins. Only sessions that can
         # exist are looked up: a stored version of a session starts at its start_time, and no
@@ -299,9 +300,9 @@ class Loader:
         # after that horizon is new (the usual case when files arrive in time order).
         keys_path, candidates = split.keys_path, split.sessions
         if not full_check:
-            cur.execute(f"SELECT MAX(horizon) FROM {q(T.LEDGER_TABLE)}")
+            cur.execute(f"SELECT MAX(horizon) FROM {q(tables.LEDGER_TABLE)}")
             reach = cur.fetchone()[0]
-            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {q(T.SESSIONS.name)})")
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {q(tables.SESSIONS.name)})")
             if (
                 reach is not None or not cur.fetchone()[0]
             ):  # sessions from outside the ledger: check all
@@ -312,8 +313,8 @@ class Loader:
                 cur, keys_path, INCOMING, ["idx", "session_id", "end_time", "@start"], candidates
             )
             cur.execute(
-                f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{q(T.SOURCE_FILE_COLUMN)}"
-                f" FROM {q(INCOMING)} i JOIN {q(T.SESSIONS.name)} s ON s.session_id = i.session_id"
+                f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{q(tables.SOURCE_FILE_COLUMN)}"
+                f" FROM {q(INCOMING)} i JOIN {q(tables.SESSIONS.name)} s ON s.session_id = i.session_id"
             )
             existing = cur.fetchall()
         else:
@@ -328,7 +329,7 @@ class Loader:
         # 2. Sessions this file replaces lose their old rows in every table, children included.
         if replaced:
             cur.executemany(f"INSERT INTO {q(REPLACED)} ({key}) VALUES (%s)", replaced)
-            for table in reversed(T.TABLES):
+            for table in reversed(tables.TABLES):
                 cur.execute(
                     f"DELETE t FROM {q(table.name)} t JOIN {q(REPLACED)} r ON r.{key} = t.{key}"
                 )
@@ -336,15 +337,15 @@ class Loader:
         # 3. Rows straight into the final tables, minus sessions a newer version already beat.
         # session_key = the session's index in the file + a base above every key in use
         # (loads are serialised by the named lock, so no other load takes the same keys).
-        cur.execute(f"SELECT COALESCE(MAX({key}), 0) + 1 FROM {q(T.SESSIONS.name)}")
+        cur.execute(f"SELECT COALESCE(MAX({key}), 0) + 1 FROM {q(tables.SESSIONS.name)}")
         base = int(cur.fetchone()[0])
-        for table in T.TABLES:
+        for table in tables.TABLES:
             path, expected = files[table.name], split.rows.get(table.name, 0)
             if superseded and expected:
                 path, expected = _without_sessions(path, superseded)
             columns = ["@idx", *(q(c) for c in table.column_names)]
-            if table is T.SESSIONS:
-                columns.append(q(T.SOURCE_FILE_COLUMN))
+            if table is tables.SESSIONS:
+                columns.append(q(tables.SOURCE_FILE_COLUMN))
             set_clause = f"SET {key} = @idx + {base:d}"
             loaded = (
                 self._load_data(cur, path, table.name, columns, expected, set_clause)
@@ -354,17 +355,17 @@ class Loader:
             outcome.rows[table.name] = loaded
 
         # 4. Rejects of this file (replacing any from an earlier load of it), then the ledger.
-        cur.execute(f"DELETE FROM {q(T.REJECTS_TABLE)} WHERE file_name = %s", (name,))
+        cur.execute(f"DELETE FROM {q(tables.REJECTS_TABLE)} WHERE file_name = %s", (name,))
         rejects = split.read_rejects()
         if rejects:
             cur.executemany(
-                f"INSERT INTO {q(T.REJECTS_TABLE)} (file_name, line_no, reason, raw_line) VALUES (%s, %s, %s, %s)",
+                f"INSERT INTO {q(tables.REJECTS_TABLE)} (file_name, line_no, reason, raw_line) VALUES (%s, %s, %s, %s)",
                 [(name, line_no, reason, raw) for line_no, reason, raw in rejects],
             )
-        counts = [T.rows_column(t) for t in T.TABLES]
-        values = [outcome.rows[t.name] for t in T.TABLES]
+        counts = [tables.rows_column(t) for t in tables.TABLES]
+        values = [outcome.rows[t.name] for t in tables.TABLES]
         cur.execute(
-            f"INSERT INTO {q(T.LEDGER_TABLE)} (file_name, size, window_start, status, sessions,"
+            f"INSERT INTO {q(tables.LEDGER_TABLE)} (file_name, size, window_start, status, sessions,"
             f" {', '.join(q(c) for c in counts)}, rejects, horizon, split_seconds, load_seconds, error)"
             f" VALUES (%s, %s, %s, 'loaded', %s, {', '.join(['%s'] * len(counts))}, %s, %s, %s, %s, NULL)"
             " ON DUPLICATE KEY UPDATE size = VALUES(size), window_start = VALUES(window_start),"

@@ -21,8 +21,7 @@ from pathlib import Path
 import MySQLdb
 import orjson
 
-from . import db
-from . import tables as T
+from . import db, tables
 from .errors import ConfigError
 from .metadata import DEFAULT_API_BASE, DEFAULT_AUTH_BASE, KINDS, MetadataApiError, MetadataClient
 
@@ -179,7 +178,7 @@ def lookup_ddl(lookup: Lookup, table: str | None = None, *, if_not_exists: bool 
     )
 
 
-def _col(table: T.Table, name: str) -> str:
+def _col(table: tables.Table, name: str) -> str:
     """A session-table column for the views, checked against the one table spec."""
     if name not in table.column_names:
         raise AssertionError(f"{table.name} has no column {name!r}: update lookups.py views")
@@ -206,18 +205,21 @@ def _lookup_col(lookup: Lookup, name: str) -> str:
 
 def view_ddls() -> dict[str, str]:
     """CREATE OR REPLACE VIEW statements by view name."""
-    sid = _col(T.SESSIONS, "session_id")
-    key = q(T.SESSION_KEY_COLUMN)  # joins to session_sessions by its primary key
-    offer_id, offer_ts = _col(T.OFFERS, "offer_id"), _col(T.OFFERS, "timestamp")
-    event_id, event_ts = _col(T.PAGE_EVENT_IDS, "event_id"), _col(T.PAGE_EVENT_IDS, "timestamp")
+    sid = _col(tables.SESSIONS, "session_id")
+    key = q(tables.SESSION_KEY_COLUMN)  # joins to session_sessions by its primary key
+    offer_id, offer_ts = _col(tables.OFFERS, "offer_id"), _col(tables.OFFERS, "timestamp")
+    event_id, event_ts = (
+        _col(tables.PAGE_EVENT_IDS, "event_id"),
+        _col(tables.PAGE_EVENT_IDS, "timestamp"),
+    )
     ct_id, ct_value = (
-        _col(T.CUSTOM_TARGETS, "custom_target_id"),
-        _col(T.CUSTOM_TARGETS, "custom_target_value"),
+        _col(tables.CUSTOM_TARGETS, "custom_target_id"),
+        _col(tables.CUSTOM_TARGETS, "custom_target_value"),
     )
     v, e, p, c = VARIANTS, EXPERIENCES, PAGE_EVENTS, CUSTOM_TARGETS
-    s = T.SESSIONS
+    s = tables.SESSIONS
     start = _col(s, "start_time")
-    purchase_value = _col(T.PURCHASES, "purchase_value")
+    purchase_value = _col(tables.PURCHASES, "purchase_value")
 
     views = {}
     # Offer ids in session_offers are variant ids (one split of an experience): the Metadata
@@ -234,7 +236,7 @@ SELECT o.{key}, o.{sid} AS session_id, o.{offer_id} AS offer_id, o.variant_id,
        COALESCE(v.{_lookup_col(v, "experience_type")}, e.{_lookup_col(e, "experience_type")}) AS experience_type,
        e.{_lookup_col(e, "status")} AS experience_status
 FROM (SELECT {key}, {sid}, {offer_id}, {offer_ts}, {_int_id(offer_id)} AS variant_id
-      FROM {q(T.OFFERS.name)}) o
+      FROM {q(tables.OFFERS.name)}) o
 LEFT JOIN {q(v.table)} v ON v.`id` = o.variant_id
 LEFT JOIN {q(e.table)} e ON e.`id` = v.{_lookup_col(v, "experience_id")}"""
 
@@ -243,7 +245,7 @@ SELECT pe.{key}, pe.{sid} AS session_id, pe.{event_id} AS event_id, pe.page_even
        p.{_lookup_col(p, "title")} AS page_event_title,
        pe.{event_ts} AS event_timestamp, {_utc("pe." + event_ts)} AS event_time
 FROM (SELECT {key}, {sid}, {event_id}, {event_ts}, {_int_id(event_id)} AS page_event_id
-      FROM {q(T.PAGE_EVENT_IDS.name)}) pe
+      FROM {q(tables.PAGE_EVENT_IDS.name)}) pe
 LEFT JOIN {q(p.table)} p ON p.`id` = pe.page_event_id"""
 
     views["v_session_custom_targets"] = f"""CREATE OR REPLACE VIEW `v_session_custom_targets` AS
@@ -251,7 +253,7 @@ SELECT t.{key}, t.{sid} AS session_id, t.{ct_id} AS custom_target_id, t.custom_t
        c.{_lookup_col(c, "title")} AS custom_target_title,
        t.{ct_value} AS custom_target_value
 FROM (SELECT {key}, {sid}, {ct_id}, {ct_value}, {_int_id(ct_id)} AS custom_target_int_id
-      FROM {q(T.CUSTOM_TARGETS.name)}) t
+      FROM {q(tables.CUSTOM_TARGETS.name)}) t
 LEFT JOIN {q(c.table)} c ON c.`id` = t.custom_target_int_id"""
 
     # Revenue is session_purchases.purchase_value (one row per purchase, the value Monetate
@@ -271,7 +273,7 @@ SELECT DATE({_utc("s." + start)}) AS session_date,
        COALESCE(SUM(s.{_col(s, "is_bounce")}), 0) / COUNT(*) AS bounce_rate
 FROM {q(s.name)} s
 LEFT JOIN (SELECT {key}, COUNT(*) AS orders, SUM({purchase_value}) AS revenue
-           FROM {q(T.PURCHASES.name)} GROUP BY {key}) pv ON pv.{key} = s.{key}
+           FROM {q(tables.PURCHASES.name)} GROUP BY {key}) pv ON pv.{key} = s.{key}
 GROUP BY session_date, s.{_col(s, "device_type")}, s.{_col(s, "country")}"""
     return views
 

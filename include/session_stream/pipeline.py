@@ -17,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import tables as T
+from . import tables
 from .drop import parse_name
 from .errors import BadInputError
 from .load import FileOutcome, Loader
@@ -34,7 +34,7 @@ class Summary:
     sessions: int = 0
     replaced: int = 0  # session versions that replaced an older one already stored
     superseded: int = 0  # session versions older than the one already stored: not loaded
-    rows: dict[str, int] = field(default_factory=lambda: {t.name: 0 for t in T.TABLES})
+    rows: dict[str, int] = field(default_factory=lambda: {t.name: 0 for t in tables.TABLES})
     rejects: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (file, error)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from . import tables as T
+from . import tables
 from .errors import BadInputError
 
 NULL = "\\N"
@@ -44,7 +44,7 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "
 _needs_escape = re.compile(r"[\\\t\n\r\0]").search
 _INT_STRING = re.compile(r"\s*[-+]?\d+\s*").fullmatch
 _MONEY_PLAIN = re.compile(
-    rf"-?\d{{1,{T.MONEY_DIGITS - T.MONEY_SCALE}}}(?:\.\d{{1,{T.MONEY_SCALE}}})?"
+    rf"-?\d{{1,{tables.MONEY_DIGITS - tables.MONEY_SCALE}}}(?:\.\d{{1,{tables.MONEY_SCALE}}})?"
 ).fullmatch
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DATETIME_MIN = datetime(1000, 1, 1, tzinfo=UTC)
@@ -105,7 +105,7 @@ def _money(value, where: str) -> str:
     plain = format(d, "f")
     if not _MONEY_PLAIN(plain):
         raise Reject(
-            f"{where}: {value!r} does not fit DECIMAL({T.MONEY_DIGITS},{T.MONEY_SCALE}) without rounding"
+            f"{where}: {value!r} does not fit DECIMAL({tables.MONEY_DIGITS},{tables.MONEY_SCALE}) without rounding"
         )
     return plain
 
@@ -145,7 +145,7 @@ def _utc_datetime(value, where: str) -> str:
         except OverflowError:
             raise Reject(f"{where}: {value!r} is out of range") from None
     else:
-        ms = _integer(value, where, T.BIGINT_RANGE[0], T.BIGINT_RANGE[1])
+        ms = _integer(value, where, tables.BIGINT_RANGE[0], tables.BIGINT_RANGE[1])
         try:
             dt = _EPOCH + timedelta(milliseconds=ms)
         except OverflowError:
@@ -158,10 +158,10 @@ def _utc_datetime(value, where: str) -> str:
 _FLAGS = {"t": "1", "f": "0", True: "1", False: "0"}
 
 
-def converter(column: T.Column) -> Callable[[object, str], str]:
+def converter(column: tables.Column) -> Callable[[object, str], str]:
     """The function turning a JSON value of `column` into its TSV field."""
     kind, name = column.kind, column.name
-    if kind == T.STR:
+    if kind == tables.STR:
         limit, required = column.length, column.not_null
 
         def conv(v, where):
@@ -174,8 +174,8 @@ def converter(column: T.Column) -> Callable[[object, str], str]:
                 raise Reject(f"{where}.{name}: {len(s)} characters do not fit VARCHAR({limit})")
             return escape(s)
 
-    elif kind in (T.INT, T.BIGINT):
-        lo, hi = T.INT_RANGE if kind == T.INT else T.BIGINT_RANGE
+    elif kind in (tables.INT, tables.BIGINT):
+        lo, hi = tables.INT_RANGE if kind == tables.INT else tables.BIGINT_RANGE
 
         def conv(v, where):
             if v is None:
@@ -184,12 +184,12 @@ def converter(column: T.Column) -> Callable[[object, str], str]:
                 return str(v)
             return str(_integer(v, f"{where}.{name}", lo, hi))
 
-    elif kind == T.MONEY:
+    elif kind == tables.MONEY:
 
         def conv(v, where):
             return NULL if v is None else _money(v, f"{where}.{name}")
 
-    elif kind == T.FLAG:
+    elif kind == tables.FLAG:
 
         def conv(v, where):
             if v is None:
@@ -199,7 +199,7 @@ def converter(column: T.Column) -> Callable[[object, str], str]:
             except (KeyError, TypeError):
                 raise Reject(f"{where}.{name}: {v!r} is not a 't'/'f' flag") from None
 
-    elif kind == T.DATETIME:
+    elif kind == tables.DATETIME:
 
         def conv(v, where):
             return NULL if v is None else _utc_datetime(v, f"{where}.{name}")
@@ -221,7 +221,7 @@ def _container(session: dict, key: str, kind: type, where: str):
     return value.items() if kind is dict else value
 
 
-def _value_columns(table: T.Table) -> list[tuple[str, Callable]]:
+def _value_columns(table: tables.Table) -> list[tuple[str, Callable]]:
     """(json key, converter) for the columns that come from the item's own fields."""
     skip = {"session_id", "line_no"}
     if table.shape in ("map", "map_of_objects", "map_of_lists"):
@@ -229,23 +229,23 @@ def _value_columns(table: T.Table) -> list[tuple[str, Callable]]:
     return [(c.json_key, converter(c)) for c in table.columns if c.name not in skip]
 
 
-def _fast_field(column: T.Column, var: str, slow: str) -> str:
+def _fast_field(column: tables.Column, var: str, slow: str) -> str:
     """A Python expression turning `var` into the column's TSV field: an inline test for the
     common, valid case, else `slow` (the full converter, which also handles NULL and rejects)."""
     kind = column.kind
-    if kind == T.STR:
+    if kind == tables.STR:
         return f"({var} if type({var}) is str and len({var}) <= {column.length} and not _needs_escape({var}) else {slow})"
-    if kind in (T.INT, T.BIGINT):
-        lo, hi = T.INT_RANGE if kind == T.INT else T.BIGINT_RANGE
+    if kind in (tables.INT, tables.BIGINT):
+        lo, hi = tables.INT_RANGE if kind == tables.INT else tables.BIGINT_RANGE
         return f"(str({var}) if type({var}) is int and {lo} <= {var} <= {hi} else {slow})"
-    if kind == T.FLAG:
+    if kind == tables.FLAG:
         return f"((_FLAGS.get({var}) if type({var}) is str else None) or {slow})"
-    if kind == T.MONEY:
+    if kind == tables.MONEY:
         return f"({var} if type({var}) is str and _MONEY_PLAIN({var}) else {slow})"
     return slow
 
 
-def _compile(name: str, source: str, columns: list[T.Column]) -> Callable:
+def _compile(name: str, source: str, columns: list[tables.Column]) -> Callable:
     env = {
         "_needs_escape": _needs_escape,
         "_FLAGS": _FLAGS,
@@ -257,7 +257,7 @@ def _compile(name: str, source: str, columns: list[T.Column]) -> Callable:
     return env["build"]
 
 
-def _generated_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
+def _generated_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
     """Builders for the session row, the maps and the lists: most of the split's work, so they
     are generated from the spec as straight-line code with inline fast paths (`_fast_field`)."""
     if table.shape == "session":
@@ -305,7 +305,7 @@ def _generated_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
     return _compile(table.name, source, columns)
 
 
-def row_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
+def row_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
     """A function (session, lead) -> the table's TSV lines for that session; `lead` is the text
     of the leading fields (the session's index in the file and its escaped session_id)."""
     if table.shape in ("session", "map", "list"):
@@ -350,10 +350,10 @@ def row_builder(table: T.Table) -> Callable[[dict, str], list[str]]:
     raise ValueError(f"unknown table shape {table.shape}")
 
 
-_BUILDERS = [(t, row_builder(t)) for t in T.TABLES]
-_SESSION_ID = converter(T.SESSION_ID)
-_END_TIME = converter(next(c for c in T.SESSIONS.columns if c.name == "end_time"))
-_START_TIME = converter(next(c for c in T.SESSIONS.columns if c.name == "start_time"))
+_BUILDERS = [(t, row_builder(t)) for t in tables.TABLES]
+_SESSION_ID = converter(tables.SESSION_ID)
+_END_TIME = converter(next(c for c in tables.SESSIONS.columns if c.name == "end_time"))
+_START_TIME = converter(next(c for c in tables.SESSIONS.columns if c.name == "start_time"))
 
 
 # --- the file-level split ---------------------------------------------------------------------
@@ -373,7 +373,7 @@ class SplitResult:
     horizon: int | None = None
 
     def files(self) -> dict[str, Path]:
-        return {t.name: self.out_dir / f"{t.name}.tsv" for t in T.TABLES}
+        return {t.name: self.out_dir / f"{t.name}.tsv" for t in tables.TABLES}
 
     @property
     def keys_path(self) -> Path:
@@ -421,7 +421,7 @@ class _Writers:
             t.name: (out_dir / f"{t.name}.tsv").open(
                 "w", encoding="utf-8", newline="", buffering=1 << 20
             )
-            for t in T.TABLES
+            for t in tables.TABLES
         }
         self.rejects = (out_dir / REJECTS_FILE).open("wb")
         self.keys = (out_dir / KEYS_FILE).open("w", encoding="utf-8", newline="", buffering=1 << 16)
@@ -439,7 +439,7 @@ def _session_lines(session: dict, lead: str, source: str) -> list[tuple[str, lis
     out = []
     for table, build in _BUILDERS:
         lines = build(session, lead)
-        if table is T.SESSIONS:
+        if table is tables.SESSIONS:
             lines = [lines[0] + "\t" + source]
         out.append((table.name, lines))
     return out
@@ -476,7 +476,7 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     source = escape(name)
-    result = SplitResult(source_name=name, out_dir=out_dir, rows={t.name: 0 for t in T.TABLES})
+    result = SplitResult(source_name=name, out_dir=out_dir, rows={t.name: 0 for t in tables.TABLES})
     rows = result.rows
     best: dict[str, tuple[int, int]] = {}  # session_id -> (end_time, line_no) of the newest version
     duplicated: set[str] = set()
@@ -512,7 +512,9 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                 session.get("start_time"), "session"
             )  # validated by the row builder
             if start == NULL and end == NULL:
-                reach = T.BIGINT_RANGE[1]  # unknown: no later file may skip the existence check
+                reach = tables.BIGINT_RANGE[
+                    1
+                ]  # unknown: no later file may skip the existence check
             else:
                 reach = max(int(x) for x in (start, end) if x != NULL)
             result.horizon = reach if result.horizon is None else max(result.horizon, reach)

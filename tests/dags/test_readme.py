@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from warehouse import query
 
-from session_stream import sample
-from session_stream import tables as T
+from session_stream import sample, tables
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -65,7 +64,7 @@ def test_cli_block_runs(fresh_db_url, tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 loaded" in result.stdout
-    assert query(fresh_db_url, f"SELECT COUNT(*) FROM {T.SESSIONS.name}") == [(400,)]
+    assert query(fresh_db_url, f"SELECT COUNT(*) FROM {tables.SESSIONS.name}") == [(400,)]
     assert (out / "manifest.json").exists()
 
 
@@ -88,9 +87,9 @@ def test_airflow_block_runs(fresh_db_url, tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert query(
-        fresh_db_url, f"SELECT COUNT(*) FROM {T.LEDGER_TABLE} WHERE status = 'loaded'"
+        fresh_db_url, f"SELECT COUNT(*) FROM {tables.LEDGER_TABLE} WHERE status = 'loaded'"
     ) == [(3,)]
-    sessions = query(fresh_db_url, f"SELECT COUNT(*) FROM {T.SESSIONS.name}")[0][0]
+    sessions = query(fresh_db_url, f"SELECT COUNT(*) FROM {tables.SESSIONS.name}")[0][0]
     assert sessions == 120
 
     # The backfill command, as a dry run: creating runs needs a scheduler to execute them.

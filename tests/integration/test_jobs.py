@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import warehouse
 
-from session_stream import db, jobs, schema
-from session_stream import tables as T
+from session_stream import db, jobs, schema, tables
 from session_stream.drop import open_drop, parse_name
 from session_stream.errors import ConfigError
 from session_stream.load import Loader
@@ -152,7 +151,7 @@ def ledger(url) -> dict[str, tuple]:
     return {
         n: (s, a)
         for n, s, a in warehouse.query(
-            url, f"SELECT file_name, status, attempts FROM `{T.LEDGER_TABLE}`"
+            url, f"SELECT file_name, status, attempts FROM `{tables.LEDGER_TABLE}`"
         )
     }
 
@@ -226,7 +225,9 @@ def test_check_names_files_with_more_rejects_than_allowed(env):
         jobs.check(fetched, env.loader, max_rejects=0)
     with_rejects = {
         n
-        for (n,) in warehouse.query(env.url, f"SELECT DISTINCT file_name FROM `{T.REJECTS_TABLE}`")
+        for (n,) in warehouse.query(
+            env.url, f"SELECT DISTINCT file_name FROM `{tables.REJECTS_TABLE}`"
+        )
     }
     assert set(failed.value.files) == with_rejects and with_rejects
 

@@ -18,8 +18,7 @@ import orjson
 import pytest
 from warehouse import dump, query, reset
 
-from session_stream import db, sample, schema
-from session_stream import tables as T
+from session_stream import db, sample, schema, tables
 from session_stream.drop import list_tree
 from session_stream.load import Loader
 from session_stream.pipeline import load_files
@@ -78,7 +77,7 @@ def test_drop_matches_the_row_by_row_baseline(url, empty, tmp_path, fresh_db_url
     summary = load(url, paths, workers=1)
     assert (summary.loaded, summary.failed, summary.rejects) == (5, 0, 0)
     got = dump(url)
-    assert all(got[t.name] for t in T.TABLES), "every table receives rows"
+    assert all(got[t.name] for t in tables.TABLES), "every table receives rows"
 
     # An independent implementation (one INSERT per row) must build the same warehouse.
     from session_stream import rowbyrow
@@ -94,10 +93,12 @@ def test_drop_with_bad_lines_loads_the_rest_and_keeps_rejects(url, empty, drop):
     summary = load(url, list_tree(drop), workers=1)
     assert (summary.loaded, summary.failed) == (6, 0)
     assert summary.rejects == 6
-    ledger = query(url, f"SELECT status, sessions, rejects, rows_sessions FROM {T.LEDGER_TABLE}")
+    ledger = query(
+        url, f"SELECT status, sessions, rejects, rows_sessions FROM {tables.LEDGER_TABLE}"
+    )
     assert len(ledger) == 6 and {r[0] for r in ledger} == {"loaded"}
     assert sum(r[2] for r in ledger) == 6
-    (n,) = query(url, f"SELECT COUNT(*) FROM {T.REJECTS_TABLE}")[0]
+    (n,) = query(url, f"SELECT COUNT(*) FROM {tables.REJECTS_TABLE}")[0]
     assert n == 6
 
 
@@ -148,7 +149,7 @@ def test_older_version_arriving_later_does_not_replace_newer(url, empty, tmp_pat
     assert query(url, "SELECT COUNT(*) FROM session_sessions") == [(2,)]
     (row,) = query(
         url,
-        f"SELECT rows_sessions, rows_cart_lines, sessions FROM {T.LEDGER_TABLE} WHERE file_name=%s",
+        f"SELECT rows_sessions, rows_cart_lines, sessions FROM {tables.LEDGER_TABLE} WHERE file_name=%s",
         (older.name,),
     )
     assert row == (1, 0, 2)  # its s1 lost; its s2 loaded
@@ -189,11 +190,11 @@ def test_truncated_gzip_fails_alone_and_is_retried(url, empty, drop, tmp_path):
     assert (summary.loaded, summary.failed) == (5, 1)
     assert summary.failures[0][0] == broken.name
     ((status, error),) = query(
-        url, f"SELECT status, error FROM {T.LEDGER_TABLE} WHERE file_name=%s", (broken.name,)
+        url, f"SELECT status, error FROM {tables.LEDGER_TABLE} WHERE file_name=%s", (broken.name,)
     )
     assert status == "failed" and "cannot be read to its end" in error
     assert query(
-        url, f"SELECT COUNT(*) FROM {T.SESSIONS.name} WHERE source_file=%s", (broken.name,)
+        url, f"SELECT COUNT(*) FROM {tables.SESSIONS.name} WHERE source_file=%s", (broken.name,)
     ) == [(0,)]
     # the next run tries it again, and once the file is whole it loads
     broken.write_bytes(paths[2].read_bytes())
@@ -276,7 +277,7 @@ def test_killed_load_leaves_the_database_as_it_was(url, empty, drop, tmp_path):
     paths = list_tree(drop)
     load(url, paths[:1])
     before = dump(url)
-    ledger_before = query(url, f"SELECT file_name FROM {T.LEDGER_TABLE}")
+    ledger_before = query(url, f"SELECT file_name FROM {tables.LEDGER_TABLE}")
     big = sample.write_drop(tmp_path, DAY, sessions=40_000, files=1, hours=1, seed=3)[0]
     proc = subprocess.Popen(
         [*CLI, "load", "-q", "--db", url, str(big)],
@@ -301,7 +302,7 @@ def test_killed_load_leaves_the_database_as_it_was(url, empty, drop, tmp_path):
     proc.wait()
     time.sleep(0.5)  # the server notices the dropped connection and rolls back
     assert dump(url) == before
-    assert query(url, f"SELECT file_name FROM {T.LEDGER_TABLE}") == ledger_before
+    assert query(url, f"SELECT file_name FROM {tables.LEDGER_TABLE}") == ledger_before
     # and the next run loads it whole
     summary = load(url, [big])
     assert summary.loaded == 1 and summary.sessions == 40_000
@@ -320,7 +321,7 @@ def test_concurrent_loads_of_the_same_files_load_each_once(url, empty, drop):
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()
     concurrent = dump(url)
-    assert query(url, f"SELECT SUM(attempts), COUNT(*) FROM {T.LEDGER_TABLE}") == [(6, 6)]
+    assert query(url, f"SELECT SUM(attempts), COUNT(*) FROM {tables.LEDGER_TABLE}") == [(6, 6)]
     reset(url)
     load(url, [Path(p) for p in paths])
     assert dump(url) == concurrent
@@ -336,7 +337,11 @@ def test_split_then_load_reports_rows_and_ledger(url, empty, tmp_path):
     outcome = loader.load(
         split, size=f.stat().st_size, window_start=datetime(2026, 11, 1, tzinfo=UTC)
     )
-    assert outcome.status == "loaded" and outcome.rows[T.OFFERS.name] == 2 and outcome.rejects == 1
+    assert (
+        outcome.status == "loaded"
+        and outcome.rows[tables.OFFERS.name] == 2
+        and outcome.rejects == 1
+    )
     assert loader.pending([(f.name, f.stat().st_size)]) == []
     assert loader.pending([(f.name, f.stat().st_size + 1)]) == [f.name]
     assert loader.load(split, size=f.stat().st_size).status == "skipped"
@@ -408,16 +413,16 @@ def test_cli_load_summary_and_exit_status(url, empty, drop, tmp_path):
 
 def test_children_carry_their_sessions_key(url, empty, drop):
     load(url, list_tree(drop))
-    key = T.SESSION_KEY_COLUMN
-    for table in T.CHILD_TABLES:
+    key = tables.SESSION_KEY_COLUMN
+    for table in tables.CHILD_TABLES:
         orphans = query(
             url,
-            f"SELECT COUNT(*) FROM `{table.name}` c LEFT JOIN `{T.SESSIONS.name}` s"
+            f"SELECT COUNT(*) FROM `{table.name}` c LEFT JOIN `{tables.SESSIONS.name}` s"
             f" ON s.`{key}` = c.`{key}` WHERE s.session_id IS NULL OR s.session_id <> c.session_id",
         )
         assert orphans == [(0,)], table.name
     ((n_keys, n_sessions),) = query(
-        url, f"SELECT COUNT(DISTINCT `{key}`), COUNT(*) FROM `{T.SESSIONS.name}`"
+        url, f"SELECT COUNT(DISTINCT `{key}`), COUNT(*) FROM `{tables.SESSIONS.name}`"
     )
     assert n_keys == n_sessions
 
@@ -433,12 +438,12 @@ def test_loaded_file_redelivered_broken_is_marked_failed_and_keeps_its_rows(
     sample.truncate_file(copy)
     summary = load(url, [copy])
     assert summary.failed == 1
-    ((status, size),) = query(url, f"SELECT status, size FROM {T.LEDGER_TABLE}")
+    ((status, size),) = query(url, f"SELECT status, size FROM {tables.LEDGER_TABLE}")
     assert (status, size) == ("failed", copy.stat().st_size)
     assert dump(url) == before  # the broken copy loaded nothing; the earlier rows stay
     copy.write_bytes(good.read_bytes())
     assert load(url, [copy]).loaded == 1
-    assert query(url, f"SELECT status FROM {T.LEDGER_TABLE}") == [("loaded",)]
+    assert query(url, f"SELECT status FROM {tables.LEDGER_TABLE}") == [("loaded",)]
     assert dump(url) == before
 
 
@@ -486,7 +491,7 @@ def test_sessions_stored_outside_the_ledger_are_still_found(url, empty, tmp_path
     # the same warehouse as session-stream alone.
     good = sample.write_drop(tmp_path, DAY, sessions=300, files=4, hours=1, seed=5)
     rowbyrow.load_files(url, good[:2])
-    assert query(url, f"SELECT COUNT(*) FROM {T.LEDGER_TABLE}") == [(0,)]
+    assert query(url, f"SELECT COUNT(*) FROM {tables.LEDGER_TABLE}") == [(0,)]
     assert load(url, good).failed == 0
     mixed = dump(url, with_source=False)
     reset(url)

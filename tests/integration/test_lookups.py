@@ -10,8 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from session_stream import db, lookups, schema
-from session_stream import tables as T
+from session_stream import db, lookups, schema, tables
 from session_stream.errors import ConfigError
 from session_stream.metadata import MetadataApiError
 
@@ -240,16 +239,16 @@ def test_create_lookups_and_views_is_idempotent(conn):
     assert {lk.table for lk in lookups.LOOKUPS} | set(lookups.VIEWS) <= table_names(conn)
 
 
-def insert(conn, table: T.Table, **values) -> None:
+def insert(conn, table: tables.Table, **values) -> None:
     cur = conn.cursor()
-    if table is T.SESSIONS:
-        values.setdefault(T.SOURCE_FILE_COLUMN, "test.json.gz")
+    if table is tables.SESSIONS:
+        values.setdefault(tables.SOURCE_FILE_COLUMN, "test.json.gz")
     else:  # a child row carries its session's session_key
         cur.execute(
-            f"SELECT `{T.SESSION_KEY_COLUMN}` FROM `{T.SESSIONS.name}` WHERE session_id = %s",
+            f"SELECT `{tables.SESSION_KEY_COLUMN}` FROM `{tables.SESSIONS.name}` WHERE session_id = %s",
             (values["session_id"],),
         )
-        values[T.SESSION_KEY_COLUMN] = cur.fetchone()[0]
+        values[tables.SESSION_KEY_COLUMN] = cur.fetchone()[0]
     cols = ", ".join(f"`{c}`" for c in values)
     marks = ", ".join(["%s"] * len(values))
     cur.execute(f"INSERT INTO `{table.name}` ({cols}) VALUES ({marks})", tuple(values.values()))
@@ -259,13 +258,21 @@ def insert(conn, table: T.Table, **values) -> None:
 def test_views_name_the_ids_of_loaded_sessions(conn, metadata_server, metadata_client_factory):
     metadata_server.objects.update(api_objects())
     lookups.refresh_lookups(conn, metadata_client_factory())
-    insert(conn, T.SESSIONS, session_id="s1", start_time=DAY1)
-    insert(conn, T.OFFERS, session_id="s1", offer_id="501", timestamp=DAY1 + 1500)
-    insert(conn, T.OFFERS, session_id="s1", offer_id="777", timestamp=DAY1)  # unknown to the API
-    insert(conn, T.OFFERS, session_id="s1", offer_id="x-1", timestamp=DAY1)  # not even a number
-    insert(conn, T.PAGE_EVENT_IDS, session_id="s1", event_id="22", timestamp=DAY1)
+    insert(conn, tables.SESSIONS, session_id="s1", start_time=DAY1)
+    insert(conn, tables.OFFERS, session_id="s1", offer_id="501", timestamp=DAY1 + 1500)
     insert(
-        conn, T.CUSTOM_TARGETS, session_id="s1", custom_target_id="11", custom_target_value="gold"
+        conn, tables.OFFERS, session_id="s1", offer_id="777", timestamp=DAY1
+    )  # unknown to the API
+    insert(
+        conn, tables.OFFERS, session_id="s1", offer_id="x-1", timestamp=DAY1
+    )  # not even a number
+    insert(conn, tables.PAGE_EVENT_IDS, session_id="s1", event_id="22", timestamp=DAY1)
+    insert(
+        conn,
+        tables.CUSTOM_TARGETS,
+        session_id="s1",
+        custom_target_id="11",
+        custom_target_value="gold",
     )
 
     assert rows(
@@ -299,7 +306,7 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
     common = {"device_type": "Mobile", "country": "US"}
     insert(
         conn,
-        T.SESSIONS,
+        tables.SESSIONS,
         session_id="a",
         start_time=DAY1,
         is_bounce=1,
@@ -309,7 +316,7 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
     )
     insert(
         conn,
-        T.SESSIONS,
+        tables.SESSIONS,
         session_id="b",
         start_time=DAY1 + 1000,
         is_bounce=0,
@@ -319,7 +326,7 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
     )
     insert(
         conn,
-        T.SESSIONS,
+        tables.SESSIONS,
         session_id="c",
         start_time=DAY1 + 2000,
         is_bounce=0,
@@ -329,7 +336,7 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
     )
     insert(
         conn,
-        T.SESSIONS,
+        tables.SESSIONS,
         session_id="d",
         start_time=DAY2,
         is_bounce=0,
@@ -339,9 +346,15 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
         country="DE",
     )
     # Two purchases in one session: revenue adds up, the session still counts once.
-    insert(conn, T.PURCHASES, session_id="b", purchase_id="p1", purchase_value=Decimal("10.5000"))
-    insert(conn, T.PURCHASES, session_id="b", purchase_id="p2", purchase_value=Decimal("4.2500"))
-    insert(conn, T.PURCHASES, session_id="d", purchase_id="p3", purchase_value=Decimal("99.9900"))
+    insert(
+        conn, tables.PURCHASES, session_id="b", purchase_id="p1", purchase_value=Decimal("10.5000")
+    )
+    insert(
+        conn, tables.PURCHASES, session_id="b", purchase_id="p2", purchase_value=Decimal("4.2500")
+    )
+    insert(
+        conn, tables.PURCHASES, session_id="d", purchase_id="p3", purchase_value=Decimal("99.9900")
+    )
 
     got = rows(
         conn,

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from session_stream import tables as T
+from session_stream import tables
 from session_stream.errors import BadInputError
 from session_stream.split import SplitResult, split_file
 
@@ -38,9 +38,11 @@ def unescape_field(field: str):
     return "".join(out)
 
 
-def staged(result: SplitResult, table: T.Table) -> list[dict]:
+def staged(result: SplitResult, table: tables.Table) -> list[dict]:
     text = result.files()[table.name].read_text(encoding="utf-8")
-    names = ["index", *table.column_names] + ([T.SOURCE_FILE_COLUMN] if table is T.SESSIONS else [])
+    names = ["index", *table.column_names] + (
+        [tables.SOURCE_FILE_COLUMN] if table is tables.SESSIONS else []
+    )
     rows = []
     for line in text.split("\n")[:-1]:
         fields = line.split("\t")
@@ -72,15 +74,15 @@ def test_strings_round_trip_byte_for_byte(tmp_path, value):
     result = split_lines(
         tmp_path, [{"session_id": "s1", "city": value, "custom_targets": {"1": value}}]
     )
-    (row,) = staged(result, T.SESSIONS)
+    (row,) = staged(result, tables.SESSIONS)
     assert row["city"] == value
-    (target,) = staged(result, T.CUSTOM_TARGETS)
+    (target,) = staged(result, tables.CUSTOM_TARGETS)
     assert target["custom_target_value"] == value
 
 
 def test_json_null_becomes_sql_null_and_empty_string_stays_empty(tmp_path):
     result = split_lines(tmp_path, [{"session_id": "s1", "city": None, "region": ""}])
-    (row,) = staged(result, T.SESSIONS)
+    (row,) = staged(result, tables.SESSIONS)
     assert row["city"] is None
     assert row["region"] == ""
     assert row["country"] is None  # absent key
@@ -90,7 +92,7 @@ def test_flags_become_0_and_1(tmp_path):
     result = split_lines(
         tmp_path, [{"session_id": "s1", "has_cart": "t", "is_bounce": "f", "is_closed": True}]
     )
-    (row,) = staged(result, T.SESSIONS)
+    (row,) = staged(result, tables.SESSIONS)
     assert (row["has_cart"], row["is_bounce"], row["is_closed"], row["has_purchase"]) == (
         "1",
         "0",
@@ -109,15 +111,15 @@ def test_numbers_may_arrive_as_numeric_strings(tmp_path):
         "cart_lines": [{"product_id": 123, "quantity": "3", "time": 1793491261781}],
     }
     result = split_lines(tmp_path, [session])
-    (row,) = staged(result, T.SESSIONS)
+    (row,) = staged(result, tables.SESSIONS)
     assert (row["account_id"], row["start_time"], row["end_time"]) == (
         "42",
         "1793491261781",
         "1793491261999",
     )
-    values = {r["purchase_id"]: r["purchase_value"] for r in staged(result, T.PURCHASES)}
+    values = {r["purchase_id"]: r["purchase_value"] for r in staged(result, tables.PURCHASES)}
     assert values == {"P1": "19.99", "P2": "5", "P3": "0.1", "P4": "100", "P5": "7.5"}
-    (cart,) = staged(result, T.CART_LINES)
+    (cart,) = staged(result, tables.CART_LINES)
     assert (cart["product_id"], cart["quantity"], cart["line_no"]) == ("123", "3", "0")
 
 
@@ -135,7 +137,7 @@ def test_line_times_become_utc_datetime3(tmp_path, value, expected):
     result = split_lines(
         tmp_path, [{"session_id": "s1", "view_lines": [{"product_id": "p", "time": value}]}]
     )
-    (line,) = staged(result, T.VIEW_LINES)
+    (line,) = staged(result, tables.VIEW_LINES)
     assert line["time"] == expected
 
 
@@ -151,8 +153,14 @@ def test_absent_maps_are_empty_and_unknown_keys_ignored(tmp_path):
         ],
     )
     assert result.rejects == 0
-    assert result.rows[T.CART_LINES.name] == 1
-    for table in (T.OFFERS, T.CUSTOM_TARGETS, T.PURCHASES, T.PURCHASE_LINES, T.PURCHASE_LINE_ITEMS):
+    assert result.rows[tables.CART_LINES.name] == 1
+    for table in (
+        tables.OFFERS,
+        tables.CUSTOM_TARGETS,
+        tables.PURCHASES,
+        tables.PURCHASE_LINES,
+        tables.PURCHASE_LINE_ITEMS,
+    ):
         assert result.rows[table.name] == 0
 
 
@@ -171,13 +179,13 @@ def test_purchase_lines_and_items(tmp_path):
         },
     }
     result = split_lines(tmp_path, [session])
-    (line,) = staged(result, T.PURCHASE_LINES)
+    (line,) = staged(result, tables.PURCHASE_LINES)
     assert (line["purchase_id"], line["total"], line["time"]) == (
         "O1",
         "30.50",
         "2026-11-01 00:00:00.000",
     )
-    items = staged(result, T.PURCHASE_LINE_ITEMS)
+    items = staged(result, tables.PURCHASE_LINE_ITEMS)
     assert [(i["line_no"], i["product_id"], i["quantity"], i["unit_price"]) for i in items] == [
         ("0", "a", "1", "10.5"),
         ("1", "b", "2", "10.0000"),
@@ -221,8 +229,8 @@ def test_bad_lines_become_rejects_and_the_rest_loads(tmp_path, line, reason):
     assert reason in why
     assert raw == line  # kept whole, byte for byte
     # the rejected line left no rows anywhere
-    assert {r["session_id"] for r in staged(result, T.SESSIONS)} == {"good", "good2"}
-    assert {r["session_id"] for r in staged(result, T.CART_LINES)} == {"good", "good2"}
+    assert {r["session_id"] for r in staged(result, tables.SESSIONS)} == {"good", "good2"}
+    assert {r["session_id"] for r in staged(result, tables.CART_LINES)} == {"good", "good2"}
 
 
 def test_session_twice_in_one_file_keeps_only_the_newest(tmp_path):
@@ -241,10 +249,10 @@ def test_session_twice_in_one_file_keeps_only_the_newest(tmp_path):
         ],
     )
     assert result.sessions == 2
-    rows = {r["session_id"]: r for r in staged(result, T.SESSIONS)}
+    rows = {r["session_id"]: r for r in staged(result, tables.SESSIONS)}
     assert rows["s1"]["end_time"] == "20"
     assert rows["s2"]["city"] == "later line wins a tie"
-    assert [r["product_id"] for r in staged(result, T.CART_LINES)] == ["new", "new2"]
+    assert [r["product_id"] for r in staged(result, tables.CART_LINES)] == ["new", "new2"]
 
 
 def test_truncated_gzip_raises_and_leaves_nothing(tmp_path):
