@@ -24,6 +24,7 @@ from pathlib import Path
 from . import db, rowbyrow, sample, schema, tables
 from .load import Loader
 from .pipeline import load_files
+from .sql import quote
 
 
 def _peak_mb(who: int) -> float:
@@ -33,7 +34,7 @@ def _peak_mb(who: int) -> float:
 def _fresh_database(server: str, prefix: str) -> str:
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     conn = db.connect(f"{server.rstrip('/')}/mysql", database=False)
-    conn.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    conn.cursor().execute(f"CREATE DATABASE {quote(name)} CHARACTER SET utf8mb4")
     conn.close()
     url = f"{server.rstrip('/')}/{name}"
     conn = db.connect(url)
@@ -44,7 +45,7 @@ def _fresh_database(server: str, prefix: str) -> str:
 
 def _drop_database(url: str) -> None:
     conn = db.connect(url, database=False)
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS `{db.DbUrl.parse(url).database}`")
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {quote(db.DbUrl.parse(url).database)}")
     conn.close()
 
 
@@ -54,7 +55,7 @@ def _contents(url: str) -> dict[str, list[tuple]]:
     out = {}
     for t in tables.TABLES:
         cur.execute(
-            f"SELECT {', '.join(f'`{c}`' for c in t.column_names)} FROM `{t.name}` ORDER BY 1, 2, 3"
+            f"SELECT {', '.join(map(quote, t.column_names))} FROM {quote(t.name)} ORDER BY 1, 2, 3"
         )
         out[t.name] = cur.fetchall()
     conn.close()

@@ -31,10 +31,10 @@ from . import schema, tables
 from .drop import order_key
 from .errors import ConfigError, LoadError
 from .split import LOAD_FORMAT, SplitResult
+from .sql import quote
 
 log = logging.getLogger(__name__)
 
-q = schema.q
 INCOMING = "_ss_incoming"  # temporary tables: private to the connection
 REPLACED = "_ss_replaced"
 RETRYABLE = {1205, 1213, 2006, 2013}  # lock wait timeout, deadlock, server gone, lost connection
@@ -153,7 +153,7 @@ class Loader:
             chunk = names[i : i + 1000]
             marks = ", ".join(["%s"] * len(chunk))
             cur.execute(
-                f"SELECT * FROM {q(tables.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk
+                f"SELECT * FROM {quote(tables.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk
             )
             for row in cur.fetchall():
                 out[row["file_name"]] = row
@@ -175,7 +175,7 @@ class Loader:
         loaded; rows from an earlier, successful load of the file stay until one succeeds."""
         cur = self.conn.cursor()
         cur.execute(
-            f"INSERT INTO {q(tables.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
+            f"INSERT INTO {quote(tables.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
             " VALUES (%s, %s, %s, 'failed', %s)"
             " ON DUPLICATE KEY UPDATE attempts = attempts + 1, error = VALUES(error),"
             " size = VALUES(size), status = 'failed'",
@@ -281,9 +281,9 @@ class Loader:
             REPLACED: "`session_key` BIGINT UNSIGNED NOT NULL PRIMARY KEY",
         }
         for name, columns in temp_tables.items():
-            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {q(name)}")
+            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {quote(name)}")
             cur.execute(
-                f"CREATE TEMPORARY TABLE {q(name)} ({columns}) ENGINE={engine} DEFAULT CHARSET=utf8mb4"
+                f"CREATE TEMPORARY TABLE {quote(name)} ({columns}) ENGINE={engine} DEFAULT CHARSET=utf8mb4"
             )
 
     def _merge(
@@ -292,7 +292,7 @@ class Loader:
         name = split.source_name
         files = split.files()
         outcome = FileOutcome(name, "loaded", sessions=split.sessions, rejects=split.rejects)
-        key = q(tables.SESSION_KEY_COLUMN)
+        key = quote(tables.SESSION_KEY_COLUMN)
 
         # 1. Which of the file's sessions exist already, and who wins. Only sessions that can
         # exist are looked up: a stored version of a session starts at its start_time, and no
@@ -300,9 +300,9 @@ class Loader:
         # after that horizon is new (the usual case when files arrive in time order).
         keys_path, candidates = split.keys_path, split.sessions
         if not full_check:
-            cur.execute(f"SELECT MAX(horizon) FROM {q(tables.LEDGER_TABLE)}")
+            cur.execute(f"SELECT MAX(horizon) FROM {quote(tables.LEDGER_TABLE)}")
             reach = cur.fetchone()[0]
-            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {q(tables.SESSIONS.name)})")
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(tables.SESSIONS.name)})")
             if (
                 reach is not None or not cur.fetchone()[0]
             ):  # sessions from outside the ledger: check all
@@ -313,8 +313,8 @@ class Loader:
                 cur, keys_path, INCOMING, ["idx", "session_id", "end_time", "@start"], candidates
             )
             cur.execute(
-                f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{q(tables.SOURCE_FILE_COLUMN)}"
-                f" FROM {q(INCOMING)} i JOIN {q(tables.SESSIONS.name)} s ON s.session_id = i.session_id"
+                f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{quote(tables.SOURCE_FILE_COLUMN)}"
+                f" FROM {quote(INCOMING)} i JOIN {quote(tables.SESSIONS.name)} s ON s.session_id = i.session_id"
             )
             existing = cur.fetchall()
         else:
@@ -328,24 +328,24 @@ class Loader:
 
         # 2. Sessions this file replaces lose their old rows in every table, children included.
         if replaced:
-            cur.executemany(f"INSERT INTO {q(REPLACED)} ({key}) VALUES (%s)", replaced)
+            cur.executemany(f"INSERT INTO {quote(REPLACED)} ({key}) VALUES (%s)", replaced)
             for table in reversed(tables.TABLES):
                 cur.execute(
-                    f"DELETE t FROM {q(table.name)} t JOIN {q(REPLACED)} r ON r.{key} = t.{key}"
+                    f"DELETE t FROM {quote(table.name)} t JOIN {quote(REPLACED)} r ON r.{key} = t.{key}"
                 )
 
         # 3. Rows straight into the final tables, minus sessions a newer version already beat.
         # session_key = the session's index in the file + a base above every key in use
         # (loads are serialised by the named lock, so no other load takes the same keys).
-        cur.execute(f"SELECT COALESCE(MAX({key}), 0) + 1 FROM {q(tables.SESSIONS.name)}")
+        cur.execute(f"SELECT COALESCE(MAX({key}), 0) + 1 FROM {quote(tables.SESSIONS.name)}")
         base = int(cur.fetchone()[0])
         for table in tables.TABLES:
             path, expected = files[table.name], split.rows.get(table.name, 0)
             if superseded and expected:
                 path, expected = _without_sessions(path, superseded)
-            columns = ["@idx", *(q(c) for c in table.column_names)]
+            columns = ["@idx", *(quote(c) for c in table.column_names)]
             if table is tables.SESSIONS:
-                columns.append(q(tables.SOURCE_FILE_COLUMN))
+                columns.append(quote(tables.SOURCE_FILE_COLUMN))
             set_clause = f"SET {key} = @idx + {base:d}"
             loaded = (
                 self._load_data(cur, path, table.name, columns, expected, set_clause)
@@ -355,22 +355,22 @@ class Loader:
             outcome.rows[table.name] = loaded
 
         # 4. Rejects of this file (replacing any from an earlier load of it), then the ledger.
-        cur.execute(f"DELETE FROM {q(tables.REJECTS_TABLE)} WHERE file_name = %s", (name,))
+        cur.execute(f"DELETE FROM {quote(tables.REJECTS_TABLE)} WHERE file_name = %s", (name,))
         rejects = split.read_rejects()
         if rejects:
             cur.executemany(
-                f"INSERT INTO {q(tables.REJECTS_TABLE)} (file_name, line_no, reason, raw_line) VALUES (%s, %s, %s, %s)",
+                f"INSERT INTO {quote(tables.REJECTS_TABLE)} (file_name, line_no, reason, raw_line) VALUES (%s, %s, %s, %s)",
                 [(name, line_no, reason, raw) for line_no, reason, raw in rejects],
             )
         counts = [tables.rows_column(t) for t in tables.TABLES]
         values = [outcome.rows[t.name] for t in tables.TABLES]
         cur.execute(
-            f"INSERT INTO {q(tables.LEDGER_TABLE)} (file_name, size, window_start, status, sessions,"
-            f" {', '.join(q(c) for c in counts)}, rejects, horizon, split_seconds, load_seconds, error)"
+            f"INSERT INTO {quote(tables.LEDGER_TABLE)} (file_name, size, window_start, status, sessions,"
+            f" {', '.join(quote(c) for c in counts)}, rejects, horizon, split_seconds, load_seconds, error)"
             f" VALUES (%s, %s, %s, 'loaded', %s, {', '.join(['%s'] * len(counts))}, %s, %s, %s, %s, NULL)"
             " ON DUPLICATE KEY UPDATE size = VALUES(size), window_start = VALUES(window_start),"
             " status = 'loaded', sessions = VALUES(sessions),"
-            + "".join(f" {q(c)} = VALUES({q(c)})," for c in counts)
+            + "".join(f" {quote(c)} = VALUES({quote(c)})," for c in counts)
             + " rejects = VALUES(rejects), split_seconds = VALUES(split_seconds),"
             # a reload may leave sessions of the earlier version: the horizon only grows
             " horizon = GREATEST(COALESCE(horizon, VALUES(horizon)), COALESCE(VALUES(horizon), horizon)),"
@@ -394,7 +394,7 @@ class Loader:
         self, cur, path: Path, table: str, columns: list[str], expected: int, set_clause: str = ""
     ) -> int:
         cur.execute(
-            f"LOAD DATA LOCAL INFILE %s INTO TABLE {q(table)} {LOAD_FORMAT} ({', '.join(columns)}) {set_clause}",
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {quote(table)} {LOAD_FORMAT} ({', '.join(columns)}) {set_clause}",
             (str(path),),
         )
         loaded = cur.rowcount

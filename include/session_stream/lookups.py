@@ -24,6 +24,7 @@ import orjson
 from . import db, tables
 from .errors import ConfigError
 from .metadata import DEFAULT_API_BASE, DEFAULT_AUTH_BASE, KINDS, MetadataApiError, MetadataClient
+from .sql import quote
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +150,6 @@ BY_KIND = {lk.kind: lk for lk in LOOKUPS}
 assert set(BY_KIND) == set(KINDS), "one lookup table per Metadata API kind"
 
 
-def q(identifier: str) -> str:
-    """Quote an identifier that comes from our own specs (never from input).
-
-    Not imported from schema.py: schema imports this module for migration 2.
-    """
-    return f"`{identifier}`"
-
-
 # -- DDL --------------------------------------------------------------------------------------
 
 
@@ -164,15 +157,15 @@ def lookup_ddl(lookup: Lookup, table: str | None = None, *, if_not_exists: bool 
     cols = []
     for f in lookup.fields:
         null = " NOT NULL" if f.kind == ID else " NULL"
-        cols.append(f"  {q(f.name)} {f.sql_type()}{null}")
-    cols.append(f"  {q(RAW_COLUMN)} JSON NOT NULL")
-    cols.append(f"  {q(REFRESHED_AT_COLUMN)} DATETIME(6) NOT NULL")
-    cols.append(f"  PRIMARY KEY ({q(lookup.fields[0].name)})")
+        cols.append(f"  {quote(f.name)} {f.sql_type()}{null}")
+    cols.append(f"  {quote(RAW_COLUMN)} JSON NOT NULL")
+    cols.append(f"  {quote(REFRESHED_AT_COLUMN)} DATETIME(6) NOT NULL")
+    cols.append(f"  PRIMARY KEY ({quote(lookup.fields[0].name)})")
     for name in lookup.indexes:
-        cols.append(f"  KEY {q('ix_' + name)} ({q(name)})")
+        cols.append(f"  KEY {quote('ix_' + name)} ({quote(name)})")
     exists = "IF NOT EXISTS " if if_not_exists else ""
     return (
-        f"CREATE TABLE {exists}{q(table or lookup.table)} (\n"
+        f"CREATE TABLE {exists}{quote(table or lookup.table)} (\n"
         + ",\n".join(cols)
         + "\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     )
@@ -182,7 +175,7 @@ def _col(table: tables.Table, name: str) -> str:
     """A session-table column for the views, checked against the one table spec."""
     if name not in table.column_names:
         raise AssertionError(f"{table.name} has no column {name!r}: update lookups.py views")
-    return q(name)
+    return quote(name)
 
 
 def _utc(ms: str) -> str:
@@ -200,13 +193,13 @@ def _int_id(expr: str) -> str:
 def _lookup_col(lookup: Lookup, name: str) -> str:
     if name not in lookup.column_names:
         raise AssertionError(f"{lookup.table} has no column {name!r}")
-    return q(name)
+    return quote(name)
 
 
 def view_ddls() -> dict[str, str]:
     """CREATE OR REPLACE VIEW statements by view name."""
     sid = _col(tables.SESSIONS, "session_id")
-    key = q(tables.SESSION_KEY_COLUMN)  # joins to session_sessions by its primary key
+    key = quote(tables.SESSION_KEY_COLUMN)  # joins to session_sessions by its primary key
     offer_id, offer_ts = _col(tables.OFFERS, "offer_id"), _col(tables.OFFERS, "timestamp")
     event_id, event_ts = (
         _col(tables.PAGE_EVENT_IDS, "event_id"),
@@ -236,25 +229,25 @@ SELECT o.{key}, o.{sid} AS session_id, o.{offer_id} AS offer_id, o.variant_id,
        COALESCE(v.{_lookup_col(v, "experience_type")}, e.{_lookup_col(e, "experience_type")}) AS experience_type,
        e.{_lookup_col(e, "status")} AS experience_status
 FROM (SELECT {key}, {sid}, {offer_id}, {offer_ts}, {_int_id(offer_id)} AS variant_id
-      FROM {q(tables.OFFERS.name)}) o
-LEFT JOIN {q(v.table)} v ON v.`id` = o.variant_id
-LEFT JOIN {q(e.table)} e ON e.`id` = v.{_lookup_col(v, "experience_id")}"""
+      FROM {quote(tables.OFFERS.name)}) o
+LEFT JOIN {quote(v.table)} v ON v.`id` = o.variant_id
+LEFT JOIN {quote(e.table)} e ON e.`id` = v.{_lookup_col(v, "experience_id")}"""
 
     views["v_session_page_events"] = f"""CREATE OR REPLACE VIEW `v_session_page_events` AS
 SELECT pe.{key}, pe.{sid} AS session_id, pe.{event_id} AS event_id, pe.page_event_id,
        p.{_lookup_col(p, "title")} AS page_event_title,
        pe.{event_ts} AS event_timestamp, {_utc("pe." + event_ts)} AS event_time
 FROM (SELECT {key}, {sid}, {event_id}, {event_ts}, {_int_id(event_id)} AS page_event_id
-      FROM {q(tables.PAGE_EVENT_IDS.name)}) pe
-LEFT JOIN {q(p.table)} p ON p.`id` = pe.page_event_id"""
+      FROM {quote(tables.PAGE_EVENT_IDS.name)}) pe
+LEFT JOIN {quote(p.table)} p ON p.`id` = pe.page_event_id"""
 
     views["v_session_custom_targets"] = f"""CREATE OR REPLACE VIEW `v_session_custom_targets` AS
 SELECT t.{key}, t.{sid} AS session_id, t.{ct_id} AS custom_target_id, t.custom_target_int_id,
        c.{_lookup_col(c, "title")} AS custom_target_title,
        t.{ct_value} AS custom_target_value
 FROM (SELECT {key}, {sid}, {ct_id}, {ct_value}, {_int_id(ct_id)} AS custom_target_int_id
-      FROM {q(tables.CUSTOM_TARGETS.name)}) t
-LEFT JOIN {q(c.table)} c ON c.`id` = t.custom_target_int_id"""
+      FROM {quote(tables.CUSTOM_TARGETS.name)}) t
+LEFT JOIN {quote(c.table)} c ON c.`id` = t.custom_target_int_id"""
 
     # Revenue is session_purchases.purchase_value (one row per purchase, the value Monetate
     # reports per session); it is summed per session first so the join cannot multiply the
@@ -271,9 +264,9 @@ SELECT DATE({_utc("s." + start)}) AS session_date,
        COALESCE(SUM(pv.revenue), 0) AS revenue,
        COALESCE(SUM(s.{_col(s, "has_purchase")}), 0) / COUNT(*) AS conversion_rate,
        COALESCE(SUM(s.{_col(s, "is_bounce")}), 0) / COUNT(*) AS bounce_rate
-FROM {q(s.name)} s
+FROM {quote(s.name)} s
 LEFT JOIN (SELECT {key}, COUNT(*) AS orders, SUM({purchase_value}) AS revenue
-           FROM {q(tables.PURCHASES.name)} GROUP BY {key}) pv ON pv.{key} = s.{key}
+           FROM {quote(tables.PURCHASES.name)} GROUP BY {key}) pv ON pv.{key} = s.{key}
 GROUP BY session_date, s.{_col(s, "device_type")}, s.{_col(s, "country")}"""
     return views
 
@@ -378,7 +371,7 @@ def refresh_lookup(conn, client: MetadataClient, kind: str) -> int:
             f"another refresh of {live} held its lock for {LOCK_SECONDS}s; try again later"
         )
     try:
-        cur.execute(f"DROP TABLE IF EXISTS {q(new)}")  # a crashed run's leftovers
+        cur.execute(f"DROP TABLE IF EXISTS {quote(new)}")  # a crashed run's leftovers
         cur.execute(lookup_ddl(lookup, new, if_not_exists=False))
         try:
             rows = _fill(conn, cur, client, lookup, new)
@@ -386,11 +379,11 @@ def refresh_lookup(conn, client: MetadataClient, kind: str) -> int:
             _drop_quietly(conn, new)
             raise
         # The live table exists unless migration 2 never ran; then the swap creates it.
-        cur.execute(f"CREATE TABLE IF NOT EXISTS {q(live)} LIKE {q(new)}")
-        cur.execute(f"DROP TABLE IF EXISTS {q(old)}")
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(live)} LIKE {quote(new)}")
+        cur.execute(f"DROP TABLE IF EXISTS {quote(old)}")
         # One statement, atomic: readers see the old table or the new one, never neither.
-        cur.execute(f"RENAME TABLE {q(live)} TO {q(old)}, {q(new)} TO {q(live)}")
-        cur.execute(f"DROP TABLE {q(old)}")
+        cur.execute(f"RENAME TABLE {quote(live)} TO {quote(old)}, {quote(new)} TO {quote(live)}")
+        cur.execute(f"DROP TABLE {quote(old)}")
     finally:
         cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
         cur.close()
@@ -403,7 +396,7 @@ def _drop_quietly(conn, table: str) -> None:
     try:
         conn.rollback()
         cur = conn.cursor()
-        cur.execute(f"DROP TABLE IF EXISTS {q(table)}")
+        cur.execute(f"DROP TABLE IF EXISTS {quote(table)}")
         cur.close()
     except MySQLdb.Error as exc:
         log.warning("could not drop %s after a failed refresh: %s", table, exc)
@@ -411,10 +404,10 @@ def _drop_quietly(conn, table: str) -> None:
 
 def _fill(conn, cur, client: MetadataClient, lookup: Lookup, table: str) -> int:
     refreshed_at = datetime.now(UTC).replace(tzinfo=None)
-    columns = ", ".join(q(c) for c in lookup.column_names)
+    columns = ", ".join(quote(c) for c in lookup.column_names)
     marks = ", ".join(["%s"] * len(lookup.column_names))
     # REPLACE: an id seen twice (the list shifted while we paged) keeps its latest form.
-    sql = f"REPLACE INTO {q(table)} ({columns}) VALUES ({marks})"
+    sql = f"REPLACE INTO {quote(table)} ({columns}) VALUES ({marks})"
     for page in client.iter_pages(lookup.kind):
         rows = [row_values(lookup, obj, refreshed_at) for obj in page]
         if not rows:
@@ -427,7 +420,7 @@ def _fill(conn, cur, client: MetadataClient, lookup: Lookup, table: str) -> int:
                 "it keeps its previous contents"
             ) from None
     conn.commit()
-    cur.execute(f"SELECT COUNT(*) FROM {q(table)}")
+    cur.execute(f"SELECT COUNT(*) FROM {quote(table)}")
     return int(cur.fetchone()[0])
 
 

@@ -22,27 +22,24 @@ from pathlib import Path
 import orjson
 
 from . import db, tables
+from .sql import quote
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SID = tables.SESSION_ID.json_key
 END = next(c for c in tables.SESSIONS.columns if c.name == "end_time")
 
 
-def _q(name: str) -> str:
-    return f"`{name}`"
-
-
 def _insert_sql(table: tables.Table, extra: tuple[str, ...] = ()) -> str:
     names = [*table.column_names, *extra]
     return (
-        f"INSERT INTO {_q(table.name)} ({', '.join(map(_q, names))}) "
+        f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))}) "
         f"VALUES ({', '.join(['%s'] * len(names))})"
     )
 
 
 KEY = tables.SESSION_KEY_COLUMN
-SELECT_END = f"SELECT {_q(KEY)}, {_q(END.name)} FROM {_q(tables.SESSIONS.name)} WHERE {_q(tables.SESSION_ID.name)} = %s"
-DELETES = [f"DELETE FROM {_q(t.name)} WHERE {_q(KEY)} = %s" for t in reversed(tables.TABLES)]
+SELECT_END = f"SELECT {quote(KEY)}, {quote(END.name)} FROM {quote(tables.SESSIONS.name)} WHERE {quote(tables.SESSION_ID.name)} = %s"
+DELETES = [f"DELETE FROM {quote(t.name)} WHERE {quote(KEY)} = %s" for t in reversed(tables.TABLES)]
 # The session row gets its session_key from AUTO_INCREMENT; its children carry it.
 INSERTS = {t.name: _insert_sql(t, (KEY,)) for t in tables.CHILD_TABLES}
 INSERTS[tables.SESSIONS.name] = _insert_sql(tables.SESSIONS, (tables.SOURCE_FILE_COLUMN,))

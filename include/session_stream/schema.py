@@ -11,13 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import tables
+from .sql import quote
 
 LOCK_NAME = "session_stream_migrations"
-
-
-def q(identifier: str) -> str:
-    """Quote an identifier that comes from our own code (never from input)."""
-    return f"`{identifier}`"
 
 
 def key_collation(conn) -> str:
@@ -39,36 +35,40 @@ def table_ddl(table: tables.Table, key_collation: str) -> str:
     outgrow the buffer pool). session_sessions maps session_id to session_key with a unique
     index, which is all the newest-wins merge looks up; per-session deletes go by session_key.
     """
-    key = q(tables.SESSION_KEY_COLUMN)
+    key = quote(tables.SESSION_KEY_COLUMN)
     if table is tables.SESSIONS:
         cols = [f"  {key} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT"]
     else:
         cols = [f"  {key} BIGINT UNSIGNED NOT NULL"]
     for c in table.columns:
         null = " NOT NULL" if c.not_null else " NULL"
-        cols.append(f"  {q(c.name)} {c.sql_type(key_collation)}{null}")
+        cols.append(f"  {quote(c.name)} {c.sql_type(key_collation)}{null}")
     if table is tables.SESSIONS:
-        cols.append(f"  {q(tables.SOURCE_FILE_COLUMN)} VARCHAR(255) NOT NULL")
+        cols.append(f"  {quote(tables.SOURCE_FILE_COLUMN)} VARCHAR(255) NOT NULL")
         cols.append(
-            f"  {q(tables.LOADED_AT_COLUMN)} TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)"
+            f"  {quote(tables.LOADED_AT_COLUMN)} TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)"
         )
         cols.append(f"  PRIMARY KEY ({key})")
-        cols.append(f"  UNIQUE KEY `ux_session_id` ({q(tables.SESSION_ID.name)})")
+        cols.append(f"  UNIQUE KEY `ux_session_id` ({quote(tables.SESSION_ID.name)})")
     else:
-        rest = [q(n) for n in table.primary_key if n != tables.SESSION_ID.name]
+        rest = [quote(n) for n in table.primary_key if n != tables.SESSION_ID.name]
         cols.append(f"  PRIMARY KEY ({', '.join([key, *rest])})")
     for index in table.indexes:
-        cols.append(f"  KEY {q('ix_' + '_'.join(index))} ({', '.join(q(n) for n in index)})")
+        cols.append(
+            f"  KEY {quote('ix_' + '_'.join(index))} ({', '.join(quote(n) for n in index)})"
+        )
     return (
-        f"CREATE TABLE IF NOT EXISTS {q(table.name)} (\n"
+        f"CREATE TABLE IF NOT EXISTS {quote(table.name)} (\n"
         + ",\n".join(cols)
         + "\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     )
 
 
 def ledger_ddl() -> str:
-    counts = ",\n".join(f"  {q(tables.rows_column(t))} INT UNSIGNED NULL" for t in tables.TABLES)
-    return f"""CREATE TABLE IF NOT EXISTS {q(tables.LEDGER_TABLE)} (
+    counts = ",\n".join(
+        f"  {quote(tables.rows_column(t))} INT UNSIGNED NULL" for t in tables.TABLES
+    )
+    return f"""CREATE TABLE IF NOT EXISTS {quote(tables.LEDGER_TABLE)} (
   `file_name` VARCHAR(255) NOT NULL,
   `size` BIGINT NOT NULL,
   `window_start` DATETIME(3) NULL,
@@ -91,7 +91,7 @@ def ledger_ddl() -> str:
 
 def rejects_ddl() -> str:
     # raw_line is binary: the rejected line is kept whole, even when it is not valid UTF-8.
-    return f"""CREATE TABLE IF NOT EXISTS {q(tables.REJECTS_TABLE)} (
+    return f"""CREATE TABLE IF NOT EXISTS {quote(tables.REJECTS_TABLE)} (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   `file_name` VARCHAR(255) NOT NULL,
   `line_no` INT UNSIGNED NOT NULL,
@@ -135,13 +135,13 @@ MIGRATIONS: list[Migration] = [
 def applied_versions(conn) -> set[int]:
     cur = conn.cursor()
     cur.execute(
-        f"CREATE TABLE IF NOT EXISTS {q(tables.MIGRATIONS_TABLE)} ("
+        f"CREATE TABLE IF NOT EXISTS {quote(tables.MIGRATIONS_TABLE)} ("
         " `version` INT NOT NULL PRIMARY KEY,"
         " `name` VARCHAR(255) NOT NULL,"
         " `applied_at` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP"
         ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     )
-    cur.execute(f"SELECT version FROM {q(tables.MIGRATIONS_TABLE)}")
+    cur.execute(f"SELECT version FROM {quote(tables.MIGRATIONS_TABLE)}")
     versions = {row[0] for row in cur.fetchall()}
     cur.close()
     return versions
@@ -159,7 +159,7 @@ def init_db(conn) -> list[Migration]:
                 continue
             migration.apply(conn)
             cur.execute(
-                f"INSERT INTO {q(tables.MIGRATIONS_TABLE)} (version, name) VALUES (%s, %s)",
+                f"INSERT INTO {quote(tables.MIGRATIONS_TABLE)} (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),
             )
             conn.commit()
