@@ -60,7 +60,7 @@ def cmd_load(args) -> int:
         paths.extend(list_tree(Path(source)))
     url = db.DbUrl.parse(args.db)
     loader = Loader(lambda: db.connect(url))
-    loader.check()  # fail fast on config problems, before any splitting starts
+    loader.connect_now()  # fail fast on config problems, before any splitting starts
     if not paths:
         err.print(f"no Monetate files found under {', '.join(args.source)}")
         return 0

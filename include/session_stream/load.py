@@ -124,7 +124,7 @@ class Loader:
             self._conn = conn
         return self._conn
 
-    def check(self) -> None:
+    def connect_now(self) -> None:
         """Connect now, so a configuration problem surfaces before any work starts."""
         _ = self.conn
 
