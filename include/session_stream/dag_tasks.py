@@ -153,7 +153,7 @@ def fetch(
     force: bool = False,
 ) -> dict:
     """List, keep what is pending and settled, stage it, and plan the batches."""
-    from .drop import settled
+    from .settle import settled
 
     scope = window.widened(lookback_hours)
     listed = drop.list_files(scope.start, scope.end)

@@ -28,8 +28,8 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from . import db as dbmod
 from . import schema, tables
-from .drop import order_key
 from .errors import ConfigError, LoadError
+from .names import file_rank
 from .split import LOAD_FORMAT, SplitResult
 from .sql import quote
 
@@ -65,13 +65,6 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, MySQLdb.OperationalError) and exc.args and exc.args[0] in RETRYABLE
 
 
-def _file_rank(name: str) -> tuple:
-    try:
-        return (0, order_key(name))
-    except ValueError:
-        return (1, name)  # not a Monetate name (a file given to the CLI by hand): order by name
-
-
 def incoming_wins(
     incoming_end: int | None, incoming_file: str, existing_end: int | None, existing_file: str
 ) -> bool:
@@ -82,7 +75,7 @@ def incoming_wins(
     b = -1 if existing_end is None else existing_end
     if a != b:
         return a > b
-    return _file_rank(incoming_file) > _file_rank(existing_file)
+    return file_rank(incoming_file) > file_rank(existing_file)
 
 
 class Loader:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import tables
-from .drop import parse_name
 from .errors import BadInputError
 from .load import FileOutcome, Loader
+from .names import window_start
 from .split import SplitResult, split_file
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,6 @@ class Summary:
         return self.sessions / self.seconds if self.seconds else 0.0
 
 
-def window_start(path: Path):
-    try:
-        return parse_name(path.name)[0]
-    except ValueError:
-        return None
-
-
 def _split_job(src: str, out_dir: str) -> str:
     split_file(Path(src), Path(out_dir))
     return out_dir
@@ -105,12 +98,12 @@ def load_files(
             if isinstance(split_or_error, BadInputError):
                 message = str(split_or_error)
                 log.error("%s", message)
-                loader.record_failure(path.name, sizes[path], window_start(path), message)
+                loader.record_failure(path.name, sizes[path], window_start(path.name), message)
                 outcome = FileOutcome(path.name, "failed", error=message)
             else:
                 split = SplitResult.read(split_or_error)
                 outcome = loader.load(
-                    split, size=sizes[path], window_start=window_start(path), force=force
+                    split, size=sizes[path], window_start=window_start(path.name), force=force
                 )
                 shutil.rmtree(split_or_error, ignore_errors=True)
             summary.add(outcome)

@@ -36,6 +36,7 @@ import orjson
 
 from . import tables
 from .errors import ConfigError, SessionStreamError
+from .names import file_name
 
 WINDOW_MS = 15 * 60 * 1000
 WINDOWS_PER_HOUR = 4
@@ -512,12 +513,6 @@ def _bad_line(kind: str, n: str, good: dict) -> bytes:
     country = next(c for c in tables.SESSIONS.columns if c.name == "country")
     obj[S.country] = "X" * (country.length + 1)
     return orjson.dumps(obj)
-
-
-def file_name(window_start: datetime, number: int) -> str:
-    """Monetate's name for a file of the 15-minute window starting at `window_start` (UTC)."""
-    ms = window_start.microsecond // 1000
-    return f"{window_start:%Y%m%dT%H%M%S}.{ms:03d}Z_PT15M-{number}.json.gz"
 
 
 def write_drop(

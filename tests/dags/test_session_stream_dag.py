@@ -15,8 +15,8 @@ import warehouse
 from airflow_harness import conn_env, mysql_conn_env, var_env
 
 from session_stream import db, schema, tables
-from session_stream.drop import parse_name
 from session_stream.load import Loader
+from session_stream.names import parse_name
 from session_stream.pipeline import load_files
 from session_stream.sample import truncate_file, write_drop
 

@@ -12,9 +12,10 @@ import pytest
 import warehouse
 
 from session_stream import dag_tasks, db, schema, tables
-from session_stream.drop import open_drop, parse_name
+from session_stream.drop import open_drop
 from session_stream.errors import ConfigError
 from session_stream.load import Loader
+from session_stream.names import parse_name
 from session_stream.sample import truncate_file, write_drop
 from session_stream.staging import open_staging
 
