@@ -121,9 +121,9 @@ class Migration:
 
 
 def _create_lookups_and_views(conn) -> None:
-    from . import lookups  # imported late: it needs the metadata extras only when run
+    from . import views  # imported late: the lookups need the metadata extras only when run
 
-    lookups.create_lookups_and_views(conn)
+    views.create_lookups_and_views(conn)
 
 
 MIGRATIONS: list[Migration] = [
