@@ -246,8 +246,8 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
     once, so the task is retried; a retry skips what the ledger shows loaded, whose staged files
     are already removed.
     """
+    from .layout import SplitResult
     from .load import is_loaded
-    from .split import SplitResult
 
     prefix = split["prefix"]
     failures: dict[str, str] = {}

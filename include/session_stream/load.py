@@ -29,8 +29,16 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from . import db as dbmod
 from . import schema, tables
 from .errors import ConfigError, LoadError
+from .layout import (
+    INDEX_FIELD,
+    KEYS_FIELDS,
+    LOAD_FORMAT,
+    SplitResult,
+    keys_to_check,
+    load_columns,
+    without_sessions,
+)
 from .names import file_rank
-from .split import LOAD_FORMAT, SplitResult
 from .sql import quote
 
 log = logging.getLogger(__name__)
@@ -299,12 +307,10 @@ class Loader:
             if (
                 reach is not None or not cur.fetchone()[0]
             ):  # sessions from outside the ledger: check all
-                keys_path, candidates = _sessions_to_check(split.keys_path, reach)
+                keys_path, candidates = keys_to_check(split.keys_path, reach)
         replaced, superseded = [], set()
         if candidates:
-            self._load_data(
-                cur, keys_path, INCOMING, ["idx", "session_id", "end_time", "@start"], candidates
-            )
+            self._load_data(cur, keys_path, INCOMING, list(KEYS_FIELDS), candidates)
             cur.execute(
                 f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{quote(tables.SOURCE_FILE_COLUMN)}"
                 f" FROM {quote(INCOMING)} i JOIN {quote(tables.SESSIONS.name)} s ON s.session_id = i.session_id"
@@ -335,13 +341,10 @@ class Loader:
         for table in tables.TABLES:
             path, expected = files[table.name], split.rows.get(table.name, 0)
             if superseded and expected:
-                path, expected = _without_sessions(path, superseded)
-            columns = ["@idx", *(quote(c) for c in table.column_names)]
-            if table is tables.SESSIONS:
-                columns.append(quote(tables.SOURCE_FILE_COLUMN))
-            set_clause = f"SET {key} = @idx + {base:d}"
+                path, expected = without_sessions(path, superseded)
+            set_clause = f"SET {key} = {INDEX_FIELD} + {base:d}"
             loaded = (
-                self._load_data(cur, path, table.name, columns, expected, set_clause)
+                self._load_data(cur, path, table.name, load_columns(table), expected, set_clause)
                 if expected
                 else 0
             )
@@ -406,39 +409,6 @@ class Loader:
 
 class DuplicateRowsError(LoadError):
     """LOAD DATA LOCAL skipped rows whose key was already there (it never fails on them)."""
-
-
-def _sessions_to_check(keys: Path, reach: int | None) -> tuple[Path, int]:
-    """The keys of the sessions that may already be stored: those starting at or before
-    `reach` (None: nothing is stored), or with no start_time. Returns the file and its rows."""
-    out = keys.with_name("keys_to_check.tsv")
-    kept = 0
-    with (
-        keys.open("r", encoding="utf-8", newline="") as src,
-        out.open("w", encoding="utf-8", newline="") as dst,
-    ):
-        for line in src:
-            start = line[line.rindex("\t") + 1 : -1]
-            if reach is not None and (start == "\\N" or int(start) <= reach):
-                dst.write(line)
-                kept += 1
-    return out, kept
-
-
-def _without_sessions(path: Path, indexes: set[str]) -> tuple[Path, int]:
-    """A copy of a staged file without the rows of the sessions at `indexes` (their index in the
-    file, as text: the first field of every staged row), and its row count."""
-    out = path.with_suffix(".filtered.tsv")
-    kept = 0
-    with (
-        path.open("r", encoding="utf-8", newline="") as src,
-        out.open("w", encoding="utf-8", newline="") as dst,
-    ):
-        for line in src:
-            if line.split("\t", 1)[0] not in indexes:
-                dst.write(line)
-                kept += 1
-    return out, kept
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from . import tables
 from .errors import BadInputError
+from .layout import SplitResult
 from .load import FileOutcome, Loader
 from .names import window_start
-from .split import SplitResult, split_file
+from .split import split_file
 
 log = logging.getLogger(__name__)
 

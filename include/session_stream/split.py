@@ -5,22 +5,17 @@ validated against tables.py and written out. A line that is not JSON, has no ses
 carries a value that would not fit its column becomes a reject and the rest of the file goes on.
 A file that cannot be read to its end leaves nothing behind and raises BadInputError.
 
-Staged files use MySQL's own LOAD DATA text format (tab-separated, backslash escapes, \\N for
-NULL, no enclosing quotes), so NULL, '', 'NULL', '\\N', quotes, commas, backslashes, tabs, CR, LF
-and 4-byte UTF-8 all survive byte for byte. The matching LOAD DATA clause is `LOAD_FORMAT`.
+What the staged files hold, and how values are written in them, is layout.py's.
 """
 
 from __future__ import annotations
 
-import base64
 import gzip
-import json
 import re
 import shutil
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -29,19 +24,8 @@ import orjson
 
 from . import tables
 from .errors import BadInputError
+from .layout import NULL, SplitResult, SplitWriter, escape, needs_escape, row_lead
 
-NULL = "\\N"
-LOAD_FORMAT = (
-    "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
-)
-MANIFEST = "manifest.json"
-REJECTS_FILE = "rejects.jsonl"
-KEYS_FILE = (
-    "session_keys.tsv"  # (index, session_id, end_time, start_time) per session: all the merge reads
-)
-
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
-_needs_escape = re.compile(r"[\\\t\n\r\0]").search
 _INT_STRING = re.compile(r"\s*[-+]?\d+\s*").fullmatch
 _MONEY_PLAIN = re.compile(
     rf"-?\d{{1,{tables.MONEY_DIGITS - tables.MONEY_SCALE}}}(?:\.\d{{1,{tables.MONEY_SCALE}}})?"
@@ -53,10 +37,6 @@ _SEQ_MAX = 65535
 
 class Reject(ValueError):
     """A value that cannot be stored exactly; the message is the reject reason."""
-
-
-def escape(s: str) -> str:
-    return s.translate(_ESCAPES) if _needs_escape(s) else s
 
 
 # --- converters: JSON value -> one TSV field (str), or raise Reject --------------------------
@@ -234,7 +214,7 @@ def _fast_field(column: tables.Column, var: str, slow: str) -> str:
     common, valid case, else `slow` (the full converter, which also handles NULL and rejects)."""
     kind = column.kind
     if kind == tables.STR:
-        return f"({var} if type({var}) is str and len({var}) <= {column.length} and not _needs_escape({var}) else {slow})"
+        return f"({var} if type({var}) is str and len({var}) <= {column.length} and not needs_escape({var}) else {slow})"
     if kind in (tables.INT, tables.BIGINT):
         lo, hi = tables.INT_RANGE if kind == tables.INT else tables.BIGINT_RANGE
         return f"(str({var}) if type({var}) is int and {lo} <= {var} <= {hi} else {slow})"
@@ -247,7 +227,7 @@ def _fast_field(column: tables.Column, var: str, slow: str) -> str:
 
 def _compile(name: str, source: str, columns: list[tables.Column]) -> Callable:
     env = {
-        "_needs_escape": _needs_escape,
+        "needs_escape": needs_escape,
         "_FLAGS": _FLAGS,
         "_MONEY_PLAIN": _MONEY_PLAIN,
         "Reject": Reject,
@@ -359,80 +339,6 @@ _START_TIME = converter(next(c for c in tables.SESSIONS.columns if c.name == "st
 # --- the file-level split ---------------------------------------------------------------------
 
 
-@dataclass
-class SplitResult:
-    source_name: str
-    out_dir: Path
-    sessions: int = 0
-    rows: dict[str, int] = field(default_factory=dict)
-    rejects: int = 0
-    lines: int = 0
-    seconds: float = 0.0
-    # The latest time (ms) any session of the file reaches: max of start_time and end_time.
-    # No version of these sessions can start after it (see load.py, "horizon").
-    horizon: int | None = None
-
-    def files(self) -> dict[str, Path]:
-        return {t.name: self.out_dir / f"{t.name}.tsv" for t in tables.TABLES}
-
-    @property
-    def keys_path(self) -> Path:
-        return self.out_dir / KEYS_FILE
-
-    @property
-    def rejects_path(self) -> Path:
-        return self.out_dir / REJECTS_FILE
-
-    def read_rejects(self) -> list[tuple[int, str, bytes]]:
-        """(line number, reason, raw line) for each rejected line."""
-        if not self.rejects_path.exists():
-            return []
-        out = []
-        with self.rejects_path.open("rb") as f:
-            for line in f:
-                r = orjson.loads(line)
-                out.append((r["line_no"], r["reason"], base64.b64decode(r["raw"])))
-        return out
-
-    def write_manifest(self) -> None:
-        fields = ("source_name", "sessions", "rows", "rejects", "lines", "seconds", "horizon")
-        data = {k: getattr(self, k) for k in fields}
-        tmp = self.out_dir / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(
-            self.out_dir / MANIFEST
-        )  # the manifest appears last: its presence means complete
-
-    @classmethod
-    def read(cls, out_dir: Path) -> SplitResult:
-        out_dir = Path(out_dir)
-        try:
-            data = json.loads((out_dir / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise BadInputError(f"{out_dir} holds no complete split (no {MANIFEST})") from None
-        return cls(out_dir=out_dir, **data)
-
-
-class _Writers:
-    """Buffered text writers, one per staged file."""
-
-    def __init__(self, out_dir: Path):
-        self.handles = {
-            t.name: (out_dir / f"{t.name}.tsv").open(
-                "w", encoding="utf-8", newline="", buffering=1 << 20
-            )
-            for t in tables.TABLES
-        }
-        self.rejects = (out_dir / REJECTS_FILE).open("wb")
-        self.keys = (out_dir / KEYS_FILE).open("w", encoding="utf-8", newline="", buffering=1 << 16)
-
-    def close(self):
-        for h in self.handles.values():
-            h.close()
-        self.rejects.close()
-        self.keys.close()
-
-
 def _session_lines(session: dict, lead: str, source: str) -> list[tuple[str, list[str]]]:
     """Build every row one session yields, each line starting with `lead`
     ("<index in file>\t<session_id>"); raises Reject."""
@@ -480,7 +386,7 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
     rows = result.rows
     best: dict[str, tuple[int, int]] = {}  # session_id -> (end_time, line_no) of the newest version
     duplicated: set[str] = set()
-    writers = _Writers(out_dir)
+    writers = SplitWriter(out_dir)
     handles = writers.handles
     try:
         for line_no, raw in _iter_lines(src):
@@ -503,7 +409,7 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                 end = _END_TIME(session.get("end_time"), "session")
                 # Each staged row starts with the session's index in this file: the loader
                 # turns it into session_key (see tables.SESSION_KEY_COLUMN).
-                per_table = _session_lines(session, f"{result.sessions}\t{sid}", source)
+                per_table = _session_lines(session, row_lead(result.sessions, sid), source)
             except Reject as exc:
                 _reject(writers, result, line_no, str(exc), raw)
                 continue
@@ -527,7 +433,7 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                     if end_ms < previous[0]:  # a tie goes to the later line
                         continue
                 best[sid] = (end_ms, line_no)
-            writers.keys.write(f"{result.sessions}\t{sid}\t{end}\t{start}\n")
+            writers.write_key(result.sessions, sid, end, start)
             result.sessions += 1
             for table_name, lines in per_table:
                 if lines:
@@ -539,8 +445,8 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
     return result, winners
 
 
-def _reject(writers: _Writers, result: SplitResult, line_no: int, reason: str, raw: bytes) -> None:
-    raw = raw[:-1] if raw.endswith(b"\n") else raw
-    record = {"line_no": line_no, "reason": reason[:1000], "raw": base64.b64encode(raw).decode()}
-    writers.rejects.write(orjson.dumps(record) + b"\n")
+def _reject(
+    writers: SplitWriter, result: SplitResult, line_no: int, reason: str, raw: bytes
+) -> None:
+    writers.write_reject(line_no, reason, raw)
     result.rejects += 1

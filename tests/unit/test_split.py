@@ -10,7 +10,8 @@ import pytest
 
 from session_stream import tables
 from session_stream.errors import BadInputError
-from session_stream.split import SplitResult, split_file
+from session_stream.layout import SplitResult
+from session_stream.split import split_file
 
 
 def write_gz(path: Path, lines: list) -> Path:
