@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Kinds of value conversion; split.py has one converter per kind.
+# Kinds of value conversion; convert.py has one converter per kind.
 STR = "str"  # VARCHAR(n): strings kept exactly; numbers become their JSON text
 INT = "int"  # INT: JSON integer or integer string
 BIGINT = "bigint"  # BIGINT: epoch milliseconds, JSON integer or integer string
