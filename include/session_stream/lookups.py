@@ -8,12 +8,13 @@ lookup_refresh.py's job; the BI views that join them to the sessions are in view
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 
 from .metadata import KINDS, MetadataApiError
 from .sql import quote
+from .utc import to_utc
 
 # Kinds of lookup column; `convert` has one branch per kind.
 ID = "id"  # BIGINT NOT NULL primary key: the API's integer id
@@ -190,10 +191,7 @@ def convert(field: Field, value):
             return None
         if not isinstance(value, str):
             raise ValueError(f"expected an ISO-8601 time, got {value!r}")
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-        return parsed
+        return to_utc(datetime.fromisoformat(value)).replace(tzinfo=None)
     if kind == JSON:
         return orjson.dumps(value).decode()
     raise AssertionError(f"unknown field kind {kind}")

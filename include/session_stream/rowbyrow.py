@@ -23,6 +23,7 @@ import orjson
 
 from . import db, tables
 from .sql import quote
+from .utc import to_utc
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SID = tables.SESSION_ID.json_key
@@ -54,7 +55,7 @@ def convert(column: tables.Column, value):
         return 1 if value in ("t", True) else 0
     if kind == tables.DATETIME:
         if isinstance(value, str) and not value.lstrip("-").isdigit():
-            moment = datetime.fromisoformat(value).astimezone(UTC)
+            moment = to_utc(datetime.fromisoformat(value))  # no offset: UTC, as split.py reads it
         else:
             moment = EPOCH + timedelta(milliseconds=int(value))
         return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
