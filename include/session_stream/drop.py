@@ -42,7 +42,6 @@ class DropUrl:
     """A drop URL, parsed and checked once. `scheme` is "file" for a local folder (a bare path
     too), "s3" or "sftp"; `host` is the S3 bucket or the SFTP host; `path` is unquoted."""
 
-    text: str  # as given, for messages
     scheme: str
     path: str
     host: str | None = None
@@ -58,24 +57,23 @@ class DropUrl:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme == "":
-            return cls(url, "file", url)
+            return cls("file", url)
         if scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise ConfigError(
                     f"file:// URLs must be local (file:///path), got host {parts.netloc!r}"
                 )
-            return cls(url, "file", unquote(parts.path))
+            return cls("file", unquote(parts.path))
         if scheme == "s3":
             if not parts.netloc:
                 raise ConfigError(f"S3 drop URL needs a bucket: s3://bucket/prefix, got {url!r}")
-            return cls(url, "s3", unquote(parts.path), host=parts.netloc)
+            return cls("s3", unquote(parts.path), host=parts.netloc)
         if scheme == "sftp":
             try:
                 port = parts.port
             except ValueError:
                 raise ConfigError(f"SFTP drop URL has a bad port: {url!r}") from None
             return cls(
-                url,
                 "sftp",
                 unquote(parts.path),
                 host=parts.hostname or None,
