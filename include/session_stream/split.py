@@ -85,18 +85,24 @@ def _list_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
     top = table.path[0]
     columns = _value_columns(table)
 
+    def rows(items, lead, named):
+        lines = []
+        for i, item in enumerate(items):
+            where = f"{top}[{i}]" if named else top
+            if type(item) is not dict:
+                raise Reject(f"{top}[{i}]: expected a JSON object")
+            g = item.get
+            lines.append("\t".join([lead, str(i), *[c(g(k), where) for k, c in columns]]))
+        return lines
+
     def build(s, lead):
         items = _container(s, top, list, "")
         if len(items) > _SEQ_MAX + 1:
             raise Reject(f"{top}: more than {_SEQ_MAX + 1} items")
-        lines = []
-        for i, item in enumerate(items):
-            where = f"{top}[{i}]"
-            if type(item) is not dict:
-                raise Reject(f"{where}: expected a JSON object")
-            g = item.get
-            lines.append("\t".join([lead, str(i), *[c(g(k), where) for k, c in columns]]))
-        return lines
+        try:
+            return rows(items, lead, False)
+        except Reject:
+            return rows(items, lead, True)  # again, naming the item in the reason (rare)
 
     return build
 
