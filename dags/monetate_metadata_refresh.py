@@ -1,6 +1,7 @@
 """Monetate Metadata API → lookup tables, daily and after each session load.
 
-The work is in include/session_stream/lookups.py (tables, refresh, views) and metadata.py (client).
+The work is in include/session_stream/: lookup_refresh.py (the refresh), lookups.py (the tables),
+views.py (the BI views) and metadata.py (the API client).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, d
 from airflow.sdk.exceptions import AirflowFailException
 from session_stream_alerts import notify_failure
 
-from session_stream import db, lookups, schema
+from session_stream import db, lookup_refresh, lookups, schema
 from session_stream.errors import ConfigError
 from session_stream.metadata import KINDS
 
@@ -52,8 +53,10 @@ def _refresh(kind: str) -> int:
     try:
         db.prepare_session(conn)
         schema.init_db(conn)  # the views come with the schema; no-op when up to date
-        with lookups.client_from_connection(api.login, api.password, api.extra_dejson) as client:
-            return lookups.refresh_lookup(conn, client, kind)
+        with lookup_refresh.client_from_connection(
+            api.login, api.password, api.extra_dejson
+        ) as client:
+            return lookup_refresh.refresh_lookup(conn, client, kind)
     except ConfigError as exc:
         # A revoked key or a wrong setting fails the same way on every retry: stop now.
         raise AirflowFailException(str(exc)) from exc

@@ -1,4 +1,4 @@
-"""Monetate Session Stream → MySQL, every hour. The work is in include/session_stream/jobs.py."""
+"""Monetate Session Stream → MySQL, every hour. The work is in include/session_stream/dag_tasks.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from session_stream_airflow import open_drop_location, open_loader, open_staging_area
 from session_stream_alerts import notify_failure
 
-from session_stream import jobs
+from session_stream import dag_tasks
 
 # Read from the environment at parse time (no metadata-database call per parse); the
 # AIRFLOW_VAR_ prefix makes the same setting visible as an Airflow Variable.
@@ -55,7 +55,7 @@ def _params() -> dict:
     return dict(get_current_context()["params"])
 
 
-def _fail_fast(exc: jobs.FilesFailedError):
+def _fail_fast(exc: dag_tasks.FilesFailedError):
     # A bad file fails again on an immediate retry; the next run retries it instead.
     raise AirflowFailException(str(exc)) from exc
 
@@ -86,11 +86,11 @@ def _fail_fast(exc: jobs.FilesFailedError):
         "end": Param(
             None, type=["null", "string"], description="Reload up to, exclusive (ISO-8601, UTC)"
         ),
-        "lookback_hours": Param(jobs.DEFAULT_LOOKBACK_HOURS, type="number", minimum=0),
-        "settle_seconds": Param(jobs.DEFAULT_SETTLE_SECONDS, type="number", minimum=0),
-        "batch_size": Param(jobs.DEFAULT_BATCH_SIZE, type="integer", minimum=1),
+        "lookback_hours": Param(dag_tasks.DEFAULT_LOOKBACK_HOURS, type="number", minimum=0),
+        "settle_seconds": Param(dag_tasks.DEFAULT_SETTLE_SECONDS, type="number", minimum=0),
+        "batch_size": Param(dag_tasks.DEFAULT_BATCH_SIZE, type="integer", minimum=1),
         "max_rejects": Param(
-            jobs.DEFAULT_MAX_REJECTS, type="integer", minimum=0, description="Per file"
+            dag_tasks.DEFAULT_MAX_REJECTS, type="integer", minimum=0, description="Per file"
         ),
         "force": Param(False, type="boolean", description="Reload files the ledger shows loaded"),
         "staging_url": Param(
@@ -103,16 +103,18 @@ def session_stream():
     def fetch(run_id=None, data_interval_start=None, data_interval_end=None, logical_date=None):
         """Returns the batches to map over; the run's summary goes to XCom key 'summary'."""
         params = _params()
-        window = jobs.resolve_window(params, data_interval_start, data_interval_end, logical_date)
+        window = dag_tasks.resolve_window(
+            params, data_interval_start, data_interval_end, logical_date
+        )
         loader = open_loader(init=True)
         try:
             with open_drop_location(params) as drop, open_staging_area(params) as staging:
-                result = jobs.fetch(
+                result = dag_tasks.fetch(
                     drop,
                     loader,
                     staging,
                     window,
-                    prefix=jobs.staging_prefix(run_id),
+                    prefix=dag_tasks.staging_prefix(run_id),
                     lookback_hours=params["lookback_hours"],
                     settle_seconds=params["settle_seconds"],
                     batch_size=params["batch_size"],
@@ -130,7 +132,7 @@ def session_stream():
             f"{batch['files'][0]['name']} +{len(batch['files']) - 1}"
         )
         with open_staging_area(_params()) as staging:
-            return jobs.split_batch(batch, staging)
+            return dag_tasks.split_batch(batch, staging)
 
     @task(pool=LOAD_POOL, outlets=[SESSION_TABLES], map_index_template="{{ batch_label }}")
     def load(batch: dict) -> dict:
@@ -142,8 +144,8 @@ def session_stream():
         loader = open_loader()
         try:
             with open_staging_area(params) as staging:
-                return jobs.load_batch(batch, staging, loader, force=params["force"])
-        except jobs.FilesFailedError as exc:
+                return dag_tasks.load_batch(batch, staging, loader, force=params["force"])
+        except dag_tasks.FilesFailedError as exc:
             _fail_fast(exc)
         finally:
             loader.close()
@@ -155,10 +157,10 @@ def session_stream():
         loader = open_loader()
         try:
             with open_staging_area(params) as staging:
-                return jobs.check(
+                return dag_tasks.check(
                     summary, loader, max_rejects=params["max_rejects"], staging=staging
                 )
-        except jobs.FilesFailedError as exc:
+        except dag_tasks.FilesFailedError as exc:
             _fail_fast(exc)
         finally:
             loader.close()

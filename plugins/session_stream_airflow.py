@@ -21,9 +21,11 @@ import os
 from pathlib import Path
 
 from session_stream import schema
-from session_stream.drop import DropLocation, S3Options, SftpCredentials, open_drop
+from session_stream.drop import DropLocation, DropUrl, open_drop
+from session_stream.drop_sftp import SftpCredentials
 from session_stream.errors import ConfigError
 from session_stream.load import Loader
+from session_stream.s3 import S3Options
 from session_stream.staging import StagingArea, open_staging
 
 DROP_URL_VARIABLE = "session_stream_drop_url"
@@ -109,12 +111,11 @@ def s3_options() -> S3Options:
 
 
 def open_drop_location(params: dict) -> DropLocation:
-    url = drop_url(params)
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    url = DropUrl.parse(drop_url(params))
     return open_drop(
         url,
-        sftp=sftp_credentials() if scheme == "sftp" else None,
-        s3=s3_options() if scheme == "s3" else None,
+        sftp=sftp_credentials() if url.scheme == "sftp" else None,
+        s3=s3_options() if url.scheme == "s3" else None,
     )
 
 

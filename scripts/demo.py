@@ -39,8 +39,7 @@ try:
     from rich.markup import escape
     from rich.table import Table
 
-    from session_stream import db
-    from session_stream import tables as T
+    from session_stream import db, tables
     from session_stream.errors import ConfigError, SessionStreamError
     from session_stream.load import is_loaded
 except ImportError:  # run with a Python that is not the project's venv
@@ -442,7 +441,7 @@ def ledger(url: db.DbUrl, names: list[str]) -> dict[str, dict]:
         "status",
         "size",
         "sessions",
-        *(T.rows_column(t) for t in T.TABLES),
+        *(tables.rows_column(t) for t in tables.TABLES),
         "rejects",
         "split_seconds",
         "load_seconds",
@@ -454,7 +453,7 @@ def ledger(url: db.DbUrl, names: list[str]) -> dict[str, dict]:
     cur = conn.cursor()
     marks = ", ".join(["%s"] * len(names))
     cur.execute(
-        f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{T.LEDGER_TABLE}` "
+        f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{tables.LEDGER_TABLE}` "
         f"WHERE file_name IN ({marks})",
         names,
     )
@@ -467,7 +466,7 @@ def table_counts(url: db.DbUrl) -> dict[str, int]:
     conn = db.connect(url)
     cur = conn.cursor()
     counts = {}
-    for t in T.TABLES:
+    for t in tables.TABLES:
         cur.execute(f"SELECT COUNT(*) FROM `{t.name}`")
         counts[t.name] = cur.fetchone()[0]
     conn.close()
@@ -491,14 +490,15 @@ def print_summary(url: db.DbUrl, files: list[Path], before: dict, after: dict, d
 
     counts = table_counts(url)
     table = Table(
-        title=f"ledger ({T.LEDGER_TABLE}) for the {len(names)} sample files", header_style="bold"
+        title=f"ledger ({tables.LEDGER_TABLE}) for the {len(names)} sample files",
+        header_style="bold",
     )
     table.add_column("table")
     table.add_column("rows loaded (ledger)", justify="right")
     table.add_column("rows in table now", justify="right")
-    for t in T.TABLES:
+    for t in tables.TABLES:
         table.add_row(
-            t.name, f"{sum(r[T.rows_column(t)] or 0 for r in loaded):,}", f"{counts[t.name]:,}"
+            t.name, f"{sum(r[tables.rows_column(t)] or 0 for r in loaded):,}", f"{counts[t.name]:,}"
         )
     console.print(table)
     sessions = sum(r["sessions"] or 0 for r in loaded)
@@ -508,8 +508,8 @@ def print_summary(url: db.DbUrl, files: list[Path], before: dict, after: dict, d
     console.print(
         f"files: {len(ok)} of {len(names)} loaded ({len(now_loaded)} by this run, "
         f"{skipped} skipped as already loaded, {len(failed)} failed) | "
-        f"session versions: {sessions:,} ({counts[T.SESSIONS.name]:,} distinct sessions in "
-        f"{T.SESSIONS.name}) | rejects: {rejects:,} | "
+        f"session versions: {sessions:,} ({counts[tables.SESSIONS.name]:,} distinct sessions in "
+        f"{tables.SESSIONS.name}) | rejects: {rejects:,} | "
         f"split {split:.1f}s + load {load:.1f}s (ledger) | DAG run {dag.seconds:.0f}s",
         soft_wrap=True,
     )

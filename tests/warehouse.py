@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from session_stream import db
-from session_stream import tables as T
+from session_stream import db, tables
 
 
 def dump(url: str, *, with_source: bool = True) -> dict[str, list[tuple]]:
@@ -12,9 +11,13 @@ def dump(url: str, *, with_source: bool = True) -> dict[str, list[tuple]]:
     conn = db.connect(url)
     cur = conn.cursor()
     out = {}
-    for table in T.TABLES:
-        cols = table.column_names + ([T.SOURCE_FILE_COLUMN] if table is T.SESSIONS and with_source else [])
-        cur.execute(f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{table.name}` ORDER BY 1, 2, 3")
+    for table in tables.TABLES:
+        cols = table.column_names + (
+            [tables.SOURCE_FILE_COLUMN] if table is tables.SESSIONS and with_source else []
+        )
+        cur.execute(
+            f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{table.name}` ORDER BY 1, 2, 3"
+        )
         out[table.name] = list(cur.fetchall())
     conn.close()
     return out
@@ -33,6 +36,6 @@ def reset(url: str) -> None:
     """Empty every table of the warehouse (keeps the schema)."""
     conn = db.connect(url)
     cur = conn.cursor()
-    for name in [t.name for t in T.TABLES] + [T.LEDGER_TABLE, T.REJECTS_TABLE]:
+    for name in [t.name for t in tables.TABLES] + [tables.LEDGER_TABLE, tables.REJECTS_TABLE]:
         cur.execute(f"DELETE FROM `{name}`")
     conn.close()

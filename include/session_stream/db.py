@@ -36,10 +36,14 @@ class DbUrl:
             raise ConfigError(f"no database given: pass --db {URL_FORM} or set {DB_ENV}")
         parts = urlsplit(url)
         if parts.scheme not in ("mysql", "mariadb", "mysql+mysqldb"):
-            raise ConfigError(f"database URL must look like {URL_FORM}, got scheme {parts.scheme!r}")
+            raise ConfigError(
+                f"database URL must look like {URL_FORM}, got scheme {parts.scheme!r}"
+            )
         database = parts.path.lstrip("/")
         if not parts.hostname or not database or "/" in database:
-            raise ConfigError(f"database URL must look like {URL_FORM} (host and database name are required)")
+            raise ConfigError(
+                f"database URL must look like {URL_FORM} (host and database name are required)"
+            )
         try:
             port = parts.port or 3306
         except ValueError as exc:
@@ -88,9 +92,13 @@ def connect_error(exc: MySQLdb.OperationalError, url: DbUrl) -> ConfigError:
             f"create it with CREATE DATABASE `{url.database}` CHARACTER SET utf8mb4, then run init-db"
         )
     if code in ER_ACCESS_DENIED:
-        return ConfigError(f"MySQL refused user {url.user!r} at {url.host}:{url.port}: check the user and password")
+        return ConfigError(
+            f"MySQL refused user {url.user!r} at {url.host}:{url.port}: check the user and password"
+        )
     if code in (CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST, CR_CONNECTION_ERROR):
-        return ConfigError(f"cannot reach MySQL at {url.host}:{url.port}: is the server running and the address right?")
+        return ConfigError(
+            f"cannot reach MySQL at {url.host}:{url.port}: is the server running and the address right?"
+        )
     return ConfigError(f"cannot connect to {url}: {exc.args[-1] if exc.args else exc}")
 
 

@@ -27,15 +27,22 @@ import MySQLdb
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from . import db as dbmod
-from . import schema
-from . import tables as T
-from .drop import order_key
+from . import schema, tables
 from .errors import ConfigError, LoadError
-from .split import LOAD_FORMAT, SplitResult
+from .layout import (
+    INDEX_FIELD,
+    KEYS_FIELDS,
+    LOAD_FORMAT,
+    SplitResult,
+    keys_to_check,
+    load_columns,
+    without_sessions,
+)
+from .names import file_rank
+from .sql import quote
 
 log = logging.getLogger(__name__)
 
-q = schema.q
 INCOMING = "_ss_incoming"  # temporary tables: private to the connection
 REPLACED = "_ss_replaced"
 RETRYABLE = {1205, 1213, 2006, 2013}  # lock wait timeout, deadlock, server gone, lost connection
@@ -66,14 +73,9 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, MySQLdb.OperationalError) and exc.args and exc.args[0] in RETRYABLE
 
 
-def _file_rank(name: str) -> tuple:
-    try:
-        return (0, order_key(name))
-    except ValueError:
-        return (1, name)  # not a Monetate name (a file given to the CLI by hand): order by name
-
-
-def incoming_wins(incoming_end: int | None, incoming_file: str, existing_end: int | None, existing_file: str) -> bool:
+def incoming_wins(
+    incoming_end: int | None, incoming_file: str, existing_end: int | None, existing_file: str
+) -> bool:
     """The newest-wins rule: greater end_time wins, a tie goes to the later file."""
     if incoming_file == existing_file:
         return True  # the same file loaded again (forced or changed) replaces its own rows
@@ -81,14 +83,16 @@ def incoming_wins(incoming_end: int | None, incoming_file: str, existing_end: in
     b = -1 if existing_end is None else existing_end
     if a != b:
         return a > b
-    return _file_rank(incoming_file) > _file_rank(existing_file)
+    return file_rank(incoming_file) > file_rank(existing_file)
 
 
 class Loader:
     """Loads split files into one database. `connect()` returns a MySQLdb connection that allows
     LOAD DATA LOCAL (`db.connect(url)`, or an Airflow `MySqlHook(local_infile=True).get_conn()`)."""
 
-    def __init__(self, connect: Callable[[], object], *, lock_timeout: int = 6 * 3600, attempts: int = 5):
+    def __init__(
+        self, connect: Callable[[], object], *, lock_timeout: int = 6 * 3600, attempts: int = 5
+    ):
         self._connect = connect
         self._conn = None
         self.lock_timeout = lock_timeout
@@ -121,7 +125,7 @@ class Loader:
             self._conn = conn
         return self._conn
 
-    def check(self) -> None:
+    def connect_now(self) -> None:
         """Connect now, so a configuration problem surfaces before any work starts."""
         _ = self.conn
 
@@ -149,7 +153,9 @@ class Loader:
         for i in range(0, len(names), 1000):
             chunk = names[i : i + 1000]
             marks = ", ".join(["%s"] * len(chunk))
-            cur.execute(f"SELECT * FROM {q(T.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk)
+            cur.execute(
+                f"SELECT * FROM {quote(tables.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk
+            )
             for row in cur.fetchall():
                 out[row["file_name"]] = row
         cur.close()
@@ -163,12 +169,14 @@ class Loader:
         done = self.ledger(name for name, _ in files)
         return [name for name, size in files if not is_loaded(done.get(name), size)]
 
-    def record_failure(self, name: str, size: int, window_start: datetime | None, error: str) -> None:
+    def record_failure(
+        self, name: str, size: int, window_start: datetime | None, error: str
+    ) -> None:
         """Mark a file failed, so the next run tries it again. Nothing of this attempt was
         loaded; rows from an earlier, successful load of the file stay until one succeeds."""
         cur = self.conn.cursor()
         cur.execute(
-            f"INSERT INTO {q(T.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
+            f"INSERT INTO {quote(tables.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
             " VALUES (%s, %s, %s, 'failed', %s)"
             " ON DUPLICATE KEY UPDATE attempts = attempts + 1, error = VALUES(error),"
             " size = VALUES(size), status = 'failed'",
@@ -178,7 +186,12 @@ class Loader:
 
     # --- loading --------------------------------------------------------------------------
     def load(
-        self, split: SplitResult, *, size: int, window_start: datetime | None = None, force: bool = False
+        self,
+        split: SplitResult,
+        *,
+        size: int,
+        window_start: datetime | None = None,
+        force: bool = False,
     ) -> FileOutcome:
         """Load one split file; never raises for a problem with the file itself (see FileOutcome)."""
         started = time.perf_counter()
@@ -190,7 +203,9 @@ class Loader:
             self._reset()
             message = _describe(exc)
             if isinstance(exc, MySQLdb.Error) and exc.args and exc.args[0] in ER_LOCAL_INFILE:
-                raise ConfigError(f"LOAD DATA LOCAL INFILE was refused ({message}): enable local_infile") from None
+                raise ConfigError(
+                    f"LOAD DATA LOCAL INFILE was refused ({message}): enable local_infile"
+                ) from None
             log.error("%s: load failed: %s", split.source_name, message)
             self.record_failure(split.source_name, size, window_start, message)
             outcome = FileOutcome(split.source_name, "failed", error=message)
@@ -203,7 +218,9 @@ class Loader:
             stop=stop_after_attempt(self.attempts),
             wait=wait_exponential(multiplier=0.5, max=30),
             before_sleep=lambda rs: (
-                log.warning("%s: %s, retrying", split.source_name, _describe(rs.outcome.exception())),
+                log.warning(
+                    "%s: %s, retrying", split.source_name, _describe(rs.outcome.exception())
+                ),
                 self._reset(),
             ),
             reraise=True,
@@ -218,7 +235,9 @@ class Loader:
         cur = conn.cursor()
         cur.execute("SELECT GET_LOCK(%s, %s)", (self.lock_name, self.lock_timeout))
         if cur.fetchone()[0] != 1:
-            raise LoadError(f"waited {self.lock_timeout}s for another load of this database to finish")
+            raise LoadError(
+                f"waited {self.lock_timeout}s for another load of this database to finish"
+            )
         try:
             if not force:
                 done = self.ledger([split.source_name]).get(split.source_name)
@@ -228,7 +247,9 @@ class Loader:
                 self._prepare_temp_tables(cur, split.sessions)
                 conn.begin()
                 try:
-                    outcome = self._merge(cur, split, size, window_start, time.perf_counter(), full_check)
+                    outcome = self._merge(
+                        cur, split, size, window_start, time.perf_counter(), full_check
+                    )
                     conn.commit()
                     return outcome
                 except DuplicateRowsError:
@@ -237,7 +258,10 @@ class Loader:
                         raise
                     # A session skipped by the horizon test existed after all (its start_time
                     # changed between versions?): load the file again, checking every session.
-                    log.warning("%s: a session thought new was already stored; checking all", split.source_name)
+                    log.warning(
+                        "%s: a session thought new was already stored; checking all",
+                        split.source_name,
+                    )
                 except BaseException:
                     conn.rollback()
                     raise
@@ -252,14 +276,16 @@ class Loader:
         # MEMORY makes the key lookup about twice as cheap as InnoDB, within the server's
         # max_heap_table_size (16 MB by default: ~60,000 rows of these); big files use InnoDB.
         engine = "MEMORY" if sessions <= MEMORY_TEMP_ROWS else "InnoDB"
-        tables = {
+        temp_tables = {
             INCOMING: f"`idx` INT UNSIGNED NOT NULL PRIMARY KEY,"
             f" `session_id` VARCHAR(64) COLLATE {self.key_collation} NOT NULL, `end_time` BIGINT NULL",
             REPLACED: "`session_key` BIGINT UNSIGNED NOT NULL PRIMARY KEY",
         }
-        for name, columns in tables.items():
-            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {q(name)}")
-            cur.execute(f"CREATE TEMPORARY TABLE {q(name)} ({columns}) ENGINE={engine} DEFAULT CHARSET=utf8mb4")
+        for name, columns in temp_tables.items():
+            cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {quote(name)}")
+            cur.execute(
+                f"CREATE TEMPORARY TABLE {quote(name)} ({columns}) ENGINE={engine} DEFAULT CHARSET=utf8mb4"
+            )
 
     def _merge(
         self, cur, split: SplitResult, size: int, window_start, started: float, full_check: bool
@@ -267,7 +293,7 @@ class Loader:
         name = split.source_name
         files = split.files()
         outcome = FileOutcome(name, "loaded", sessions=split.sessions, rejects=split.rejects)
-        key = q(T.SESSION_KEY_COLUMN)
+        key = quote(tables.SESSION_KEY_COLUMN)
 
         # 1. Which of the file's sessions exist already, and who wins. Only sessions that can
         # exist are looked up: a stored version of a session starts at its start_time, and no
@@ -275,17 +301,19 @@ class Loader:
         # after that horizon is new (the usual case when files arrive in time order).
         keys_path, candidates = split.keys_path, split.sessions
         if not full_check:
-            cur.execute(f"SELECT MAX(horizon) FROM {q(T.LEDGER_TABLE)}")
+            cur.execute(f"SELECT MAX(horizon) FROM {quote(tables.LEDGER_TABLE)}")
             reach = cur.fetchone()[0]
-            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {q(T.SESSIONS.name)})")
-            if reach is not None or not cur.fetchone()[0]:  # sessions from outside the ledger: check all
-                keys_path, candidates = _sessions_to_check(split.keys_path, reach)
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(tables.SESSIONS.name)})")
+            if (
+                reach is not None or not cur.fetchone()[0]
+            ):  # sessions from outside the ledger: check all
+                keys_path, candidates = keys_to_check(split.keys_path, reach)
         replaced, superseded = [], set()
         if candidates:
-            self._load_data(cur, keys_path, INCOMING, ["idx", "session_id", "end_time", "@start"], candidates)
+            self._load_data(cur, keys_path, INCOMING, list(KEYS_FIELDS), candidates)
             cur.execute(
-                f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{q(T.SOURCE_FILE_COLUMN)}"
-                f" FROM {q(INCOMING)} i JOIN {q(T.SESSIONS.name)} s ON s.session_id = i.session_id"
+                f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{quote(tables.SOURCE_FILE_COLUMN)}"
+                f" FROM {quote(INCOMING)} i JOIN {quote(tables.SESSIONS.name)} s ON s.session_id = i.session_id"
             )
             existing = cur.fetchall()
         else:
@@ -299,56 +327,70 @@ class Loader:
 
         # 2. Sessions this file replaces lose their old rows in every table, children included.
         if replaced:
-            cur.executemany(f"INSERT INTO {q(REPLACED)} ({key}) VALUES (%s)", replaced)
-            for table in reversed(T.TABLES):
-                cur.execute(f"DELETE t FROM {q(table.name)} t JOIN {q(REPLACED)} r ON r.{key} = t.{key}")
+            cur.executemany(f"INSERT INTO {quote(REPLACED)} ({key}) VALUES (%s)", replaced)
+            for table in reversed(tables.TABLES):
+                cur.execute(
+                    f"DELETE t FROM {quote(table.name)} t JOIN {quote(REPLACED)} r ON r.{key} = t.{key}"
+                )
 
         # 3. Rows straight into the final tables, minus sessions a newer version already beat.
         # session_key = the session's index in the file + a base above every key in use
         # (loads are serialised by the named lock, so no other load takes the same keys).
-        cur.execute(f"SELECT COALESCE(MAX({key}), 0) + 1 FROM {q(T.SESSIONS.name)}")
+        cur.execute(f"SELECT COALESCE(MAX({key}), 0) + 1 FROM {quote(tables.SESSIONS.name)}")
         base = int(cur.fetchone()[0])
-        for table in T.TABLES:
+        for table in tables.TABLES:
             path, expected = files[table.name], split.rows.get(table.name, 0)
             if superseded and expected:
-                path, expected = _without_sessions(path, superseded)
-            columns = ["@idx", *(q(c) for c in table.column_names)]
-            if table is T.SESSIONS:
-                columns.append(q(T.SOURCE_FILE_COLUMN))
-            set_clause = f"SET {key} = @idx + {base:d}"
-            loaded = self._load_data(cur, path, table.name, columns, expected, set_clause) if expected else 0
+                path, expected = without_sessions(path, superseded)
+            set_clause = f"SET {key} = {INDEX_FIELD} + {base:d}"
+            loaded = (
+                self._load_data(cur, path, table.name, load_columns(table), expected, set_clause)
+                if expected
+                else 0
+            )
             outcome.rows[table.name] = loaded
 
         # 4. Rejects of this file (replacing any from an earlier load of it), then the ledger.
-        cur.execute(f"DELETE FROM {q(T.REJECTS_TABLE)} WHERE file_name = %s", (name,))
+        cur.execute(f"DELETE FROM {quote(tables.REJECTS_TABLE)} WHERE file_name = %s", (name,))
         rejects = split.read_rejects()
         if rejects:
             cur.executemany(
-                f"INSERT INTO {q(T.REJECTS_TABLE)} (file_name, line_no, reason, raw_line) VALUES (%s, %s, %s, %s)",
+                f"INSERT INTO {quote(tables.REJECTS_TABLE)} (file_name, line_no, reason, raw_line) VALUES (%s, %s, %s, %s)",
                 [(name, line_no, reason, raw) for line_no, reason, raw in rejects],
             )
-        counts = [T.rows_column(t) for t in T.TABLES]
-        values = [outcome.rows[t.name] for t in T.TABLES]
+        counts = [tables.rows_column(t) for t in tables.TABLES]
+        values = [outcome.rows[t.name] for t in tables.TABLES]
         cur.execute(
-            f"INSERT INTO {q(T.LEDGER_TABLE)} (file_name, size, window_start, status, sessions,"
-            f" {', '.join(q(c) for c in counts)}, rejects, horizon, split_seconds, load_seconds, error)"
+            f"INSERT INTO {quote(tables.LEDGER_TABLE)} (file_name, size, window_start, status, sessions,"
+            f" {', '.join(quote(c) for c in counts)}, rejects, horizon, split_seconds, load_seconds, error)"
             f" VALUES (%s, %s, %s, 'loaded', %s, {', '.join(['%s'] * len(counts))}, %s, %s, %s, %s, NULL)"
             " ON DUPLICATE KEY UPDATE size = VALUES(size), window_start = VALUES(window_start),"
             " status = 'loaded', sessions = VALUES(sessions),"
-            + "".join(f" {q(c)} = VALUES({q(c)})," for c in counts)
+            + "".join(f" {quote(c)} = VALUES({quote(c)})," for c in counts)
             + " rejects = VALUES(rejects), split_seconds = VALUES(split_seconds),"
             # a reload may leave sessions of the earlier version: the horizon only grows
             " horizon = GREATEST(COALESCE(horizon, VALUES(horizon)), COALESCE(VALUES(horizon), horizon)),"
             " load_seconds = VALUES(load_seconds), error = NULL,"
             " attempts = attempts + 1",
-            (name, size, window_start, split.sessions, *values, split.rejects, split.horizon, split.seconds,
-             round(time.perf_counter() - started, 3)),
+            (
+                name,
+                size,
+                window_start,
+                split.sessions,
+                *values,
+                split.rejects,
+                split.horizon,
+                split.seconds,
+                round(time.perf_counter() - started, 3),
+            ),
         )
         return outcome
 
-    def _load_data(self, cur, path: Path, table: str, columns: list[str], expected: int, set_clause: str = "") -> int:
+    def _load_data(
+        self, cur, path: Path, table: str, columns: list[str], expected: int, set_clause: str = ""
+    ) -> int:
         cur.execute(
-            f"LOAD DATA LOCAL INFILE %s INTO TABLE {q(table)} {LOAD_FORMAT} ({', '.join(columns)}) {set_clause}",
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {quote(table)} {LOAD_FORMAT} ({', '.join(columns)}) {set_clause}",
             (str(path),),
         )
         loaded = cur.rowcount
@@ -367,33 +409,6 @@ class Loader:
 
 class DuplicateRowsError(LoadError):
     """LOAD DATA LOCAL skipped rows whose key was already there (it never fails on them)."""
-
-
-def _sessions_to_check(keys: Path, reach: int | None) -> tuple[Path, int]:
-    """The keys of the sessions that may already be stored: those starting at or before
-    `reach` (None: nothing is stored), or with no start_time. Returns the file and its rows."""
-    out = keys.with_name("keys_to_check.tsv")
-    kept = 0
-    with keys.open("r", encoding="utf-8", newline="") as src, out.open("w", encoding="utf-8", newline="") as dst:
-        for line in src:
-            start = line[line.rindex("\t") + 1 : -1]
-            if reach is not None and (start == "\\N" or int(start) <= reach):
-                dst.write(line)
-                kept += 1
-    return out, kept
-
-
-def _without_sessions(path: Path, indexes: set[str]) -> tuple[Path, int]:
-    """A copy of a staged file without the rows of the sessions at `indexes` (their index in the
-    file, as text: the first field of every staged row), and its row count."""
-    out = path.with_suffix(".filtered.tsv")
-    kept = 0
-    with path.open("r", encoding="utf-8", newline="") as src, out.open("w", encoding="utf-8", newline="") as dst:
-        for line in src:
-            if line.split("\t", 1)[0] not in indexes:
-                dst.write(line)
-                kept += 1
-    return out, kept
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,7 +7,7 @@ The flow is the one in ../shared/CONTRACT.md ("Output: metadata lookups"):
 3. ``GET <api_base>/<retailer>/production/metadata/<kind>?page_size=1000`` with
    ``Authorization: Token <token>``, then follow ``meta.next`` until it is absent.
 
-No Airflow here: the CLI (lookups.register_cli) and the DAG both build a MetadataClient.
+No Airflow here: the CLI (cli.py, refresh-metadata) and the DAG both build a MetadataClient.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from urllib.parse import urljoin
 
 import httpx
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from .errors import ConfigError, SessionStreamError
+from .keys import rsa_private_key
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +47,6 @@ class ApiKeyRefusedError(ConfigError):
 
 class _Transient(Exception):
     """A failure worth another attempt: 5xx, 429, a timeout or a broken connection."""
-
-
-def load_private_key(pem: str | bytes) -> rsa.RSAPrivateKey:
-    """Parse the PEM once, so a wrong key fails with a clear message before any request."""
-    data = pem.encode() if isinstance(pem, str) else pem
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"the Monetate private key is not an unencrypted PEM private key ({exc}): "
-            "pass the key file that matches the public key uploaded under " + KEYS_HELP
-        ) from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigError("the Monetate private key must be an RSA key (the API signs with RS256)")
-    return key
 
 
 class MetadataClient:
@@ -107,7 +91,13 @@ class MetadataClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.page_size = page_size
-        self._key = load_private_key(private_key)
+        # Parsed now, so a wrong key fails with a clear message before any request.
+        self._key = rsa_private_key(
+            private_key,
+            label="the Monetate private key",
+            hint="pass the unencrypted PEM private key that matches the public key uploaded under "
+            + KEYS_HELP,
+        )
         self._token: str | None = None
         self._renew_at = 0.0  # time.monotonic() after which the token is re-minted
         self._http = httpx.Client(

@@ -17,11 +17,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import tables as T
-from .drop import parse_name
+from . import tables
 from .errors import BadInputError
+from .layout import SplitResult
 from .load import FileOutcome, Loader
-from .split import SplitResult, split_file
+from .names import window_start
+from .split import split_file
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Summary:
     sessions: int = 0
     replaced: int = 0  # session versions that replaced an older one already stored
     superseded: int = 0  # session versions older than the one already stored: not loaded
-    rows: dict[str, int] = field(default_factory=lambda: {t.name: 0 for t in T.TABLES})
+    rows: dict[str, int] = field(default_factory=lambda: {t.name: 0 for t in tables.TABLES})
     rejects: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (file, error)
@@ -61,13 +62,6 @@ class Summary:
     @property
     def sessions_per_second(self) -> float:
         return self.sessions / self.seconds if self.seconds else 0.0
-
-
-def window_start(path: Path):
-    try:
-        return parse_name(path.name)[0]
-    except ValueError:
-        return None
 
 
 def _split_job(src: str, out_dir: str) -> str:
@@ -105,11 +99,13 @@ def load_files(
             if isinstance(split_or_error, BadInputError):
                 message = str(split_or_error)
                 log.error("%s", message)
-                loader.record_failure(path.name, sizes[path], window_start(path), message)
+                loader.record_failure(path.name, sizes[path], window_start(path.name), message)
                 outcome = FileOutcome(path.name, "failed", error=message)
             else:
                 split = SplitResult.read(split_or_error)
-                outcome = loader.load(split, size=sizes[path], window_start=window_start(path), force=force)
+                outcome = loader.load(
+                    split, size=sizes[path], window_start=window_start(path.name), force=force
+                )
                 shutil.rmtree(split_or_error, ignore_errors=True)
             summary.add(outcome)
             if on_file:
@@ -128,7 +124,9 @@ def _split_here(i: int, path: Path, work: Path) -> Path | BadInputError:
         return exc
 
 
-def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[Path, Path | BadInputError]]:
+def _split_ahead(
+    paths: list[Path], work: Path, workers: int
+) -> Iterator[tuple[Path, Path | BadInputError]]:
     """Yield (path, split dir or the error) in order, splitting up to `workers + 1` files ahead."""
     if workers <= 0 or len(paths) < 2:
         for i, p in enumerate(paths):

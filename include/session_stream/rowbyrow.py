@@ -21,62 +21,57 @@ from pathlib import Path
 
 import orjson
 
-from . import db
-from . import tables as T
+from . import db, tables
+from .sql import quote
+from .utc import to_utc
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-SID = T.SESSION_ID.json_key
-END = next(c for c in T.SESSIONS.columns if c.name == "end_time")
+SID = tables.SESSION_ID.json_key
+END = next(c for c in tables.SESSIONS.columns if c.name == "end_time")
 
 
-def _q(name: str) -> str:
-    return f"`{name}`"
-
-
-def _insert_sql(table: T.Table, extra: tuple[str, ...] = ()) -> str:
+def _insert_sql(table: tables.Table, extra: tuple[str, ...] = ()) -> str:
     names = [*table.column_names, *extra]
     return (
-        f"INSERT INTO {_q(table.name)} ({', '.join(map(_q, names))}) "
+        f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))}) "
         f"VALUES ({', '.join(['%s'] * len(names))})"
     )
 
 
-KEY = T.SESSION_KEY_COLUMN
-SELECT_END = (
-    f"SELECT {_q(KEY)}, {_q(END.name)} FROM {_q(T.SESSIONS.name)} WHERE {_q(T.SESSION_ID.name)} = %s"
-)
-DELETES = [f"DELETE FROM {_q(t.name)} WHERE {_q(KEY)} = %s" for t in reversed(T.TABLES)]
+KEY = tables.SESSION_KEY_COLUMN
+SELECT_END = f"SELECT {quote(KEY)}, {quote(END.name)} FROM {quote(tables.SESSIONS.name)} WHERE {quote(tables.SESSION_ID.name)} = %s"
+DELETES = [f"DELETE FROM {quote(t.name)} WHERE {quote(KEY)} = %s" for t in reversed(tables.TABLES)]
 # The session row gets its session_key from AUTO_INCREMENT; its children carry it.
-INSERTS = {t.name: _insert_sql(t, (KEY,)) for t in T.CHILD_TABLES}
-INSERTS[T.SESSIONS.name] = _insert_sql(T.SESSIONS, (T.SOURCE_FILE_COLUMN,))
+INSERTS = {t.name: _insert_sql(t, (KEY,)) for t in tables.CHILD_TABLES}
+INSERTS[tables.SESSIONS.name] = _insert_sql(tables.SESSIONS, (tables.SOURCE_FILE_COLUMN,))
 
 
-def convert(column: T.Column, value):
+def convert(column: tables.Column, value):
     """A JSON value as the simple MySQL parameter a sample script would pass."""
     if value is None:
         return None
     kind = column.kind
-    if kind == T.FLAG:
+    if kind == tables.FLAG:
         return 1 if value in ("t", True) else 0
-    if kind == T.DATETIME:
+    if kind == tables.DATETIME:
         if isinstance(value, str) and not value.lstrip("-").isdigit():
-            moment = datetime.fromisoformat(value).astimezone(UTC)
+            moment = to_utc(datetime.fromisoformat(value))  # no offset: UTC, as split.py reads it
         else:
             moment = EPOCH + timedelta(milliseconds=int(value))
         return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    if kind == T.MONEY:
+    if kind == tables.MONEY:
         return str(value)  # the JSON text; MySQL parses it as an exact decimal
-    if kind in (T.INT, T.BIGINT):
+    if kind in (tables.INT, tables.BIGINT):
         return int(value)
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _row(table: T.Table, sid: str, key, seq: int | None, source: dict) -> tuple:
+def _row(table: tables.Table, sid: str, key, seq: int | None, source: dict) -> tuple:
     values = []
     for c in table.columns:
-        if c is T.SESSION_ID:
+        if c is tables.SESSION_ID:
             values.append(sid)
-        elif c.kind == T.SEQ:
+        elif c.kind == tables.SEQ:
             values.append(seq)
         elif c.key:  # the map key the row hangs under
             values.append(key)
@@ -85,7 +80,7 @@ def _row(table: T.Table, sid: str, key, seq: int | None, source: dict) -> tuple:
     return tuple(values)
 
 
-def rows(table: T.Table, obj: dict) -> list[tuple]:
+def rows(table: tables.Table, obj: dict) -> list[tuple]:
     """The rows one session object gives `table` (absent maps and lists are empty)."""
     sid = obj[SID]
     if table.shape == "session":
@@ -117,9 +112,9 @@ def _load_session(cur, obj: dict, file_name: str, counts: dict[str, int]) -> boo
         for sql in DELETES:
             cur.execute(sql, (old_key,))
     key = None
-    for table in T.TABLES:
+    for table in tables.TABLES:
         for row in rows(table, obj):
-            if table is T.SESSIONS:
+            if table is tables.SESSIONS:
                 cur.execute(INSERTS[table.name], (*row, file_name))
                 key = cur.lastrowid
             else:
@@ -137,7 +132,7 @@ def load_files(url: str, paths: list[Path]) -> dict:
     conn = db.connect(url)
     conn.autocommit(False)
     cur = conn.cursor()
-    counts = {t.name: 0 for t in T.TABLES}
+    counts = {t.name: 0 for t in tables.TABLES}
     result = {"files": 0, "failed": [], "sessions": 0, "applied": 0, "skipped_lines": 0}
     started = time.perf_counter()
     try:

@@ -34,8 +34,9 @@ from types import SimpleNamespace
 
 import orjson
 
-from . import tables as T
+from . import tables
 from .errors import ConfigError, SessionStreamError
+from .names import file_name
 
 WINDOW_MS = 15 * 60 * 1000
 WINDOWS_PER_HOUR = 4
@@ -76,24 +77,24 @@ BAD_SESSION_PREFIX = "bad-"  # session_id prefix of bad lines that still have on
 NUMBER_RE = r"\d{13}"  # the opaque number in a file name: epoch-ms-like
 
 
-def _keys(table: T.Table) -> SimpleNamespace:
+def _keys(table: tables.Table) -> SimpleNamespace:
     """JSON keys by column name; a renamed column fails here at import, not silently later."""
     return SimpleNamespace(**{c.name: c.json_key for c in table.columns})
 
 
-S = _keys(T.SESSIONS)
-CART = _keys(T.CART_LINES)
-VIEW = _keys(T.VIEW_LINES)
-PLINE = _keys(T.PURCHASE_LINES)
-ITEM = _keys(T.PURCHASE_LINE_ITEMS)
-CUSTOM_TARGETS_KEY = T.CUSTOM_TARGETS.path[0]
-OFFERS_KEY = T.OFFERS.path[0]
-PAGE_EVENTS_KEY = T.PAGE_EVENT_IDS.path[0]
-PURCHASES_KEY = T.PURCHASES.path[0]
-CART_KEY = T.CART_LINES.path[0]
-VIEW_KEY = T.VIEW_LINES.path[0]
-PURCHASE_LINES_KEY, ITEMS_KEY = T.PURCHASE_LINE_ITEMS.path
-COLLECTION_KEYS = tuple(dict.fromkeys(t.path[0] for t in T.CHILD_TABLES))
+S = _keys(tables.SESSIONS)
+CART = _keys(tables.CART_LINES)
+VIEW = _keys(tables.VIEW_LINES)
+PLINE = _keys(tables.PURCHASE_LINES)
+ITEM = _keys(tables.PURCHASE_LINE_ITEMS)
+CUSTOM_TARGETS_KEY = tables.CUSTOM_TARGETS.path[0]
+OFFERS_KEY = tables.OFFERS.path[0]
+PAGE_EVENTS_KEY = tables.PAGE_EVENT_IDS.path[0]
+PURCHASES_KEY = tables.PURCHASES.path[0]
+CART_KEY = tables.CART_LINES.path[0]
+VIEW_KEY = tables.VIEW_LINES.path[0]
+PURCHASE_LINES_KEY, ITEMS_KEY = tables.PURCHASE_LINE_ITEMS.path
+COLLECTION_KEYS = tuple(dict.fromkeys(t.path[0] for t in tables.CHILD_TABLES))
 
 # (user agent, browser, os, device type, weight)
 AGENTS = (
@@ -509,15 +510,9 @@ def _bad_line(kind: str, n: str, good: dict) -> bytes:
         return orjson.dumps(obj)
     obj = dict(good)
     obj[S.session_id] = f"{BAD_SESSION_PREFIX}long-{n}"
-    country = next(c for c in T.SESSIONS.columns if c.name == "country")
+    country = next(c for c in tables.SESSIONS.columns if c.name == "country")
     obj[S.country] = "X" * (country.length + 1)
     return orjson.dumps(obj)
-
-
-def file_name(window_start: datetime, number: int) -> str:
-    """Monetate's name for a file of the 15-minute window starting at `window_start` (UTC)."""
-    ms = window_start.microsecond // 1000
-    return f"{window_start:%Y%m%dT%H%M%S}.{ms:03d}Z_PT15M-{number}.json.gz"
 
 
 def write_drop(

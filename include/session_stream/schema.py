@@ -10,14 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import tables as T
+from . import tables
+from .sql import quote
 
 LOCK_NAME = "session_stream_migrations"
-
-
-def q(identifier: str) -> str:
-    """Quote an identifier that comes from our own code (never from input)."""
-    return f"`{identifier}`"
 
 
 def key_collation(conn) -> str:
@@ -32,41 +28,47 @@ def key_collation(conn) -> str:
     return "utf8mb4_bin"
 
 
-def table_ddl(table: T.Table, key_collation: str) -> str:
+def table_ddl(table: tables.Table, key_collation: str) -> str:
     """Clustered keys that only ever grow: a load appends its rows at the end of every table
     instead of writing pages all over it (a random session_id clustered key, or a secondary
     index on it in every child table, doubled LOAD DATA's cost and grows worse as the tables
     outgrow the buffer pool). session_sessions maps session_id to session_key with a unique
     index, which is all the newest-wins merge looks up; per-session deletes go by session_key.
     """
-    key = q(T.SESSION_KEY_COLUMN)
-    if table is T.SESSIONS:
+    key = quote(tables.SESSION_KEY_COLUMN)
+    if table is tables.SESSIONS:
         cols = [f"  {key} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT"]
     else:
         cols = [f"  {key} BIGINT UNSIGNED NOT NULL"]
     for c in table.columns:
         null = " NOT NULL" if c.not_null else " NULL"
-        cols.append(f"  {q(c.name)} {c.sql_type(key_collation)}{null}")
-    if table is T.SESSIONS:
-        cols.append(f"  {q(T.SOURCE_FILE_COLUMN)} VARCHAR(255) NOT NULL")
-        cols.append(f"  {q(T.LOADED_AT_COLUMN)} TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)")
+        cols.append(f"  {quote(c.name)} {c.sql_type(key_collation)}{null}")
+    if table is tables.SESSIONS:
+        cols.append(f"  {quote(tables.SOURCE_FILE_COLUMN)} VARCHAR(255) NOT NULL")
+        cols.append(
+            f"  {quote(tables.LOADED_AT_COLUMN)} TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)"
+        )
         cols.append(f"  PRIMARY KEY ({key})")
-        cols.append(f"  UNIQUE KEY `ux_session_id` ({q(T.SESSION_ID.name)})")
+        cols.append(f"  UNIQUE KEY `ux_session_id` ({quote(tables.SESSION_ID.name)})")
     else:
-        rest = [q(n) for n in table.primary_key if n != T.SESSION_ID.name]
+        rest = [quote(n) for n in table.primary_key if n != tables.SESSION_ID.name]
         cols.append(f"  PRIMARY KEY ({', '.join([key, *rest])})")
     for index in table.indexes:
-        cols.append(f"  KEY {q('ix_' + '_'.join(index))} ({', '.join(q(n) for n in index)})")
+        cols.append(
+            f"  KEY {quote('ix_' + '_'.join(index))} ({', '.join(quote(n) for n in index)})"
+        )
     return (
-        f"CREATE TABLE IF NOT EXISTS {q(table.name)} (\n"
+        f"CREATE TABLE IF NOT EXISTS {quote(table.name)} (\n"
         + ",\n".join(cols)
         + "\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     )
 
 
 def ledger_ddl() -> str:
-    counts = ",\n".join(f"  {q(T.rows_column(t))} INT UNSIGNED NULL" for t in T.TABLES)
-    return f"""CREATE TABLE IF NOT EXISTS {q(T.LEDGER_TABLE)} (
+    counts = ",\n".join(
+        f"  {quote(tables.rows_column(t))} INT UNSIGNED NULL" for t in tables.TABLES
+    )
+    return f"""CREATE TABLE IF NOT EXISTS {quote(tables.LEDGER_TABLE)} (
   `file_name` VARCHAR(255) NOT NULL,
   `size` BIGINT NOT NULL,
   `window_start` DATETIME(3) NULL,
@@ -89,7 +91,7 @@ def ledger_ddl() -> str:
 
 def rejects_ddl() -> str:
     # raw_line is binary: the rejected line is kept whole, even when it is not valid UTF-8.
-    return f"""CREATE TABLE IF NOT EXISTS {q(T.REJECTS_TABLE)} (
+    return f"""CREATE TABLE IF NOT EXISTS {quote(tables.REJECTS_TABLE)} (
   `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   `file_name` VARCHAR(255) NOT NULL,
   `line_no` INT UNSIGNED NOT NULL,
@@ -104,7 +106,7 @@ def rejects_ddl() -> str:
 def _create_core_tables(conn) -> None:
     collation = key_collation(conn)
     cur = conn.cursor()
-    for table in T.TABLES:
+    for table in tables.TABLES:
         cur.execute(table_ddl(table, collation))
     cur.execute(ledger_ddl())
     cur.execute(rejects_ddl())
@@ -119,9 +121,9 @@ class Migration:
 
 
 def _create_lookups_and_views(conn) -> None:
-    from . import lookups  # imported late: it needs the metadata extras only when run
+    from . import views  # imported late: the lookups need the metadata extras only when run
 
-    lookups.create_lookups_and_views(conn)
+    views.create_lookups_and_views(conn)
 
 
 MIGRATIONS: list[Migration] = [
@@ -133,13 +135,13 @@ MIGRATIONS: list[Migration] = [
 def applied_versions(conn) -> set[int]:
     cur = conn.cursor()
     cur.execute(
-        f"CREATE TABLE IF NOT EXISTS {q(T.MIGRATIONS_TABLE)} ("
+        f"CREATE TABLE IF NOT EXISTS {quote(tables.MIGRATIONS_TABLE)} ("
         " `version` INT NOT NULL PRIMARY KEY,"
         " `name` VARCHAR(255) NOT NULL,"
         " `applied_at` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP"
         ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     )
-    cur.execute(f"SELECT version FROM {q(T.MIGRATIONS_TABLE)}")
+    cur.execute(f"SELECT version FROM {quote(tables.MIGRATIONS_TABLE)}")
     versions = {row[0] for row in cur.fetchall()}
     cur.close()
     return versions
@@ -157,7 +159,7 @@ def init_db(conn) -> list[Migration]:
                 continue
             migration.apply(conn)
             cur.execute(
-                f"INSERT INTO {q(T.MIGRATIONS_TABLE)} (version, name) VALUES (%s, %s)",
+                f"INSERT INTO {quote(tables.MIGRATIONS_TABLE)} (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),
             )
             conn.commit()
@@ -174,5 +176,5 @@ def missing_tables(conn) -> list[str]:
     cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
     present = {row[0] for row in cur.fetchall()}
     cur.close()
-    wanted = [t.name for t in T.TABLES] + [T.LEDGER_TABLE, T.REJECTS_TABLE]
+    wanted = [t.name for t in tables.TABLES] + [tables.LEDGER_TABLE, tables.REJECTS_TABLE]
     return [name for name in wanted if name not in present]

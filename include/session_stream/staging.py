@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .drop import S3Options, s3_client, s3_config_error
 from .errors import ConfigError, LoadError
+from .s3 import S3Options, s3_client, s3_config_error
 
 _MISSING_HINT = (
     "if tasks run on different workers, the staging area must be shared by all of them "

@@ -1,8 +1,9 @@
 """The one table spec: every warehouse table, its columns, SQL types and the JSON that feeds them.
 
-The DDL (schema.py), the splitter's TSV columns (split.py), the LOAD DATA column lists and
-the newest-wins merge (load.py), the row-by-row baseline (bench.py) and the tests all read
-this module. A column name is written here and nowhere else.
+The DDL (schema.py), the value converters (convert.py) and row builders (split.py), the staged
+files' columns and LOAD DATA column lists (layout.py), the newest-wins merge (load.py), the BI
+views (views.py), the row-by-row baseline (rowbyrow.py) and the tests all read this module. A
+column name is written here and nowhere else.
 
 Input shape (see ../shared/CONTRACT.md): one JSON object per line::
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Kinds of value conversion; split.py has one converter per kind.
+# Kinds of value conversion; convert.py has one converter per kind.
 STR = "str"  # VARCHAR(n): strings kept exactly; numbers become their JSON text
 INT = "int"  # INT: JSON integer or integer string
 BIGINT = "bigint"  # BIGINT: epoch milliseconds, JSON integer or integer string

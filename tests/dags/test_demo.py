@@ -19,8 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import warehouse
 
-from session_stream import db
-from session_stream import tables as T
+from session_stream import db, tables
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +81,7 @@ def make_demo(demo_dir: Path, db_url: str) -> subprocess.CompletedProcess:
 
 
 def ledger(url: str) -> dict[str, tuple]:
-    rows = warehouse.query(url, f"SELECT file_name, status, loaded_at FROM `{T.LEDGER_TABLE}`")
+    rows = warehouse.query(url, f"SELECT file_name, status, loaded_at FROM `{tables.LEDGER_TABLE}`")
     return {name: (status, loaded_at) for name, status, loaded_at in rows}
 
 
@@ -97,10 +96,10 @@ def test_make_demo_loads_the_day_through_the_dag_and_a_second_run_loads_nothing(
     assert len(files) == FILES
     assert ledger(url).keys() == {p.name for p in files}
     assert {status for status, _ in ledger(url).values()} == {"loaded"}
-    (sessions,) = warehouse.query(url, f"SELECT COUNT(*) FROM `{T.SESSIONS.name}`")[0]
+    (sessions,) = warehouse.query(url, f"SELECT COUNT(*) FROM `{tables.SESSIONS.name}`")[0]
     assert sessions == SESSIONS
     assert f"{FILES} of {FILES} loaded ({FILES} by this run, 0 skipped" in first.stdout
-    assert f"({SESSIONS:,} distinct sessions in {T.SESSIONS.name})" in first.stdout
+    assert f"({SESSIONS:,} distinct sessions in {tables.SESSIONS.name})" in first.stdout
     assert "DAG run succeeded" in first.stdout
     for title, _ in demo.QUERIES:
         assert title in first.stdout
@@ -109,14 +108,14 @@ def test_make_demo_loads_the_day_through_the_dag_and_a_second_run_loads_nothing(
     assert password not in (tmp_path / "demo" / "airflow" / "last_run.log").read_text()
 
     loaded = ledger(url)
-    tables = warehouse.dump(url)
+    contents = warehouse.dump(url)
     second = make_demo(tmp_path / "demo", url)
     assert second.returncode == 0, second.stdout[-6000:]
     assert f"{FILES} of {FILES} loaded (0 by this run, {FILES} skipped" in second.stdout
     assert f"{FILES} listed, {FILES} already loaded" in second.stdout
     assert "sample drop already there" in second.stdout
     assert ledger(url) == loaded  # same loaded_at: no file was loaded again
-    assert warehouse.dump(url) == tables
+    assert warehouse.dump(url) == contents
     assert password not in second.stdout
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from warehouse import query
 
-from session_stream import sample
-from session_stream import tables as T
+from session_stream import sample, tables
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -39,8 +38,14 @@ def run_block(block: str, replace: dict[str, str], skip: tuple[str, ...], env: d
     lines = [line for line in block.splitlines() if not line.lstrip().startswith(skip)]
     script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SESSION_STREAM"))}
-    return subprocess.run(["bash", "-c", script], cwd=REPO, env={**clean, **env}, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_cli_block_runs(fresh_db_url, tmp_path):
@@ -59,7 +64,7 @@ def test_cli_block_runs(fresh_db_url, tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 loaded" in result.stdout
-    assert query(fresh_db_url, f"SELECT COUNT(*) FROM {T.SESSIONS.name}") == [(400,)]
+    assert query(fresh_db_url, f"SELECT COUNT(*) FROM {tables.SESSIONS.name}") == [(400,)]
     assert (out / "manifest.json").exists()
 
 
@@ -81,8 +86,10 @@ def test_airflow_block_runs(fresh_db_url, tmp_path):
         env={},
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert query(fresh_db_url, f"SELECT COUNT(*) FROM {T.LEDGER_TABLE} WHERE status = 'loaded'") == [(3,)]
-    sessions = query(fresh_db_url, f"SELECT COUNT(*) FROM {T.SESSIONS.name}")[0][0]
+    assert query(
+        fresh_db_url, f"SELECT COUNT(*) FROM {tables.LEDGER_TABLE} WHERE status = 'loaded'"
+    ) == [(3,)]
+    sessions = query(fresh_db_url, f"SELECT COUNT(*) FROM {tables.SESSIONS.name}")[0][0]
     assert sessions == 120
 
     # The backfill command, as a dry run: creating runs needs a scheduler to execute them.
@@ -107,4 +114,6 @@ def test_airflow_block_runs(fresh_db_url, tmp_path):
 def test_make_targets_named_in_the_readme_exist(heading):
     makefile = (REPO / "Makefile").read_text()
     for target in re.findall(r"^make (\w+)", bash_block(heading), re.M):
-        assert re.search(rf"^{target}:", makefile, re.M), f"make {target} is in the README but not the Makefile"
+        assert re.search(rf"^{target}:", makefile, re.M), (
+            f"make {target} is in the README but not the Makefile"
+        )

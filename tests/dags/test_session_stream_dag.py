@@ -14,10 +14,9 @@ import pytest
 import warehouse
 from airflow_harness import conn_env, mysql_conn_env, var_env
 
-from session_stream import db, schema
-from session_stream import tables as T
-from session_stream.drop import parse_name
+from session_stream import db, schema, tables
 from session_stream.load import Loader
+from session_stream.names import parse_name
 from session_stream.pipeline import load_files
 from session_stream.sample import truncate_file, write_drop
 
@@ -44,13 +43,13 @@ def in_hours(paths: list[Path], *hours: int) -> list[Path]:
 
 def ledger(url: str) -> dict[str, tuple]:
     rows = warehouse.query(
-        url, f"SELECT file_name, status, size, loaded_at FROM `{T.LEDGER_TABLE}`"
+        url, f"SELECT file_name, status, size, loaded_at FROM `{tables.LEDGER_TABLE}`"
     )
     return {name: (status, size, loaded_at) for name, status, size, loaded_at in rows}
 
 
 def rejects(url: str) -> list[tuple]:
-    return sorted(warehouse.query(url, f"SELECT file_name, line_no FROM `{T.REJECTS_TABLE}`"))
+    return sorted(warehouse.query(url, f"SELECT file_name, line_no FROM `{tables.REJECTS_TABLE}`"))
 
 
 @pytest.fixture

@@ -13,19 +13,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from session_stream.drop import (
-    DropFile,
-    LocalDrop,
-    SftpCredentials,
-    SftpDrop,
-    list_tree,
-    load_private_key,
-    open_drop,
-    order_key,
-    parse_name,
-    settled,
-)
+from session_stream.drop import DropFile, list_tree, open_drop
+from session_stream.drop_local import LocalDrop
+from session_stream.drop_sftp import SftpCredentials, SftpDrop
 from session_stream.errors import ConfigError
+from session_stream.keys import paramiko_private_key
+from session_stream.names import order_key, parse_name
+from session_stream.settle import settled
 
 OLD = time.time() - 3600  # an mtime well past any settle time
 
@@ -281,7 +275,7 @@ def test_private_keys_load_from_text(kind, fmt):
     public = private.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    assert load_private_key(pem).get_base64() == public.split()[1].decode()
+    assert paramiko_private_key(pem).get_base64() == public.split()[1].decode()
 
 
 def test_sftp_unknown_host_can_be_allowed_explicitly(sftp_server):
@@ -411,5 +405,5 @@ def test_encrypted_private_key_needs_its_passphrase():
         .decode()
     )
     with pytest.raises(ConfigError, match="encrypted: give its passphrase"):
-        load_private_key(pem)
-    assert load_private_key(pem, "pass phrase").get_name() == "ssh-ed25519"
+        paramiko_private_key(pem)
+    assert paramiko_private_key(pem, "pass phrase").get_name() == "ssh-ed25519"

@@ -18,8 +18,7 @@ import orjson
 import pytest
 from warehouse import dump, query, reset
 
-from session_stream import db, sample, schema
-from session_stream import tables as T
+from session_stream import db, sample, schema, tables
 from session_stream.drop import list_tree
 from session_stream.load import Loader
 from session_stream.pipeline import load_files
@@ -78,7 +77,7 @@ def test_drop_matches_the_row_by_row_baseline(url, empty, tmp_path, fresh_db_url
     summary = load(url, paths, workers=1)
     assert (summary.loaded, summary.failed, summary.rejects) == (5, 0, 0)
     got = dump(url)
-    assert all(got[t.name] for t in T.TABLES), "every table receives rows"
+    assert all(got[t.name] for t in tables.TABLES), "every table receives rows"
 
     # An independent implementation (one INSERT per row) must build the same warehouse.
     from session_stream import rowbyrow
@@ -94,40 +93,65 @@ def test_drop_with_bad_lines_loads_the_rest_and_keeps_rejects(url, empty, drop):
     summary = load(url, list_tree(drop), workers=1)
     assert (summary.loaded, summary.failed) == (6, 0)
     assert summary.rejects == 6
-    ledger = query(url, f"SELECT status, sessions, rejects, rows_sessions FROM {T.LEDGER_TABLE}")
+    ledger = query(
+        url, f"SELECT status, sessions, rejects, rows_sessions FROM {tables.LEDGER_TABLE}"
+    )
     assert len(ledger) == 6 and {r[0] for r in ledger} == {"loaded"}
     assert sum(r[2] for r in ledger) == 6
-    (n,) = query(url, f"SELECT COUNT(*) FROM {T.REJECTS_TABLE}")[0]
+    (n,) = query(url, f"SELECT COUNT(*) FROM {tables.REJECTS_TABLE}")[0]
     assert n == 6
 
 
 def test_reemitted_session_replaces_children(url, empty, tmp_path):
-    open_version = {"session_id": "s1", "end_time": 100, "is_closed": "f",
-                    "cart_lines": [{"product_id": "a"}, {"product_id": "b"}], "offers": {"1": 5}}
-    closed = {"session_id": "s1", "end_time": 200, "is_closed": "t",
-              "cart_lines": [{"product_id": "c"}], "purchases": {"P": "9.99"}}
+    open_version = {
+        "session_id": "s1",
+        "end_time": 100,
+        "is_closed": "f",
+        "cart_lines": [{"product_id": "a"}, {"product_id": "b"}],
+        "offers": {"1": 5},
+    }
+    closed = {
+        "session_id": "s1",
+        "end_time": 200,
+        "is_closed": "t",
+        "cart_lines": [{"product_id": "c"}],
+        "purchases": {"P": "9.99"},
+    }
     f1 = write_gz(tmp_path / name(0), [open_version, {"session_id": "other", "end_time": 1}])
     f2 = write_gz(tmp_path / name(15), [closed])
     load(url, [f1, f2])
-    assert query(url, "SELECT end_time, is_closed, source_file FROM session_sessions WHERE session_id='s1'") == [
-        (200, 1, f2.name)
-    ]
+    assert query(
+        url, "SELECT end_time, is_closed, source_file FROM session_sessions WHERE session_id='s1'"
+    ) == [(200, 1, f2.name)]
     assert query(url, "SELECT product_id FROM session_cart_lines WHERE session_id='s1'") == [("c",)]
     assert query(url, "SELECT COUNT(*) FROM session_offers WHERE session_id='s1'") == [(0,)]
-    assert query(url, "SELECT purchase_value FROM session_purchases WHERE session_id='s1'")[0][0] == Decimal("9.99")
+    assert query(url, "SELECT purchase_value FROM session_purchases WHERE session_id='s1'")[0][
+        0
+    ] == Decimal("9.99")
     assert query(url, "SELECT COUNT(*) FROM session_sessions") == [(2,)]
 
 
 def test_older_version_arriving_later_does_not_replace_newer(url, empty, tmp_path):
-    newer = write_gz(tmp_path / name(15), [{"session_id": "s1", "end_time": 200, "cart_lines": [{"product_id": "new"}]}])
-    older = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 100, "cart_lines": [{"product_id": "old"}]},
-                                          {"session_id": "s2", "end_time": 1}])
+    newer = write_gz(
+        tmp_path / name(15),
+        [{"session_id": "s1", "end_time": 200, "cart_lines": [{"product_id": "new"}]}],
+    )
+    older = write_gz(
+        tmp_path / name(0),
+        [
+            {"session_id": "s1", "end_time": 100, "cart_lines": [{"product_id": "old"}]},
+            {"session_id": "s2", "end_time": 1},
+        ],
+    )
     load(url, [newer, older])
     assert query(url, "SELECT end_time FROM session_sessions WHERE session_id='s1'") == [(200,)]
     assert query(url, "SELECT product_id FROM session_cart_lines") == [("new",)]
     assert query(url, "SELECT COUNT(*) FROM session_sessions") == [(2,)]
-    (row,) = query(url, f"SELECT rows_sessions, rows_cart_lines, sessions FROM {T.LEDGER_TABLE} WHERE file_name=%s",
-                   (older.name,))
+    (row,) = query(
+        url,
+        f"SELECT rows_sessions, rows_cart_lines, sessions FROM {tables.LEDGER_TABLE} WHERE file_name=%s",
+        (older.name,),
+    )
     assert row == (1, 0, 2)  # its s1 lost; its s2 loaded
 
 
@@ -165,9 +189,13 @@ def test_truncated_gzip_fails_alone_and_is_retried(url, empty, drop, tmp_path):
     summary = load(url, files)
     assert (summary.loaded, summary.failed) == (5, 1)
     assert summary.failures[0][0] == broken.name
-    (status, error), = query(url, f"SELECT status, error FROM {T.LEDGER_TABLE} WHERE file_name=%s", (broken.name,))
+    ((status, error),) = query(
+        url, f"SELECT status, error FROM {tables.LEDGER_TABLE} WHERE file_name=%s", (broken.name,)
+    )
     assert status == "failed" and "cannot be read to its end" in error
-    assert query(url, f"SELECT COUNT(*) FROM {T.SESSIONS.name} WHERE source_file=%s", (broken.name,)) == [(0,)]
+    assert query(
+        url, f"SELECT COUNT(*) FROM {tables.SESSIONS.name} WHERE source_file=%s", (broken.name,)
+    ) == [(0,)]
     # the next run tries it again, and once the file is whole it loads
     broken.write_bytes(paths[2].read_bytes())
     retry = load(url, files)
@@ -175,51 +203,95 @@ def test_truncated_gzip_fails_alone_and_is_retried(url, empty, drop, tmp_path):
 
 
 def test_changed_file_is_reloaded(url, empty, tmp_path):
-    f = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 1, "cart_lines": [{"product_id": "a"}]}])
+    f = write_gz(
+        tmp_path / name(0),
+        [{"session_id": "s1", "end_time": 1, "cart_lines": [{"product_id": "a"}]}],
+    )
     load(url, [f])
-    write_gz(f, [{"session_id": "s1", "end_time": 1, "cart_lines": [{"product_id": "b"}, {"product_id": "c"}]},
-                 {"session_id": "s2", "end_time": 1}])
+    write_gz(
+        f,
+        [
+            {
+                "session_id": "s1",
+                "end_time": 1,
+                "cart_lines": [{"product_id": "b"}, {"product_id": "c"}],
+            },
+            {"session_id": "s2", "end_time": 1},
+        ],
+    )
     summary = load(url, [f])
     assert summary.loaded == 1
-    assert query(url, "SELECT product_id FROM session_cart_lines ORDER BY line_no") == [("b",), ("c",)]
+    assert query(url, "SELECT product_id FROM session_cart_lines ORDER BY line_no") == [
+        ("b",),
+        ("c",),
+    ]
 
 
 def test_strings_survive_the_database_byte_for_byte(url, empty, tmp_path):
-    tricky = ["", "NULL", "\\N", 'say "hi", ok', "back\\slash", "tab\there", "cr\rlf\nend", "emoji 😀 𝄞", "trailing  "]
-    sessions = [{"session_id": f"s{i}", "city": v, "custom_targets": {"7": v}} for i, v in enumerate(tricky)]
+    tricky = [
+        "",
+        "NULL",
+        "\\N",
+        'say "hi", ok',
+        "back\\slash",
+        "tab\there",
+        "cr\rlf\nend",
+        "emoji 😀 𝄞",
+        "trailing  ",
+    ]
+    sessions = [
+        {"session_id": f"s{i}", "city": v, "custom_targets": {"7": v}} for i, v in enumerate(tricky)
+    ]
     sessions.append({"session_id": "null", "city": None})
     sessions.append({"session_id": "s0 ", "city": "id with a trailing space is another session"})
     load(url, [write_gz(tmp_path / name(0), sessions)])
     got = dict(query(url, "SELECT session_id, city FROM session_sessions"))
-    assert got == {**{f"s{i}": v for i, v in enumerate(tricky)}, "null": None,
-                   "s0 ": "id with a trailing space is another session"}
+    assert got == {
+        **{f"s{i}": v for i, v in enumerate(tricky)},
+        "null": None,
+        "s0 ": "id with a trailing space is another session",
+    }
     targets = dict(query(url, "SELECT session_id, custom_target_value FROM session_custom_targets"))
     assert targets == {f"s{i}": v for i, v in enumerate(tricky)}
 
 
 def test_times_and_money_are_exact(url, empty, tmp_path):
-    s = {"session_id": "s1", "start_time": 1793491261781, "end_time": "1793491261999",
-         "purchases": {"P": "1234567.8901"},
-         "view_lines": [{"product_id": "p", "time": "2026-11-01T03:02:03.456+02:00"}]}
+    s = {
+        "session_id": "s1",
+        "start_time": 1793491261781,
+        "end_time": "1793491261999",
+        "purchases": {"P": "1234567.8901"},
+        "view_lines": [{"product_id": "p", "time": "2026-11-01T03:02:03.456+02:00"}],
+    }
     load(url, [write_gz(tmp_path / name(0), [s])])
-    assert query(url, "SELECT start_time, end_time FROM session_sessions") == [(1793491261781, 1793491261999)]
+    assert query(url, "SELECT start_time, end_time FROM session_sessions") == [
+        (1793491261781, 1793491261999)
+    ]
     assert str(query(url, "SELECT purchase_value FROM session_purchases")[0][0]) == "1234567.8901"
-    assert query(url, "SELECT time FROM session_view_lines")[0][0] == datetime(2026, 11, 1, 1, 2, 3, 456000)
+    assert query(url, "SELECT time FROM session_view_lines")[0][0] == datetime(
+        2026, 11, 1, 1, 2, 3, 456000
+    )
 
 
 def test_killed_load_leaves_the_database_as_it_was(url, empty, drop, tmp_path):
     paths = list_tree(drop)
     load(url, paths[:1])
     before = dump(url)
-    ledger_before = query(url, f"SELECT file_name FROM {T.LEDGER_TABLE}")
+    ledger_before = query(url, f"SELECT file_name FROM {tables.LEDGER_TABLE}")
     big = sample.write_drop(tmp_path, DAY, sessions=40_000, files=1, hours=1, seed=3)[0]
-    proc = subprocess.Popen([*CLI, "load", "-q", "--db", url, str(big)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, "load", "-q", "--db", url, str(big)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     database = url.rsplit("/", 1)[1]
     deadline = time.time() + 60
     while time.time() < deadline:  # wait until its LOAD DATA is running inside the transaction
-        rows = query(url, "SELECT COUNT(*) FROM information_schema.processlist WHERE db=%s AND info LIKE %s",
-                     (database, "LOAD DATA%INTO TABLE `session_%"))
+        rows = query(
+            url,
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE db=%s AND info LIKE %s",
+            (database, "LOAD DATA%INTO TABLE `session_%"),
+        )
         if rows[0][0]:
             break
         assert proc.poll() is None, "the load finished before it could be killed"
@@ -230,7 +302,7 @@ def test_killed_load_leaves_the_database_as_it_was(url, empty, drop, tmp_path):
     proc.wait()
     time.sleep(0.5)  # the server notices the dropped connection and rolls back
     assert dump(url) == before
-    assert query(url, f"SELECT file_name FROM {T.LEDGER_TABLE}") == ledger_before
+    assert query(url, f"SELECT file_name FROM {tables.LEDGER_TABLE}") == ledger_before
     # and the next run loads it whole
     summary = load(url, [big])
     assert summary.loaded == 1 and summary.sessions == 40_000
@@ -238,24 +310,38 @@ def test_killed_load_leaves_the_database_as_it_was(url, empty, drop, tmp_path):
 
 def test_concurrent_loads_of_the_same_files_load_each_once(url, empty, drop):
     paths = [str(p) for p in list_tree(drop)]
-    procs = [subprocess.Popen([*CLI, "load", "-q", "--db", url, *order], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
-             for order in (paths, list(reversed(paths)), paths[2:] + paths[:2])]
+    procs = [
+        subprocess.Popen(
+            [*CLI, "load", "-q", "--db", url, *order],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for order in (paths, list(reversed(paths)), paths[2:] + paths[:2])
+    ]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()
     concurrent = dump(url)
-    assert query(url, f"SELECT SUM(attempts), COUNT(*) FROM {T.LEDGER_TABLE}") == [(6, 6)]
+    assert query(url, f"SELECT SUM(attempts), COUNT(*) FROM {tables.LEDGER_TABLE}") == [(6, 6)]
     reset(url)
     load(url, [Path(p) for p in paths])
     assert dump(url) == concurrent
 
 
 def test_split_then_load_reports_rows_and_ledger(url, empty, tmp_path):
-    f = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 5, "offers": {"1": 2, "3": 4}}, {"x": 1}])
+    f = write_gz(
+        tmp_path / name(0),
+        [{"session_id": "s1", "end_time": 5, "offers": {"1": 2, "3": 4}}, {"x": 1}],
+    )
     split = split_file(f, tmp_path / "split")
     loader = Loader(lambda: db.connect(url))
-    outcome = loader.load(split, size=f.stat().st_size, window_start=datetime(2026, 11, 1, tzinfo=UTC))
-    assert outcome.status == "loaded" and outcome.rows[T.OFFERS.name] == 2 and outcome.rejects == 1
+    outcome = loader.load(
+        split, size=f.stat().st_size, window_start=datetime(2026, 11, 1, tzinfo=UTC)
+    )
+    assert (
+        outcome.status == "loaded"
+        and outcome.rows[tables.OFFERS.name] == 2
+        and outcome.rejects == 1
+    )
     assert loader.pending([(f.name, f.stat().st_size)]) == []
     assert loader.pending([(f.name, f.stat().st_size + 1)]) == [f.name]
     assert loader.load(split, size=f.stat().st_size).status == "skipped"
@@ -269,8 +355,9 @@ def test_split_then_load_reports_rows_and_ledger(url, empty, tmp_path):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.mark.parametrize(
@@ -326,19 +413,23 @@ def test_cli_load_summary_and_exit_status(url, empty, drop, tmp_path):
 
 def test_children_carry_their_sessions_key(url, empty, drop):
     load(url, list_tree(drop))
-    key = T.SESSION_KEY_COLUMN
-    for table in T.CHILD_TABLES:
+    key = tables.SESSION_KEY_COLUMN
+    for table in tables.CHILD_TABLES:
         orphans = query(
             url,
-            f"SELECT COUNT(*) FROM `{table.name}` c LEFT JOIN `{T.SESSIONS.name}` s"
+            f"SELECT COUNT(*) FROM `{table.name}` c LEFT JOIN `{tables.SESSIONS.name}` s"
             f" ON s.`{key}` = c.`{key}` WHERE s.session_id IS NULL OR s.session_id <> c.session_id",
         )
         assert orphans == [(0,)], table.name
-    (n_keys, n_sessions), = query(url, f"SELECT COUNT(DISTINCT `{key}`), COUNT(*) FROM `{T.SESSIONS.name}`")
+    ((n_keys, n_sessions),) = query(
+        url, f"SELECT COUNT(DISTINCT `{key}`), COUNT(*) FROM `{tables.SESSIONS.name}`"
+    )
     assert n_keys == n_sessions
 
 
-def test_loaded_file_redelivered_broken_is_marked_failed_and_keeps_its_rows(url, empty, drop, tmp_path):
+def test_loaded_file_redelivered_broken_is_marked_failed_and_keeps_its_rows(
+    url, empty, drop, tmp_path
+):
     good = list_tree(drop)[0]
     copy = tmp_path / good.name
     copy.write_bytes(good.read_bytes())
@@ -347,28 +438,49 @@ def test_loaded_file_redelivered_broken_is_marked_failed_and_keeps_its_rows(url,
     sample.truncate_file(copy)
     summary = load(url, [copy])
     assert summary.failed == 1
-    ((status, size),) = query(url, f"SELECT status, size FROM {T.LEDGER_TABLE}")
+    ((status, size),) = query(url, f"SELECT status, size FROM {tables.LEDGER_TABLE}")
     assert (status, size) == ("failed", copy.stat().st_size)
     assert dump(url) == before  # the broken copy loaded nothing; the earlier rows stay
     copy.write_bytes(good.read_bytes())
     assert load(url, [copy]).loaded == 1
-    assert query(url, f"SELECT status FROM {T.LEDGER_TABLE}") == [("loaded",)]
+    assert query(url, f"SELECT status FROM {tables.LEDGER_TABLE}") == [("loaded",)]
     assert dump(url) == before
 
 
-def test_session_whose_start_time_moved_still_replaces_the_stored_version(url, empty, tmp_path, caplog):
+def test_session_whose_start_time_moved_still_replaces_the_stored_version(
+    url, empty, tmp_path, caplog
+):
     # The second version starts after everything stored (past the ledger's horizon), so the
     # loader first assumes it is new; the duplicate it then meets sends it back to check all.
-    first = write_gz(tmp_path / name(0), [{"session_id": "s1", "start_time": 100, "end_time": 200,
-                                           "cart_lines": [{"product_id": "old"}]}])
-    second = write_gz(tmp_path / name(15), [{"session_id": "s1", "start_time": 300, "end_time": 400,
-                                             "cart_lines": [{"product_id": "new"}]},
-                                            {"session_id": "s2", "start_time": 500, "end_time": 600}])
+    first = write_gz(
+        tmp_path / name(0),
+        [
+            {
+                "session_id": "s1",
+                "start_time": 100,
+                "end_time": 200,
+                "cart_lines": [{"product_id": "old"}],
+            }
+        ],
+    )
+    second = write_gz(
+        tmp_path / name(15),
+        [
+            {
+                "session_id": "s1",
+                "start_time": 300,
+                "end_time": 400,
+                "cart_lines": [{"product_id": "new"}],
+            },
+            {"session_id": "s2", "start_time": 500, "end_time": 600},
+        ],
+    )
     summary = load(url, [first, second])
     assert summary.failed == 0
     assert "checking all" in caplog.text
-    assert query(url, "SELECT session_id, start_time, end_time FROM session_sessions ORDER BY 1") == [
-        ("s1", 300, 400), ("s2", 500, 600)]
+    assert query(
+        url, "SELECT session_id, start_time, end_time FROM session_sessions ORDER BY 1"
+    ) == [("s1", 300, 400), ("s2", 500, 600)]
     assert query(url, "SELECT product_id FROM session_cart_lines") == [("new",)]
 
 
@@ -379,7 +491,7 @@ def test_sessions_stored_outside_the_ledger_are_still_found(url, empty, tmp_path
     # the same warehouse as session-stream alone.
     good = sample.write_drop(tmp_path, DAY, sessions=300, files=4, hours=1, seed=5)
     rowbyrow.load_files(url, good[:2])
-    assert query(url, f"SELECT COUNT(*) FROM {T.LEDGER_TABLE}") == [(0,)]
+    assert query(url, f"SELECT COUNT(*) FROM {tables.LEDGER_TABLE}") == [(0,)]
     assert load(url, good).failed == 0
     mixed = dump(url, with_source=False)
     reset(url)

@@ -10,8 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from session_stream import db, lookups, schema
-from session_stream import tables as T
+from session_stream import cli, db, lookup_refresh, lookups, schema, tables, views
 from session_stream.errors import ConfigError
 from session_stream.metadata import MetadataApiError
 
@@ -79,7 +78,7 @@ def api_objects() -> dict[str, list[dict]]:
 def conn(fresh_db_url):
     connection = db.connect(fresh_db_url)
     schema.init_db(connection)
-    lookups.create_lookups_and_views(connection)
+    views.create_lookups_and_views(connection)
     yield connection
     connection.close()
 
@@ -98,7 +97,7 @@ def table_names(conn) -> set[str]:
 
 def test_refresh_fills_every_lookup_table(conn, metadata_server, metadata_client_factory):
     metadata_server.objects.update(api_objects())
-    counts = lookups.refresh_lookups(conn, metadata_client_factory())
+    counts = lookup_refresh.refresh_lookups(conn, metadata_client_factory())
 
     assert counts == {
         "customtarget": 2,
@@ -138,13 +137,13 @@ def test_refresh_fills_every_lookup_table(conn, metadata_server, metadata_client
 
 def test_refresh_replaces_a_table_whole(conn, metadata_server, metadata_client_factory):
     metadata_server.objects["pageevent"] = [{"id": i, "title": f"old {i}"} for i in (1, 2, 3)]
-    lookups.refresh_lookup(conn, metadata_client_factory(), "pageevent")
+    lookup_refresh.refresh_lookup(conn, metadata_client_factory(), "pageevent")
     metadata_server.objects["pageevent"] = [
         {"id": 3, "title": "renamed"},
         {"id": 4, "title": "new"},
     ]
 
-    assert lookups.refresh_lookup(conn, metadata_client_factory(), "pageevent") == 2
+    assert lookup_refresh.refresh_lookup(conn, metadata_client_factory(), "pageevent") == 2
     assert rows(conn, "SELECT id, title FROM monetate_page_events ORDER BY id") == [
         (3, "renamed"),
         (4, "new"),
@@ -158,7 +157,7 @@ def test_refresh_that_fails_on_page_two_keeps_previous_contents(
     metadata_server.objects["variant"] = [
         {"id": i, "experience_name": f"old {i}"} for i in range(1, 6)
     ]
-    lookups.refresh_lookup(conn, metadata_client_factory(), "variant")
+    lookup_refresh.refresh_lookup(conn, metadata_client_factory(), "variant")
     before = rows(conn, "SELECT * FROM monetate_variants ORDER BY id")
 
     metadata_server.objects["variant"] = [
@@ -166,7 +165,9 @@ def test_refresh_that_fails_on_page_two_keeps_previous_contents(
     ]
     metadata_server.fail("api", 500, times=None, page=2)
     with pytest.raises(MetadataApiError, match="kept failing"):
-        lookups.refresh_lookup(conn, metadata_client_factory(max_wait_seconds=0.3), "variant")
+        lookup_refresh.refresh_lookup(
+            conn, metadata_client_factory(max_wait_seconds=0.3), "variant"
+        )
 
     assert [c.query.get("page", "1") for c in metadata_server.seen("api")][
         -1
@@ -179,17 +180,17 @@ def test_refresh_with_bad_data_keeps_previous_contents(
     conn, metadata_server, metadata_client_factory
 ):
     metadata_server.objects["account"] = [{"id": 1, "name": "acme.com"}]
-    lookups.refresh_lookup(conn, metadata_client_factory(), "account")
+    lookup_refresh.refresh_lookup(conn, metadata_client_factory(), "account")
 
     metadata_server.objects["account"] = [
         {"id": 2, "name": "ok"},
         {"id": "not-a-number", "name": "bad"},
     ]
     with pytest.raises(lookups.BadMetadataError, match="id='not-a-number'"):
-        lookups.refresh_lookup(conn, metadata_client_factory(), "account")
+        lookup_refresh.refresh_lookup(conn, metadata_client_factory(), "account")
     metadata_server.objects["account"] = [{"id": 3, "type": "x" * 65}]  # longer than VARCHAR(64)
     with pytest.raises(lookups.BadMetadataError, match="longer than 64"):
-        lookups.refresh_lookup(conn, metadata_client_factory(), "account")
+        lookup_refresh.refresh_lookup(conn, metadata_client_factory(), "account")
 
     assert rows(conn, "SELECT id, name FROM monetate_accounts") == [(1, "acme.com")]
 
@@ -199,7 +200,7 @@ def test_readers_never_see_an_empty_table_during_refresh(
 ):
     metadata_server.page_limit = 2
     metadata_server.objects["pageevent"] = [{"id": i, "title": "v1"} for i in range(1, 6)]
-    lookups.refresh_lookup(conn, metadata_client_factory(), "pageevent")
+    lookup_refresh.refresh_lookup(conn, metadata_client_factory(), "pageevent")
     metadata_server.objects["pageevent"] = [{"id": i, "title": "v2"} for i in range(1, 8)]
     metadata_server.hang("api", seconds=0.2, page=2)  # keeps the refresh busy mid-way
 
@@ -216,7 +217,7 @@ def test_readers_never_see_an_empty_table_during_refresh(
     thread.start()
     try:
         for _ in range(3):
-            lookups.refresh_lookup(conn, metadata_client_factory(), "pageevent")
+            lookup_refresh.refresh_lookup(conn, metadata_client_factory(), "pageevent")
     finally:
         done.set()
         thread.join()
@@ -230,26 +231,26 @@ def test_refresh_creates_the_lookup_table_when_migration_2_never_ran(
 ):
     connection = db.connect(fresh_db_url)
     metadata_server.objects["customtarget"] = [{"id": 1, "title": "t"}]
-    assert lookups.refresh_lookup(connection, metadata_client_factory(), "customtarget") == 1
+    assert lookup_refresh.refresh_lookup(connection, metadata_client_factory(), "customtarget") == 1
     assert rows(connection, "SELECT id, title FROM monetate_custom_targets") == [(1, "t")]
     connection.close()
 
 
 def test_create_lookups_and_views_is_idempotent(conn):
-    lookups.create_lookups_and_views(conn)
-    assert {lk.table for lk in lookups.LOOKUPS} | set(lookups.VIEWS) <= table_names(conn)
+    views.create_lookups_and_views(conn)
+    assert {lk.table for lk in lookups.LOOKUPS} | set(views.VIEWS) <= table_names(conn)
 
 
-def insert(conn, table: T.Table, **values) -> None:
+def insert(conn, table: tables.Table, **values) -> None:
     cur = conn.cursor()
-    if table is T.SESSIONS:
-        values.setdefault(T.SOURCE_FILE_COLUMN, "test.json.gz")
+    if table is tables.SESSIONS:
+        values.setdefault(tables.SOURCE_FILE_COLUMN, "test.json.gz")
     else:  # a child row carries its session's session_key
         cur.execute(
-            f"SELECT `{T.SESSION_KEY_COLUMN}` FROM `{T.SESSIONS.name}` WHERE session_id = %s",
+            f"SELECT `{tables.SESSION_KEY_COLUMN}` FROM `{tables.SESSIONS.name}` WHERE session_id = %s",
             (values["session_id"],),
         )
-        values[T.SESSION_KEY_COLUMN] = cur.fetchone()[0]
+        values[tables.SESSION_KEY_COLUMN] = cur.fetchone()[0]
     cols = ", ".join(f"`{c}`" for c in values)
     marks = ", ".join(["%s"] * len(values))
     cur.execute(f"INSERT INTO `{table.name}` ({cols}) VALUES ({marks})", tuple(values.values()))
@@ -258,14 +259,22 @@ def insert(conn, table: T.Table, **values) -> None:
 
 def test_views_name_the_ids_of_loaded_sessions(conn, metadata_server, metadata_client_factory):
     metadata_server.objects.update(api_objects())
-    lookups.refresh_lookups(conn, metadata_client_factory())
-    insert(conn, T.SESSIONS, session_id="s1", start_time=DAY1)
-    insert(conn, T.OFFERS, session_id="s1", offer_id="501", timestamp=DAY1 + 1500)
-    insert(conn, T.OFFERS, session_id="s1", offer_id="777", timestamp=DAY1)  # unknown to the API
-    insert(conn, T.OFFERS, session_id="s1", offer_id="x-1", timestamp=DAY1)  # not even a number
-    insert(conn, T.PAGE_EVENT_IDS, session_id="s1", event_id="22", timestamp=DAY1)
+    lookup_refresh.refresh_lookups(conn, metadata_client_factory())
+    insert(conn, tables.SESSIONS, session_id="s1", start_time=DAY1)
+    insert(conn, tables.OFFERS, session_id="s1", offer_id="501", timestamp=DAY1 + 1500)
     insert(
-        conn, T.CUSTOM_TARGETS, session_id="s1", custom_target_id="11", custom_target_value="gold"
+        conn, tables.OFFERS, session_id="s1", offer_id="777", timestamp=DAY1
+    )  # unknown to the API
+    insert(
+        conn, tables.OFFERS, session_id="s1", offer_id="x-1", timestamp=DAY1
+    )  # not even a number
+    insert(conn, tables.PAGE_EVENT_IDS, session_id="s1", event_id="22", timestamp=DAY1)
+    insert(
+        conn,
+        tables.CUSTOM_TARGETS,
+        session_id="s1",
+        custom_target_id="11",
+        custom_target_value="gold",
     )
 
     assert rows(
@@ -299,7 +308,7 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
     common = {"device_type": "Mobile", "country": "US"}
     insert(
         conn,
-        T.SESSIONS,
+        tables.SESSIONS,
         session_id="a",
         start_time=DAY1,
         is_bounce=1,
@@ -309,7 +318,7 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
     )
     insert(
         conn,
-        T.SESSIONS,
+        tables.SESSIONS,
         session_id="b",
         start_time=DAY1 + 1000,
         is_bounce=0,
@@ -319,7 +328,7 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
     )
     insert(
         conn,
-        T.SESSIONS,
+        tables.SESSIONS,
         session_id="c",
         start_time=DAY1 + 2000,
         is_bounce=0,
@@ -329,7 +338,7 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
     )
     insert(
         conn,
-        T.SESSIONS,
+        tables.SESSIONS,
         session_id="d",
         start_time=DAY2,
         is_bounce=0,
@@ -339,9 +348,15 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
         country="DE",
     )
     # Two purchases in one session: revenue adds up, the session still counts once.
-    insert(conn, T.PURCHASES, session_id="b", purchase_id="p1", purchase_value=Decimal("10.5000"))
-    insert(conn, T.PURCHASES, session_id="b", purchase_id="p2", purchase_value=Decimal("4.2500"))
-    insert(conn, T.PURCHASES, session_id="d", purchase_id="p3", purchase_value=Decimal("99.9900"))
+    insert(
+        conn, tables.PURCHASES, session_id="b", purchase_id="p1", purchase_value=Decimal("10.5000")
+    )
+    insert(
+        conn, tables.PURCHASES, session_id="b", purchase_id="p2", purchase_value=Decimal("4.2500")
+    )
+    insert(
+        conn, tables.PURCHASES, session_id="d", purchase_id="p3", purchase_value=Decimal("99.9900")
+    )
 
     got = rows(
         conn,
@@ -376,9 +391,9 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
     ]
 
 
-def cli(argv: list[str]) -> argparse.Namespace:
+def parse_cli(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="session-stream")
-    lookups.register_cli(parser.add_subparsers(dest="command", required=True))
+    cli.add_refresh_metadata(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
@@ -388,7 +403,7 @@ def test_cli_refresh_metadata_fills_tables_and_prints_rows_per_kind(
     metadata_server.objects.update(api_objects())
     key_file = tmp_path / "monetate.pem"
     key_file.write_text(monetate_key_pair[0])
-    args = cli(
+    args = parse_cli(
         [
             "refresh-metadata",
             f"--db={fresh_db_url}",
@@ -412,11 +427,11 @@ def test_cli_reads_the_private_key_from_the_environment(
     conn, fresh_db_url, metadata_server, monetate_key_pair, monkeypatch
 ):
     metadata_server.objects.update(api_objects())
-    monkeypatch.setenv(lookups.PRIVATE_KEY_ENV, monetate_key_pair[0])
-    monkeypatch.setenv(lookups.API_USER_ENV, metadata_server.api_user)
-    monkeypatch.setenv(lookups.RETAILER_ENV, metadata_server.retailer)
+    monkeypatch.setenv(cli.PRIVATE_KEY_ENV, monetate_key_pair[0])
+    monkeypatch.setenv(cli.API_USER_ENV, metadata_server.api_user)
+    monkeypatch.setenv(cli.RETAILER_ENV, metadata_server.retailer)
     monkeypatch.setenv(db.DB_ENV, fresh_db_url)
-    args = cli(
+    args = parse_cli(
         [
             "refresh-metadata",
             f"--api-base={metadata_server.api_base}",
@@ -429,15 +444,15 @@ def test_cli_reads_the_private_key_from_the_environment(
 
 
 def test_cli_without_a_private_key_is_a_config_error(fresh_db_url, monkeypatch):
-    monkeypatch.delenv(lookups.PRIVATE_KEY_ENV, raising=False)
-    args = cli(["refresh-metadata", f"--db={fresh_db_url}", "--api-user=u", "--retailer=r"])
+    monkeypatch.delenv(cli.PRIVATE_KEY_ENV, raising=False)
+    args = parse_cli(["refresh-metadata", f"--db={fresh_db_url}", "--api-user=u", "--retailer=r"])
     with pytest.raises(ConfigError, match="--private-key-file"):
         args.func(args)
 
 
 def test_cli_rejects_unknown_kinds():
     with pytest.raises(SystemExit):
-        cli(["refresh-metadata", "--kinds=variant,offers"])
+        parse_cli(["refresh-metadata", "--kinds=variant,offers"])
 
 
 def test_client_from_connection_reads_the_airflow_connection_fields(
@@ -451,7 +466,7 @@ def test_client_from_connection_reads_the_airflow_connection_fields(
         "auth_base": metadata_server.auth_base,
     }
     metadata_server.objects["account"] = [{"id": 1, "name": "acme.com"}]
-    with lookups.client_from_connection(metadata_server.api_user, None, extra) as client:
+    with lookup_refresh.client_from_connection(metadata_server.api_user, None, extra) as client:
         assert client.fetch("account") == [{"id": 1, "name": "acme.com"}]
     with pytest.raises(ConfigError, match="no private key"):
-        lookups.client_from_connection("u", "", {"retailer_shortname": "r"})
+        lookup_refresh.client_from_connection("u", "", {"retailer_shortname": "r"})

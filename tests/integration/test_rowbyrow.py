@@ -9,15 +9,14 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from session_stream import db, rowbyrow, sample, schema
-from session_stream import tables as T
+from session_stream import db, rowbyrow, sample, schema, tables
 
 pytestmark = pytest.mark.integration
 
 DAY = date(2024, 5, 1)
-SID = T.SESSION_ID.json_key
-END_KEY = next(c for c in T.SESSIONS.columns if c.name == "end_time").json_key
-CLOSED_KEY = next(c for c in T.SESSIONS.columns if c.name == "is_closed").json_key
+SID = tables.SESSION_ID.json_key
+END_KEY = next(c for c in tables.SESSIONS.columns if c.name == "end_time").json_key
+CLOSED_KEY = next(c for c in tables.SESSIONS.columns if c.name == "is_closed").json_key
 
 
 @pytest.fixture
@@ -60,7 +59,7 @@ def query(url, sql):
     return rows
 
 
-def cols(table: T.Table, *names: str) -> str:
+def cols(table: tables.Table, *names: str) -> str:
     assert all(n in table.column_names for n in names)
     return ", ".join(f"`{n}`" for n in names)
 
@@ -85,7 +84,7 @@ def test_baseline_keeps_one_row_per_session_with_the_newest_version_and_its_chil
         sid: (end, closed)
         for sid, end, closed in query(
             url,
-            f"SELECT {cols(T.SESSIONS, 'session_id', 'end_time', 'is_closed')} FROM {T.SESSIONS.name}",
+            f"SELECT {cols(tables.SESSIONS, 'session_id', 'end_time', 'is_closed')} FROM {tables.SESSIONS.name}",
         )
     }
     assert sessions == {sid: (int(o[END_KEY]), 1) for sid, o in expected.items()}
@@ -94,8 +93,8 @@ def test_baseline_keeps_one_row_per_session_with_the_newest_version_and_its_chil
     targets = set(
         query(
             url,
-            f"SELECT {cols(T.CUSTOM_TARGETS, 'session_id', 'custom_target_id', 'custom_target_value')} "
-            f"FROM {T.CUSTOM_TARGETS.name}",
+            f"SELECT {cols(tables.CUSTOM_TARGETS, 'session_id', 'custom_target_id', 'custom_target_value')} "
+            f"FROM {tables.CUSTOM_TARGETS.name}",
         )
     )
     want = {
@@ -110,8 +109,8 @@ def test_baseline_keeps_one_row_per_session_with_the_newest_version_and_its_chil
         (sid, n): (pid, sku, qty, when)
         for sid, n, pid, sku, qty, when in query(
             url,
-            f"SELECT {cols(T.CART_LINES, 'session_id', 'line_no', 'product_id', 'sku', 'quantity', 'time')} "
-            f"FROM {T.CART_LINES.name}",
+            f"SELECT {cols(tables.CART_LINES, 'session_id', 'line_no', 'product_id', 'sku', 'quantity', 'time')} "
+            f"FROM {tables.CART_LINES.name}",
         )
     }
     assert carts == {
@@ -124,7 +123,7 @@ def test_baseline_keeps_one_row_per_session_with_the_newest_version_and_its_chil
         (sid, pid): value
         for sid, pid, value in query(
             url,
-            f"SELECT {cols(T.PURCHASES, 'session_id', 'purchase_id', 'purchase_value')} FROM {T.PURCHASES.name}",
+            f"SELECT {cols(tables.PURCHASES, 'session_id', 'purchase_id', 'purchase_value')} FROM {tables.PURCHASES.name}",
         )
     }
     assert purchases == {
@@ -136,11 +135,11 @@ def test_baseline_keeps_one_row_per_session_with_the_newest_version_and_its_chil
 
     # Every other child table: the newest version's rows and none of the older version's.
     for table in (
-        T.OFFERS,
-        T.PAGE_EVENT_IDS,
-        T.VIEW_LINES,
-        T.PURCHASE_LINES,
-        T.PURCHASE_LINE_ITEMS,
+        tables.OFFERS,
+        tables.PAGE_EVENT_IDS,
+        tables.VIEW_LINES,
+        tables.PURCHASE_LINES,
+        tables.PURCHASE_LINE_ITEMS,
     ):
         stored = dict(
             query(url, f"SELECT session_id, COUNT(*) FROM {table.name} GROUP BY session_id")
@@ -162,13 +161,13 @@ def children(url, table):
 def test_loading_the_same_files_again_changes_nothing(tmp_path, url):
     paths = sample.write_drop(tmp_path, DAY, sessions=30, files=3, start_hour=0, hours=1, seed=3)
     rowbyrow.load_files(url, paths)
-    snapshot = [children(url, t) for t in T.CHILD_TABLES]
-    ends = sorted(query(url, f"SELECT session_id, end_time FROM {T.SESSIONS.name}"))
+    snapshot = [children(url, t) for t in tables.CHILD_TABLES]
+    ends = sorted(query(url, f"SELECT session_id, end_time FROM {tables.SESSIONS.name}"))
 
     rowbyrow.load_files(url, list(reversed(paths)))
 
-    assert [children(url, t) for t in T.CHILD_TABLES] == snapshot
-    assert sorted(query(url, f"SELECT session_id, end_time FROM {T.SESSIONS.name}")) == ends
+    assert [children(url, t) for t in tables.CHILD_TABLES] == snapshot
+    assert sorted(query(url, f"SELECT session_id, end_time FROM {tables.SESSIONS.name}")) == ends
 
 
 def test_lines_without_a_session_are_skipped_and_a_truncated_file_loads_nothing(tmp_path, url):
@@ -184,7 +183,7 @@ def test_lines_without_a_session_are_skipped_and_a_truncated_file_loads_nothing(
 
     assert result["failed"] == [paths[2].name] and result["files"] == 2
     assert result["skipped_lines"] == 2
-    stored = dict(query(url, f"SELECT session_id, is_closed FROM {T.SESSIONS.name}"))
+    stored = dict(query(url, f"SELECT session_id, is_closed FROM {tables.SESSIONS.name}"))
     assert only_last and not stored.keys() & only_last
     # Sessions closed in the lost file stay open: its rows were all rolled back.
     assert stored == {sid: int(o[CLOSED_KEY] == "t") for sid, o in newest(paths[:2]).items()}

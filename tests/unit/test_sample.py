@@ -11,12 +11,11 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from session_stream import sample
-from session_stream import tables as T
+from session_stream import sample, tables
 
 DAY = date(2024, 5, 1)
 NAME = re.compile(r"^(\d{8}T\d{6}\.\d{3})Z_PT15M-(\d{13})\.json\.gz$")
-KEY = {c.name: c.json_key for c in T.SESSIONS.columns}
+KEY = {c.name: c.json_key for c in tables.SESSIONS.columns}
 SID = KEY["session_id"]
 WINDOW = timedelta(minutes=15)
 LINE_TIME_KEYS = {("cart_lines", "time"), ("view_lines", "time"), ("purchase_lines", "time")}
@@ -49,7 +48,7 @@ def ms(moment: datetime) -> int:
 def raw_values(obj):
     """(column, raw JSON value) for every column of every row a session object gives."""
     sid = obj[SID]
-    for table in T.TABLES:
+    for table in tables.TABLES:
         found = obj if table.shape == "session" else obj.get(table.path[0]) or {}
         if table.shape == "session":
             sources = [(None, obj)]
@@ -66,9 +65,9 @@ def raw_values(obj):
             sources = [(key, item) for key, o in found.items() for item in o[table.path[1]]]
         for key, source in sources:
             for c in table.columns:
-                if c.kind == T.SEQ:
+                if c.kind == tables.SEQ:
                     continue
-                if c is T.SESSION_ID:
+                if c is tables.SESSION_ID:
                     yield c, sid
                 elif c.key:
                     yield c, key
@@ -76,22 +75,22 @@ def raw_values(obj):
                     yield c, source.get(c.json_key)
 
 
-def fits(c: T.Column, v) -> bool:
+def fits(c: tables.Column, v) -> bool:
     if v is None:
         return not c.not_null
-    if c.kind == T.STR:
+    if c.kind == tables.STR:
         return isinstance(v, str) and len(v) <= c.length
-    if c.kind in (T.INT, T.BIGINT):
-        lo, hi = T.INT_RANGE if c.kind == T.INT else T.BIGINT_RANGE
+    if c.kind in (tables.INT, tables.BIGINT):
+        lo, hi = tables.INT_RANGE if c.kind == tables.INT else tables.BIGINT_RANGE
         return re.fullmatch(r"-?\d+", str(v)) is not None and lo <= int(v) <= hi
-    if c.kind == T.MONEY:
+    if c.kind == tables.MONEY:
         d = Decimal(str(v))
-        return d.as_tuple().exponent >= -T.MONEY_SCALE and abs(d) < 10 ** (
-            T.MONEY_DIGITS - T.MONEY_SCALE
+        return d.as_tuple().exponent >= -tables.MONEY_SCALE and abs(d) < 10 ** (
+            tables.MONEY_DIGITS - tables.MONEY_SCALE
         )
-    if c.kind == T.FLAG:
+    if c.kind == tables.FLAG:
         return v in ("t", "f")
-    if c.kind == T.DATETIME:
+    if c.kind == tables.DATETIME:
         if isinstance(v, int):
             return True
         return datetime.fromisoformat(v).tzinfo is not None
@@ -154,7 +153,7 @@ def test_sessions_are_realistic(tmp_path):
         if len(t.path) == 1
         else sum(len(v[t.path[1]]) for v in (obj.get(t.path[0]) or {}).values())
         for obj in final.values()
-        for t in T.CHILD_TABLES
+        for t in tables.CHILD_TABLES
     )
     # ~763k rows and ~115 MB for 80k sessions: ~9.5 rows and ~1.3 kB per line.
     assert 8.5 <= (2000 + children) / 2000 <= 10.5
@@ -189,7 +188,7 @@ def test_reemitted_sessions_close_later_with_a_greater_end_time_and_different_ch
 def quirks_found(paths) -> set[str]:
     found = set()
     for _, obj in objects(paths):
-        for table in (T.CART_LINES, T.VIEW_LINES):
+        for table in (tables.CART_LINES, tables.VIEW_LINES):
             for line in obj.get(table.path[0]) or []:
                 t = line["time"]
                 if isinstance(t, int):
@@ -207,12 +206,14 @@ def quirks_found(paths) -> set[str]:
             money += [i["quantity"] for i in pline["items"]]
         if any(isinstance(v, str) for v in money):
             found.add("numeric_strings")
-        known = {c.json_key for c in T.SESSIONS.columns} | {t.path[0] for t in T.CHILD_TABLES}
+        known = {c.json_key for c in tables.SESSIONS.columns} | {
+            t.path[0] for t in tables.CHILD_TABLES
+        }
         if set(obj) - known:
             found.add("unknown_keys")
-        if any(t.path[0] not in obj for t in T.CHILD_TABLES):
+        if any(t.path[0] not in obj for t in tables.CHILD_TABLES):
             found.add("absent_maps")
-        strings = [v for c, v in raw_values(obj) if c.kind == T.STR]
+        strings = [v for c, v in raw_values(obj) if c.kind == tables.STR]
         for label, test in {
             "quote": lambda s: '"' in s,
             "comma": lambda s: "," in s,
@@ -227,7 +228,7 @@ def quirks_found(paths) -> set[str]:
         }.items():
             if any(isinstance(s, str) and test(s) for s in strings):
                 found.add(label)
-        if any(v is None for c, v in raw_values(obj) if c in T.CUSTOM_TARGETS.columns):
+        if any(v is None for c, v in raw_values(obj) if c in tables.CUSTOM_TARGETS.columns):
             found.add("null")
     return found
 

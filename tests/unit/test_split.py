@@ -8,9 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from session_stream import tables as T
+from session_stream import tables
 from session_stream.errors import BadInputError
-from session_stream.split import SplitResult, split_file
+from session_stream.layout import SplitResult
+from session_stream.split import split_file
 
 
 def write_gz(path: Path, lines: list) -> Path:
@@ -38,9 +39,11 @@ def unescape_field(field: str):
     return "".join(out)
 
 
-def staged(result: SplitResult, table: T.Table) -> list[dict]:
+def staged(result: SplitResult, table: tables.Table) -> list[dict]:
     text = result.files()[table.name].read_text(encoding="utf-8")
-    names = ["index", *table.column_names] + ([T.SOURCE_FILE_COLUMN] if table is T.SESSIONS else [])
+    names = ["index", *table.column_names] + (
+        [tables.SOURCE_FILE_COLUMN] if table is tables.SESSIONS else []
+    )
     rows = []
     for line in text.split("\n")[:-1]:
         fields = line.split("\t")
@@ -53,30 +56,50 @@ def split_lines(tmp_path, lines, name="20261101T000000.000Z_PT15M-1.json.gz") ->
     return split_file(write_gz(tmp_path / name, lines), tmp_path / "out")
 
 
-TRICKY = ["", "NULL", "\\N", 'say "hi", ok', "back\\slash", "tab\there", "cr\rlf\nend", "emoji 😀 𝄞", "\\", "a\\tb"]
+TRICKY = [
+    "",
+    "NULL",
+    "\\N",
+    'say "hi", ok',
+    "back\\slash",
+    "tab\there",
+    "cr\rlf\nend",
+    "emoji 😀 𝄞",
+    "\\",
+    "a\\tb",
+]
 
 
 @pytest.mark.parametrize("value", TRICKY)
 def test_strings_round_trip_byte_for_byte(tmp_path, value):
-    result = split_lines(tmp_path, [{"session_id": "s1", "city": value, "custom_targets": {"1": value}}])
-    (row,) = staged(result, T.SESSIONS)
+    result = split_lines(
+        tmp_path, [{"session_id": "s1", "city": value, "custom_targets": {"1": value}}]
+    )
+    (row,) = staged(result, tables.SESSIONS)
     assert row["city"] == value
-    (target,) = staged(result, T.CUSTOM_TARGETS)
+    (target,) = staged(result, tables.CUSTOM_TARGETS)
     assert target["custom_target_value"] == value
 
 
 def test_json_null_becomes_sql_null_and_empty_string_stays_empty(tmp_path):
     result = split_lines(tmp_path, [{"session_id": "s1", "city": None, "region": ""}])
-    (row,) = staged(result, T.SESSIONS)
+    (row,) = staged(result, tables.SESSIONS)
     assert row["city"] is None
     assert row["region"] == ""
     assert row["country"] is None  # absent key
 
 
 def test_flags_become_0_and_1(tmp_path):
-    result = split_lines(tmp_path, [{"session_id": "s1", "has_cart": "t", "is_bounce": "f", "is_closed": True}])
-    (row,) = staged(result, T.SESSIONS)
-    assert (row["has_cart"], row["is_bounce"], row["is_closed"], row["has_purchase"]) == ("1", "0", "1", None)
+    result = split_lines(
+        tmp_path, [{"session_id": "s1", "has_cart": "t", "is_bounce": "f", "is_closed": True}]
+    )
+    (row,) = staged(result, tables.SESSIONS)
+    assert (row["has_cart"], row["is_bounce"], row["is_closed"], row["has_purchase"]) == (
+        "1",
+        "0",
+        "1",
+        None,
+    )
 
 
 def test_numbers_may_arrive_as_numeric_strings(tmp_path):
@@ -89,11 +112,15 @@ def test_numbers_may_arrive_as_numeric_strings(tmp_path):
         "cart_lines": [{"product_id": 123, "quantity": "3", "time": 1793491261781}],
     }
     result = split_lines(tmp_path, [session])
-    (row,) = staged(result, T.SESSIONS)
-    assert (row["account_id"], row["start_time"], row["end_time"]) == ("42", "1793491261781", "1793491261999")
-    values = {r["purchase_id"]: r["purchase_value"] for r in staged(result, T.PURCHASES)}
+    (row,) = staged(result, tables.SESSIONS)
+    assert (row["account_id"], row["start_time"], row["end_time"]) == (
+        "42",
+        "1793491261781",
+        "1793491261999",
+    )
+    values = {r["purchase_id"]: r["purchase_value"] for r in staged(result, tables.PURCHASES)}
     assert values == {"P1": "19.99", "P2": "5", "P3": "0.1", "P4": "100", "P5": "7.5"}
-    (cart,) = staged(result, T.CART_LINES)
+    (cart,) = staged(result, tables.CART_LINES)
     assert (cart["product_id"], cart["quantity"], cart["line_no"]) == ("123", "3", "0")
 
 
@@ -108,19 +135,33 @@ def test_numbers_may_arrive_as_numeric_strings(tmp_path):
     ],
 )
 def test_line_times_become_utc_datetime3(tmp_path, value, expected):
-    result = split_lines(tmp_path, [{"session_id": "s1", "view_lines": [{"product_id": "p", "time": value}]}])
-    (line,) = staged(result, T.VIEW_LINES)
+    result = split_lines(
+        tmp_path, [{"session_id": "s1", "view_lines": [{"product_id": "p", "time": value}]}]
+    )
+    (line,) = staged(result, tables.VIEW_LINES)
     assert line["time"] == expected
 
 
 def test_absent_maps_are_empty_and_unknown_keys_ignored(tmp_path):
     result = split_lines(
         tmp_path,
-        [{"session_id": "s1", "new_field": {"x": 1}, "cart_lines": [{"product_id": "p", "mystery": 1}]}],
+        [
+            {
+                "session_id": "s1",
+                "new_field": {"x": 1},
+                "cart_lines": [{"product_id": "p", "mystery": 1}],
+            }
+        ],
     )
     assert result.rejects == 0
-    assert result.rows[T.CART_LINES.name] == 1
-    for table in (T.OFFERS, T.CUSTOM_TARGETS, T.PURCHASES, T.PURCHASE_LINES, T.PURCHASE_LINE_ITEMS):
+    assert result.rows[tables.CART_LINES.name] == 1
+    for table in (
+        tables.OFFERS,
+        tables.CUSTOM_TARGETS,
+        tables.PURCHASES,
+        tables.PURCHASE_LINES,
+        tables.PURCHASE_LINE_ITEMS,
+    ):
         assert result.rows[table.name] == 0
 
 
@@ -128,16 +169,24 @@ def test_purchase_lines_and_items(tmp_path):
     session = {
         "session_id": "s1",
         "purchase_lines": {
-            "O1": {"time": "2026-11-01T00:00:00Z", "total": "30.50", "items": [
-                {"product_id": "a", "sku": "a-1", "quantity": 1, "unit_price": 10.5},
-                {"product_id": "b", "sku": "b-1", "quantity": "2", "unit_price": "10.0000"},
-            ]},
+            "O1": {
+                "time": "2026-11-01T00:00:00Z",
+                "total": "30.50",
+                "items": [
+                    {"product_id": "a", "sku": "a-1", "quantity": 1, "unit_price": 10.5},
+                    {"product_id": "b", "sku": "b-1", "quantity": "2", "unit_price": "10.0000"},
+                ],
+            },
         },
     }
     result = split_lines(tmp_path, [session])
-    (line,) = staged(result, T.PURCHASE_LINES)
-    assert (line["purchase_id"], line["total"], line["time"]) == ("O1", "30.50", "2026-11-01 00:00:00.000")
-    items = staged(result, T.PURCHASE_LINE_ITEMS)
+    (line,) = staged(result, tables.PURCHASE_LINES)
+    assert (line["purchase_id"], line["total"], line["time"]) == (
+        "O1",
+        "30.50",
+        "2026-11-01 00:00:00.000",
+    )
+    items = staged(result, tables.PURCHASE_LINE_ITEMS)
     assert [(i["line_no"], i["product_id"], i["quantity"], i["unit_price"]) for i in items] == [
         ("0", "a", "1", "10.5"),
         ("1", "b", "2", "10.0000"),
@@ -160,7 +209,12 @@ def test_purchase_lines_and_items(tmp_path):
         (orjson.dumps({"session_id": "s", "has_cart": "yes"}), "flag"),
         (orjson.dumps({"session_id": "s", "cart_lines": [{"quantity": 2.5}]}), "not an integer"),
         (orjson.dumps({"session_id": "s", "cart_lines": [{"time": "yesterday"}]}), "ISO-8601"),
-        (orjson.dumps({"session_id": "s", "cart_lines": [{"time": "2026-11-01T00:00:00.123456Z"}]}), "sub-millisecond"),
+        (
+            orjson.dumps(
+                {"session_id": "s", "cart_lines": [{"time": "2026-11-01T00:00:00.123456Z"}]}
+            ),
+            "sub-millisecond",
+        ),
         (orjson.dumps({"session_id": "s", "cart_lines": {"a": 1}}), "expected a JSON list"),
         (orjson.dumps({"session_id": "s", "offers": ["a"]}), "expected a JSON object"),
         (b'{"session_id": "s", "city": "\xff\xfe"}', "not JSON"),
@@ -176,8 +230,8 @@ def test_bad_lines_become_rejects_and_the_rest_loads(tmp_path, line, reason):
     assert reason in why
     assert raw == line  # kept whole, byte for byte
     # the rejected line left no rows anywhere
-    assert {r["session_id"] for r in staged(result, T.SESSIONS)} == {"good", "good2"}
-    assert {r["session_id"] for r in staged(result, T.CART_LINES)} == {"good", "good2"}
+    assert {r["session_id"] for r in staged(result, tables.SESSIONS)} == {"good", "good2"}
+    assert {r["session_id"] for r in staged(result, tables.CART_LINES)} == {"good", "good2"}
 
 
 def test_session_twice_in_one_file_keeps_only_the_newest(tmp_path):
@@ -185,21 +239,27 @@ def test_session_twice_in_one_file_keeps_only_the_newest(tmp_path):
         tmp_path,
         [
             {"session_id": "s1", "end_time": 10, "cart_lines": [{"product_id": "old"}]},
-            {"session_id": "s1", "end_time": 20, "cart_lines": [{"product_id": "new"}, {"product_id": "new2"}]},
+            {
+                "session_id": "s1",
+                "end_time": 20,
+                "cart_lines": [{"product_id": "new"}, {"product_id": "new2"}],
+            },
             {"session_id": "s1", "end_time": 15, "cart_lines": [{"product_id": "mid"}]},
             {"session_id": "s2", "end_time": 5},
             {"session_id": "s2", "end_time": 5, "city": "later line wins a tie"},
         ],
     )
     assert result.sessions == 2
-    rows = {r["session_id"]: r for r in staged(result, T.SESSIONS)}
+    rows = {r["session_id"]: r for r in staged(result, tables.SESSIONS)}
     assert rows["s1"]["end_time"] == "20"
     assert rows["s2"]["city"] == "later line wins a tie"
-    assert [r["product_id"] for r in staged(result, T.CART_LINES)] == ["new", "new2"]
+    assert [r["product_id"] for r in staged(result, tables.CART_LINES)] == ["new", "new2"]
 
 
 def test_truncated_gzip_raises_and_leaves_nothing(tmp_path):
-    path = write_gz(tmp_path / "f.json.gz", [{"session_id": f"s{i}", "city": "x" * 100} for i in range(2000)])
+    path = write_gz(
+        tmp_path / "f.json.gz", [{"session_id": f"s{i}", "city": "x" * 100} for i in range(2000)]
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(BadInputError, match="cannot be read to its end"):
@@ -216,7 +276,10 @@ def test_manifest_round_trips(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [("2026-02-30T00:00:00.000Z", "not an ISO-8601"), ("0999-12-31T23:59:59.999Z", "before the year 1000")],
+    [
+        ("2026-02-30T00:00:00.000Z", "not an ISO-8601"),
+        ("0999-12-31T23:59:59.999Z", "before the year 1000"),
+    ],
 )
 def test_impossible_line_times_are_rejected(tmp_path, value, reason):
     result = split_lines(tmp_path, [{"session_id": "s", "view_lines": [{"time": value}]}])

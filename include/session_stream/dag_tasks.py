@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInputError, ConfigError, LoadError
+from .utc import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -64,28 +65,6 @@ class Window:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
 
-def _as_utc(value: Any, what: str) -> datetime | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = datetime.fromisoformat(
-                text.replace("Z", "+00:00") if text.endswith("Z") else text
-            )
-        except ValueError:
-            raise ConfigError(
-                f"{what} must be an ISO-8601 date or time such as 2026-11-01 or 2026-11-01T05:00:00Z, got {text!r}"
-            ) from None
-    if not isinstance(value, datetime):
-        raise ConfigError(f"{what} must be a date-time, got {value!r}")
-    if value.tzinfo is None:  # a bare time means UTC, as in the file names
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    # A plain datetime, not Airflow's pendulum subclass, whose arithmetic can drop the zone.
-    return datetime(*value.timetuple()[:6], value.microsecond, tzinfo=UTC)
-
-
 def _floor_hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 
@@ -106,8 +85,8 @@ def resolve_window(
     interval nor logical date takes the last complete hour before now.
     """
     params = params or {}
-    start = _as_utc(params.get("start"), "param 'start'")
-    end = _as_utc(params.get("end"), "param 'end'")
+    start = parse_utc(params.get("start"), "param 'start'")
+    end = parse_utc(params.get("end"), "param 'end'")
     if start or end:
         if not (start and end):
             raise ConfigError("give both params 'start' and 'end' (ISO-8601, UTC), or neither")
@@ -117,14 +96,14 @@ def resolve_window(
             )
         return Window(start, end)
 
-    di_start = _as_utc(data_interval_start, "data interval start")
-    di_end = _as_utc(data_interval_end, "data interval end")
+    di_start = parse_utc(data_interval_start, "data interval start")
+    di_end = parse_utc(data_interval_end, "data interval end")
     if di_start and di_end and di_end > di_start:
         return Window(di_start, di_end)
 
     anchor = (
         di_end
-        or _as_utc(logical_date, "logical date")
+        or parse_utc(logical_date, "logical date")
         or (now or datetime.now(UTC)).astimezone(UTC)
     )
     end = _floor_hour(anchor)
@@ -174,7 +153,7 @@ def fetch(
     force: bool = False,
 ) -> dict:
     """List, keep what is pending and settled, stage it, and plan the batches."""
-    from .drop import settled
+    from .settle import settled
 
     scope = window.widened(lookback_hours)
     listed = drop.list_files(scope.start, scope.end)
@@ -184,7 +163,9 @@ def fetch(
         # A store that gives no mtime cannot show a file's age: look at its size twice instead.
         recheck_after = 5.0 if any(f.mtime is None for f in pending) else 0.0
     # settled() returns the ready files oldest first, and nothing to wait for when nothing is pending.
-    ready, waiting = settled(drop, pending, settle_seconds=settle_seconds, recheck_after=recheck_after)
+    ready, waiting = settled(
+        drop, pending, settle_seconds=settle_seconds, recheck_after=recheck_after
+    )
 
     staged = []
     with tempfile.TemporaryDirectory(prefix="session_stream_fetch_") as tmp:
@@ -265,8 +246,8 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
     once, so the task is retried; a retry skips what the ledger shows loaded, whose staged files
     are already removed.
     """
+    from .layout import SplitResult
     from .load import is_loaded
-    from .split import SplitResult
 
     prefix = split["prefix"]
     failures: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""The DAG's task functions (session_stream.jobs) without Airflow: a local drop, a local staging
+"""The DAG's task functions (session_stream.dag_tasks) without Airflow: a local drop, a local staging
 area and the real MariaDB."""
 
 from __future__ import annotations
@@ -11,33 +11,35 @@ from pathlib import Path
 import pytest
 import warehouse
 
-from session_stream import db, jobs, schema
-from session_stream import tables as T
-from session_stream.drop import open_drop, parse_name
+from session_stream import dag_tasks, db, schema, tables
+from session_stream.drop import open_drop
 from session_stream.errors import ConfigError
 from session_stream.load import Loader
+from session_stream.names import parse_name
 from session_stream.sample import truncate_file, write_drop
 from session_stream.staging import open_staging
 
 DAY = date(2026, 11, 1)
-HOUR0 = jobs.Window(datetime(2026, 11, 1, 0, tzinfo=UTC), datetime(2026, 11, 1, 1, tzinfo=UTC))
+HOUR0 = dag_tasks.Window(datetime(2026, 11, 1, 0, tzinfo=UTC), datetime(2026, 11, 1, 1, tzinfo=UTC))
 
 
 # ---------------------------------------------------------------- window
 
 
 def test_params_start_and_end_override_the_data_interval():
-    w = jobs.resolve_window(
+    w = dag_tasks.resolve_window(
         {"start": "2026-10-01", "end": "2026-10-02T06:00:00Z"},
         datetime(2026, 11, 1, 0, tzinfo=UTC),
         datetime(2026, 11, 1, 1, tzinfo=UTC),
         None,
     )
-    assert w == jobs.Window(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 2, 6, tzinfo=UTC))
+    assert w == dag_tasks.Window(
+        datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 2, 6, tzinfo=UTC)
+    )
 
 
 def test_a_time_with_an_offset_is_converted_to_utc():
-    w = jobs.resolve_window(
+    w = dag_tasks.resolve_window(
         {"start": "2026-11-01T02:00:00+02:00", "end": "2026-11-01T03:00:00+02:00"}
     )
     assert w.start == datetime(2026, 11, 1, 0, tzinfo=UTC)
@@ -53,37 +55,37 @@ def test_a_time_with_an_offset_is_converted_to_utc():
 )
 def test_bad_start_or_end_is_a_config_error_saying_what_to_give(params, message):
     with pytest.raises(ConfigError, match=message):
-        jobs.resolve_window(params)
+        dag_tasks.resolve_window(params)
 
 
 def test_the_data_interval_is_the_window():
-    w = jobs.resolve_window(
+    w = dag_tasks.resolve_window(
         {}, datetime(2026, 11, 1, 5, tzinfo=UTC), datetime(2026, 11, 1, 6, tzinfo=UTC), None
     )
-    assert w == jobs.Window(
+    assert w == dag_tasks.Window(
         datetime(2026, 11, 1, 5, tzinfo=UTC), datetime(2026, 11, 1, 6, tzinfo=UTC)
     )
 
 
 def test_an_empty_interval_takes_the_complete_hour_before_the_logical_date():
     at = datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
-    w = jobs.resolve_window({}, at, at, at)
-    assert w == jobs.Window(
+    w = dag_tasks.resolve_window({}, at, at, at)
+    assert w == dag_tasks.Window(
         datetime(2026, 11, 1, 4, tzinfo=UTC), datetime(2026, 11, 1, 5, tzinfo=UTC)
     )
 
 
 def test_a_manual_run_without_logical_date_takes_the_last_complete_hour():
     now = datetime(2026, 11, 1, 5, 42, 10, tzinfo=UTC)
-    w = jobs.resolve_window({"start": None, "end": ""}, None, None, None, now=now)
-    assert w == jobs.Window(
+    w = dag_tasks.resolve_window({"start": None, "end": ""}, None, None, None, now=now)
+    assert w == dag_tasks.Window(
         datetime(2026, 11, 1, 4, tzinfo=UTC), datetime(2026, 11, 1, 5, tzinfo=UTC)
     )
 
 
 def test_staging_prefix_is_safe_as_a_key():
     assert (
-        jobs.staging_prefix("scheduled__2026-11-01T01:00:00+00:00")
+        dag_tasks.staging_prefix("scheduled__2026-11-01T01:00:00+00:00")
         == "scheduled__2026-11-01T01_00_00_00_00"
     )
 
@@ -93,17 +95,17 @@ def test_staging_prefix_is_safe_as_a_key():
 
 def test_a_day_of_files_becomes_a_few_batches():
     files = [{"name": f"f{i}"} for i in range(96 * 3)]  # a day, three files per window
-    batches = jobs.plan_batches(files, 16)
+    batches = dag_tasks.plan_batches(files, 16)
     assert len(batches) == 18
     assert [f for b in batches for f in b] == files
 
 
 def test_batches_grow_so_a_long_backfill_stays_under_the_map_limit():
     files = [{"name": f"f{i}"} for i in range(96 * 3 * 100)]
-    batches = jobs.plan_batches(files, 16)
-    assert len(batches) <= jobs.MAX_MAP_ITEMS
+    batches = dag_tasks.plan_batches(files, 16)
+    assert len(batches) <= dag_tasks.MAX_MAP_ITEMS
     assert sum(len(b) for b in batches) == len(files)
-    assert jobs.plan_batches([], 16) == []
+    assert dag_tasks.plan_batches([], 16) == []
 
 
 # ---------------------------------------------------------------- tasks, end to end
@@ -132,14 +134,14 @@ def env(tmp_path, fresh_db_url):
 
 def run(env, prefix="run1", **kwargs):
     """fetch → split → load for every batch → check, as the DAG chains them; returns (fetched, errors)."""
-    fetched = jobs.fetch(
+    fetched = dag_tasks.fetch(
         env.drop, env.loader, env.staging, HOUR0, prefix=prefix, settle_seconds=0, **kwargs
     )
     errors = []
     for batch in fetched["batches"]:
         try:
-            jobs.load_batch(jobs.split_batch(batch, env.staging), env.staging, env.loader)
-        except jobs.FilesFailedError as exc:
+            dag_tasks.load_batch(dag_tasks.split_batch(batch, env.staging), env.staging, env.loader)
+        except dag_tasks.FilesFailedError as exc:
             errors.append(exc)
     return fetched, errors
 
@@ -152,7 +154,7 @@ def ledger(url) -> dict[str, tuple]:
     return {
         n: (s, a)
         for n, s, a in warehouse.query(
-            url, f"SELECT file_name, status, attempts FROM `{T.LEDGER_TABLE}`"
+            url, f"SELECT file_name, status, attempts FROM `{tables.LEDGER_TABLE}`"
         )
     }
 
@@ -163,7 +165,7 @@ def test_a_run_loads_every_file_of_its_window_and_cleans_the_staging_area(env):
     assert fetched["fetched"] == [p.name for p in env.paths]
     assert [len(b["files"]) for b in fetched["batches"]] == [3, 1]
     assert ledger(env.url) == {p.name: ("loaded", 1) for p in env.paths}
-    summary = jobs.check(fetched, env.loader, max_rejects=10, staging=env.staging)
+    summary = dag_tasks.check(fetched, env.loader, max_rejects=10, staging=env.staging)
     assert summary["loaded"] == 4 and summary["rejects"] == 2
     assert staged_files(env) == []
     # XCom carries names and counts only: nothing but str, int, None, lists and dicts of them.
@@ -179,7 +181,7 @@ def test_a_second_run_fetches_nothing(env):
         [],
         [],
     )
-    assert jobs.check(fetched, env.loader)["loaded"] == 0
+    assert dag_tasks.check(fetched, env.loader)["loaded"] == 0
 
 
 def test_a_file_still_being_written_waits_for_the_next_run(env):
@@ -189,7 +191,9 @@ def test_a_file_still_being_written_waits_for_the_next_run(env):
     for p in env.paths:
         if p != young:
             os.utime(p, (now - 3600, now - 3600))
-    fetched = jobs.fetch(env.drop, env.loader, env.staging, HOUR0, prefix="r", settle_seconds=600)
+    fetched = dag_tasks.fetch(
+        env.drop, env.loader, env.staging, HOUR0, prefix="r", settle_seconds=600
+    )
     assert fetched["waiting"] == [young.name]
     assert young.name not in fetched["fetched"] and len(fetched["fetched"]) == 3
 
@@ -202,8 +206,8 @@ def test_a_bad_file_fails_alone_is_marked_failed_and_the_next_run_retries_it(env
     assert bad.name in str(errors[0])
     assert ledger(env.url) == {p.name: ("failed" if p == bad else "loaded", 1) for p in env.paths}
     assert staged_files(env) == []
-    with pytest.raises(jobs.FilesFailedError) as failed:
-        jobs.check(fetched, env.loader)
+    with pytest.raises(dag_tasks.FilesFailedError) as failed:
+        dag_tasks.check(fetched, env.loader)
     assert failed.value.files == [bad.name]
 
     again, errors = run(env, prefix="run2")
@@ -212,21 +216,25 @@ def test_a_bad_file_fails_alone_is_marked_failed_and_the_next_run_retries_it(env
 
 
 def test_a_retried_load_skips_what_the_first_try_loaded(env):
-    fetched = jobs.fetch(env.drop, env.loader, env.staging, HOUR0, prefix="r", settle_seconds=0)
-    split = jobs.split_batch(fetched["batches"][0], env.staging)
-    first = jobs.load_batch(split, env.staging, env.loader)
-    retry = jobs.load_batch(split, env.staging, env.loader)  # staged files are gone by now
+    fetched = dag_tasks.fetch(
+        env.drop, env.loader, env.staging, HOUR0, prefix="r", settle_seconds=0
+    )
+    split = dag_tasks.split_batch(fetched["batches"][0], env.staging)
+    first = dag_tasks.load_batch(split, env.staging, env.loader)
+    retry = dag_tasks.load_batch(split, env.staging, env.loader)  # staged files are gone by now
     assert len(first["loaded"]) == 4
     assert retry["loaded"] == [] and sorted(retry["skipped"]) == sorted(first["loaded"])
 
 
 def test_check_names_files_with_more_rejects_than_allowed(env):
     fetched, _ = run(env)
-    with pytest.raises(jobs.FilesFailedError, match="max_rejects=0") as failed:
-        jobs.check(fetched, env.loader, max_rejects=0)
+    with pytest.raises(dag_tasks.FilesFailedError, match="max_rejects=0") as failed:
+        dag_tasks.check(fetched, env.loader, max_rejects=0)
     with_rejects = {
         n
-        for (n,) in warehouse.query(env.url, f"SELECT DISTINCT file_name FROM `{T.REJECTS_TABLE}`")
+        for (n,) in warehouse.query(
+            env.url, f"SELECT DISTINCT file_name FROM `{tables.REJECTS_TABLE}`"
+        )
     }
     assert set(failed.value.files) == with_rejects and with_rejects
 
@@ -238,8 +246,8 @@ def test_the_look_back_picks_up_a_late_file_of_an_earlier_hour(env):
     ]
     target = env.tmp / "drop" / late.relative_to(env.tmp / "late")
     target.write_bytes(late.read_bytes())
-    next_hour = jobs.Window(HOUR0.end, HOUR0.end + timedelta(hours=1))
-    fetched = jobs.fetch(
+    next_hour = dag_tasks.Window(HOUR0.end, HOUR0.end + timedelta(hours=1))
+    fetched = dag_tasks.fetch(
         env.drop,
         env.loader,
         env.staging,

@@ -1,0 +1,182 @@
+"""Converters: one JSON value to one staged field, per column kind of tables.py, or a Reject.
+
+Every value is checked against its column so that MySQL never truncates, rounds or warns:
+what does not fit exactly is a Reject, whose message is the reject reason (`<where>.<column>:
+...`). Each converter tries the common, valid case first and formats the reason only for a
+reject: they run for every value of every line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+import orjson
+
+from . import tables
+from .layout import NULL, escape, needs_escape
+
+_INT_STRING = re.compile(r"\s*[-+]?\d+\s*").fullmatch
+_MONEY_PLAIN = re.compile(
+    rf"-?\d{{1,{tables.MONEY_DIGITS - tables.MONEY_SCALE}}}(?:\.\d{{1,{tables.MONEY_SCALE}}})?"
+).fullmatch
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DATETIME_MIN = datetime(1000, 1, 1, tzinfo=UTC)
+
+
+class Reject(ValueError):
+    """A value that cannot be stored exactly; the message is the reject reason."""
+
+
+def _to_text(value) -> str:
+    if type(value) is str:
+        return value
+    # Numbers, booleans and nested values keep their JSON text: nothing is lost.
+    return orjson.dumps(value).decode()
+
+
+def _integer(value, where: str, lo: int, hi: int) -> int:
+    t = type(value)
+    if t is int:
+        n = value
+    elif t is str and _INT_STRING(value) or t is float and value.is_integer():
+        n = int(value)
+    else:
+        raise Reject(f"{where}: {value!r} is not an integer")
+    if not lo <= n <= hi:
+        raise Reject(f"{where}: {n} does not fit its column")
+    return n
+
+
+def _money(value, where: str) -> str:
+    t = type(value)
+    if t is int:
+        text = str(value)
+    elif t is float:
+        text = repr(value)
+    elif t is str:
+        text = value.strip()
+    else:
+        raise Reject(f"{where}: {value!r} is not a number")
+    if _MONEY_PLAIN(text):
+        return text
+    # Exponents, a leading '+', trailing zeros past the scale: let Decimal judge exactly.
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise Reject(f"{where}: {value!r} is not a number") from None
+    if not d.is_finite():
+        raise Reject(f"{where}: {value!r} is not a number")
+    d = d.normalize() if d != 0 else Decimal(0)
+    plain = format(d, "f")
+    if not _MONEY_PLAIN(plain):
+        raise Reject(
+            f"{where}: {value!r} does not fit DECIMAL({tables.MONEY_DIGITS},{tables.MONEY_SCALE}) without rounding"
+        )
+    return plain
+
+
+_ISO_UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z").fullmatch
+
+
+def _utc_datetime(value, where: str, name: str) -> str:
+    # `where` and `name` are joined only for a reject: most values take the first branch.
+    t = type(value)
+    if t is str and _ISO_UTC_MS(value):
+        # The feed's usual form, already UTC to the millisecond: once fromisoformat has
+        # checked the date is real, the answer is the string itself, re-punctuated.
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise Reject(
+                f"{where}.{name}: {value!r} is not an ISO-8601 time or epoch milliseconds"
+            ) from None
+        if value[0] == "0" and value < "1000":
+            raise Reject(f"{where}.{name}: {value!r} is before the year 1000")
+        return f"{value[:10]} {value[11:23]}"
+    if t is str and not _INT_STRING(value):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise Reject(
+                f"{where}.{name}: {value!r} is not an ISO-8601 time or epoch milliseconds"
+            ) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)  # no offset given: the feed's times are UTC
+        if dt.microsecond % 1000:
+            raise Reject(
+                f"{where}.{name}: {value!r} has sub-millisecond precision that DATETIME(3) would drop"
+            )
+        try:
+            dt = dt.astimezone(UTC)
+        except OverflowError:
+            raise Reject(f"{where}.{name}: {value!r} is out of range") from None
+    else:
+        ms = _integer(value, f"{where}.{name}", tables.BIGINT_RANGE[0], tables.BIGINT_RANGE[1])
+        try:
+            dt = _EPOCH + timedelta(milliseconds=ms)
+        except OverflowError:
+            raise Reject(f"{where}.{name}: {value!r} is out of range") from None
+    if dt < _DATETIME_MIN:
+        raise Reject(f"{where}.{name}: {value!r} is before the year 1000")
+    return dt.isoformat(sep=" ", timespec="milliseconds")[:23]
+
+
+_FLAGS = {"t": "1", "f": "0", True: "1", False: "0"}
+
+
+def converter(column: tables.Column) -> Callable[[object, str], str]:
+    """The function turning a JSON value of `column` into its TSV field."""
+    kind, name = column.kind, column.name
+    if kind == tables.STR:
+        limit, required = column.length, column.not_null
+
+        def conv(v, where):
+            if type(v) is str and len(v) <= limit and not needs_escape(v):
+                return v  # the common case, first
+            if v is None:
+                if required:
+                    raise Reject(f"{where}.{name}: missing")
+                return NULL
+            s = v if type(v) is str else _to_text(v)
+            if len(s) > limit:
+                raise Reject(f"{where}.{name}: {len(s)} characters do not fit VARCHAR({limit})")
+            return escape(s)
+
+    elif kind in (tables.INT, tables.BIGINT):
+        lo, hi = tables.INT_RANGE if kind == tables.INT else tables.BIGINT_RANGE
+
+        def conv(v, where):
+            if v is None:
+                return NULL
+            if type(v) is int and lo <= v <= hi:
+                return str(v)
+            return str(_integer(v, f"{where}.{name}", lo, hi))
+
+    elif kind == tables.MONEY:
+
+        def conv(v, where):
+            if type(v) is str and _MONEY_PLAIN(v):
+                return v
+            return NULL if v is None else _money(v, f"{where}.{name}")
+
+    elif kind == tables.FLAG:
+
+        def conv(v, where):
+            if v is None:
+                return NULL
+            try:
+                return _FLAGS[v]
+            except (KeyError, TypeError):
+                raise Reject(f"{where}.{name}: {v!r} is not a 't'/'f' flag") from None
+
+    elif kind == tables.DATETIME:
+
+        def conv(v, where):
+            return NULL if v is None else _utc_datetime(v, where, name)
+
+    else:
+        raise ValueError(f"no converter for {kind}")
+    return conv

@@ -1,0 +1,189 @@
+"""The staged split: the folder split.py writes for one source file and load.py reads.
+
+    <table>.tsv       one per table of tables.TABLES, one row per table row: the session's
+                      index in the file (the loader turns it into session_key), then the table's
+                      columns in spec order; session_sessions rows end with the source file name
+    session_keys.tsv  one row per session: index, session_id, end_time, start_time (all the
+                      newest-wins merge reads before loading)
+    rejects.jsonl     one JSON object per rejected line: line_no, reason, raw (base64, whole)
+    manifest.json     the counts (SplitResult); written last, so its presence means complete
+
+Rows use MySQL's own LOAD DATA text format (`LOAD_FORMAT`: tab-separated, backslash escapes,
+`\\N` for NULL, no enclosing quotes), so NULL, '', 'NULL', '\\N', quotes, commas, backslashes,
+tabs, CR, LF and 4-byte UTF-8 all survive byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from . import tables
+from .errors import BadInputError
+from .sql import quote
+
+NULL = "\\N"
+LOAD_FORMAT = (
+    "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
+)
+MANIFEST = "manifest.json"
+REJECTS_FILE = "rejects.jsonl"
+KEYS_FILE = "session_keys.tsv"
+INDEX_FIELD = "@idx"  # the leading field of every table row, as LOAD DATA reads it
+# LOAD DATA columns of the keys file, into the loader's temporary table (idx, session_id, end_time).
+KEYS_FIELDS = ("idx", "session_id", "end_time", "@start")
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+needs_escape = re.compile(r"[\\\t\n\r\0]").search
+
+
+def escape(s: str) -> str:
+    return s.translate(_ESCAPES) if needs_escape(s) else s
+
+
+def row_lead(index: int, session_id: str) -> str:
+    """The leading fields of a session's rows: its index in the file and its escaped session_id
+    (the first column of every table)."""
+    return f"{index}\t{session_id}"
+
+
+def load_columns(table: tables.Table) -> list[str]:
+    """The LOAD DATA column list of a table's staged file, in the order of its fields."""
+    columns = [INDEX_FIELD, *(quote(c) for c in table.column_names)]
+    if table is tables.SESSIONS:
+        columns.append(quote(tables.SOURCE_FILE_COLUMN))
+    return columns
+
+
+def table_file(out_dir: Path, table: tables.Table) -> Path:
+    return out_dir / f"{table.name}.tsv"
+
+
+@dataclass
+class SplitResult:
+    """A staged split and its counts (the manifest)."""
+
+    source_name: str
+    out_dir: Path
+    sessions: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    rejects: int = 0
+    lines: int = 0
+    seconds: float = 0.0
+    # The latest time (ms) any session of the file reaches: max of start_time and end_time.
+    # No version of these sessions can start after it (see load.py, "horizon").
+    horizon: int | None = None
+
+    def files(self) -> dict[str, Path]:
+        return {t.name: table_file(self.out_dir, t) for t in tables.TABLES}
+
+    @property
+    def keys_path(self) -> Path:
+        return self.out_dir / KEYS_FILE
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.out_dir / REJECTS_FILE
+
+    def read_rejects(self) -> list[tuple[int, str, bytes]]:
+        """(line number, reason, raw line) for each rejected line."""
+        if not self.rejects_path.exists():
+            return []
+        out = []
+        with self.rejects_path.open("rb") as f:
+            for line in f:
+                r = orjson.loads(line)
+                out.append((r["line_no"], r["reason"], base64.b64decode(r["raw"])))
+        return out
+
+    def write_manifest(self) -> None:
+        fields = ("source_name", "sessions", "rows", "rejects", "lines", "seconds", "horizon")
+        data = {k: getattr(self, k) for k in fields}
+        tmp = self.out_dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(
+            self.out_dir / MANIFEST
+        )  # the manifest appears last: its presence means complete
+
+    @classmethod
+    def read(cls, out_dir: Path) -> SplitResult:
+        out_dir = Path(out_dir)
+        try:
+            data = json.loads((out_dir / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise BadInputError(f"{out_dir} holds no complete split (no {MANIFEST})") from None
+        return cls(out_dir=out_dir, **data)
+
+
+class SplitWriter:
+    """Buffered writers of one staged split: `handles[table name]` take lines ready-made."""
+
+    def __init__(self, out_dir: Path):
+        self.handles = {
+            t.name: table_file(out_dir, t).open(
+                "w", encoding="utf-8", newline="", buffering=1 << 20
+            )
+            for t in tables.TABLES
+        }
+        self.rejects = (out_dir / REJECTS_FILE).open("wb")
+        self.keys = (out_dir / KEYS_FILE).open("w", encoding="utf-8", newline="", buffering=1 << 16)
+
+    def write_key(self, index: int, session_id: str, end_time: str, start_time: str) -> None:
+        """One session's row of the keys file (fields already in staged form)."""
+        self.keys.write(f"{index}\t{session_id}\t{end_time}\t{start_time}\n")
+
+    def write_reject(self, line_no: int, reason: str, raw: bytes) -> None:
+        raw = raw[:-1] if raw.endswith(b"\n") else raw
+        record = {
+            "line_no": line_no,
+            "reason": reason[:1000],
+            "raw": base64.b64encode(raw).decode(),
+        }
+        self.rejects.write(orjson.dumps(record) + b"\n")
+
+    def close(self) -> None:
+        for h in self.handles.values():
+            h.close()
+        self.rejects.close()
+        self.keys.close()
+
+
+# --- reading staged files back, for the loader -------------------------------------------------
+
+
+def keys_to_check(keys: Path, reach: int | None) -> tuple[Path, int]:
+    """The keys of the sessions that may already be stored: those starting at or before
+    `reach` (None: nothing is stored), or with no start_time. Returns the file and its rows."""
+    out = keys.with_name("keys_to_check.tsv")
+    kept = 0
+    with (
+        keys.open("r", encoding="utf-8", newline="") as src,
+        out.open("w", encoding="utf-8", newline="") as dst,
+    ):
+        for line in src:
+            start = line[line.rindex("\t") + 1 : -1]  # start_time: the last field
+            if reach is not None and (start == NULL or int(start) <= reach):
+                dst.write(line)
+                kept += 1
+    return out, kept
+
+
+def without_sessions(path: Path, indexes: set[str]) -> tuple[Path, int]:
+    """A copy of a staged table file without the rows of the sessions at `indexes` (their index
+    in the file, as text: the first field of every row), and its row count."""
+    out = path.with_suffix(".filtered.tsv")
+    kept = 0
+    with (
+        path.open("r", encoding="utf-8", newline="") as src,
+        out.open("w", encoding="utf-8", newline="") as dst,
+    ):
+        for line in src:
+            if line.split("\t", 1)[0] not in indexes:
+                dst.write(line)
+                kept += 1
+    return out, kept
