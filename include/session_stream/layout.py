@@ -76,8 +76,8 @@ class SplitResult:
     rejects: int = 0
     lines: int = 0
     seconds: float = 0.0
-    # The latest time (ms) any session of the file reaches: max of start_time and end_time.
-    # No version of these sessions can start after it (see load.py, "horizon").
+    # The latest time (ms) any session of the file reaches: max of start_time and end_time
+    # (kept in the ledger: how far the file's sessions reach).
     horizon: int | None = None
     # Keys the spec does not know / expected keys that lines lacked: {path: count} (split.KeyAudit).
     unknown_keys: dict[str, int] = field(default_factory=dict)
@@ -168,23 +168,6 @@ class SplitWriter:
 
 
 # --- reading staged files back, for the loader -------------------------------------------------
-
-
-def keys_to_check(keys: Path, reach: int | None) -> tuple[Path, int]:
-    """The keys of the sessions that may already be stored: those starting at or before
-    `reach` (None: nothing is stored), or with no start_time. Returns the file and its rows."""
-    out = keys.with_name("keys_to_check.tsv")
-    kept = 0
-    with (
-        keys.open("r", encoding="utf-8", newline="") as src,
-        out.open("w", encoding="utf-8", newline="") as dst,
-    ):
-        for line in src:
-            start = line[line.rindex("\t") + 1 : -1]  # start_time: the last field
-            if reach is not None and (start == NULL or int(start) <= reach):
-                dst.write(line)
-                kept += 1
-    return out, kept
 
 
 def without_sessions(path: Path, indexes: set[str]) -> tuple[Path, int]:

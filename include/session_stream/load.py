@@ -35,7 +35,6 @@ from .layout import (
     KEYS_FIELDS,
     LOAD_FORMAT,
     SplitResult,
-    keys_to_check,
     load_columns,
     without_sessions,
 )
@@ -249,28 +248,15 @@ class Loader:
                 done = self.ledger([split.source_name]).get(split.source_name)
                 if is_loaded(done, size):
                     return FileOutcome(split.source_name, "skipped", rejects=done["rejects"] or 0)
-            for full_check in (False, True):
-                self._prepare_temp_tables(cur, split.sessions)
-                conn.begin()
-                try:
-                    outcome = self._merge(
-                        cur, split, size, window_start, time.perf_counter(), full_check
-                    )
-                    conn.commit()
-                    return outcome
-                except DuplicateRowsError:
-                    conn.rollback()
-                    if full_check:
-                        raise
-                    # A session skipped by the horizon test existed after all (its start_time
-                    # changed between versions?): load the file again, checking every session.
-                    log.warning(
-                        "%s: a session thought new was already stored; checking all",
-                        split.source_name,
-                    )
-                except BaseException:
-                    conn.rollback()
-                    raise
+            self._prepare_temp_tables(cur, split.sessions)
+            conn.begin()
+            try:
+                outcome = self._merge(cur, split, size, window_start, time.perf_counter())
+                conn.commit()
+                return outcome
+            except BaseException:
+                conn.rollback()
+                raise
         finally:
             try:
                 cur.execute("SELECT RELEASE_LOCK(%s)", (self.lock_name,))
@@ -296,7 +282,7 @@ class Loader:
             )
 
     def _merge(
-        self, cur, split: SplitResult, size: int, window_start, started: float, full_check: bool
+        self, cur, split: SplitResult, size: int, window_start, started: float
     ) -> FileOutcome:
         name = split.source_name
         files = split.files()
@@ -310,29 +296,19 @@ class Loader:
         )
         key = quote(tables.SESSION_KEY_COLUMN)
 
-        # 1. Which of the file's sessions exist already, and who wins. Only sessions that can
-        # exist are looked up: a stored version of a session starts at its start_time, and no
-        # stored session reaches past the greatest horizon in the ledger, so a session starting
-        # after that horizon is new (the usual case when files arrive in time order).
-        keys_path, candidates = split.keys_path, split.sessions
-        if not full_check:
-            cur.execute(f"SELECT MAX(horizon) FROM {quote(tables.LEDGER_TABLE)}")
-            reach = cur.fetchone()[0]
-            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(tables.SESSIONS.name)})")
-            if (
-                reach is not None or not cur.fetchone()[0]
-            ):  # sessions from outside the ledger: check all
-                keys_path, candidates = keys_to_check(split.keys_path, reach)
-        replaced, superseded = [], set()
-        if candidates:
-            self._load_data(cur, keys_path, INCOMING, list(KEYS_FIELDS), candidates)
+        # 1. Which of the file's sessions exist already, and who wins. Every session of the file
+        # is looked up: this is what keeps session_id unique in session_sessions (its index is
+        # not a unique one, see schema.table_ddl), and it costs little, as the index is small
+        # enough to stay in memory.
+        existing = ()
+        if split.sessions:
+            self._load_data(cur, split.keys_path, INCOMING, list(KEYS_FIELDS), split.sessions)
             cur.execute(
                 f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{quote(tables.SOURCE_FILE_COLUMN)}"
                 f" FROM {quote(INCOMING)} i JOIN {quote(tables.SESSIONS.name)} s ON s.session_id = i.session_id"
             )
             existing = cur.fetchall()
-        else:
-            existing = ()
+        replaced, superseded = [], set()
         for idx, new_end, old_key, old_end, old_file in existing:
             if incoming_wins(new_end, name, old_end, old_file):
                 replaced.append((old_key,))
@@ -423,15 +399,11 @@ class Loader:
             found = cur.fetchall()
             detail = "; ".join(f"{msg} ({code})" for _, code, msg in found)
             if any(code == ER_DUP_ENTRY for _, code, _ in found):
-                raise DuplicateRowsError(f"{table}: rows already present: {detail}")
+                raise LoadError(f"{table}: rows already present: {detail}")
             raise LoadError(f"MySQL changed or dropped values loading {table}: {detail}")
         if loaded != expected:
             raise LoadError(f"{table}: loaded {loaded} rows, the staged file holds {expected}")
         return loaded
-
-
-class DuplicateRowsError(LoadError):
-    """LOAD DATA LOCAL skipped rows whose key was already there (it never fails on them)."""
 
 
 def _json_counts(counts: dict[str, int]) -> str | None:

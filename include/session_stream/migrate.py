@@ -4,7 +4,8 @@ What it changes (see tables.py for the shape it converts to):
 - session_sessions gets exactly the 35 columns of Monetate's sample schema: the 16 it lacked are
   added (NULL for sessions already loaded: `session-stream load --force`, or the DAG with
   `start`/`end`/`force`, refills them), the 5 invented ones (mid, ip_address, user_agent,
-  country, referrer) are dropped, and session_id is widened to 255 characters.
+  country, referrer) are dropped, session_id is widened to 255 characters, and its unique
+  index gives way to the compact index on its first characters (schema.table_ddl says why).
 - Each child table's rows move to its storage table (session_stream_<name>, numbered by row_no,
   ids widened to 255) and the child table becomes a view of the same name.
 - The ledger gets its unknown_keys / missing_keys columns; the BI views are made again.
@@ -30,6 +31,7 @@ def to_monetate_schema(conn) -> None:
     try:
         collation = schema.key_collation(conn)
         reconcile_columns(conn, tables.SESSIONS, collation)
+        _session_id_index(conn)
         for table in tables.CHILD_TABLES:
             _move_child_rows(conn, table, collation)
         _add_ledger_columns(conn)
@@ -91,6 +93,26 @@ def reconcile_columns(conn, table: tables.Table, collation: str) -> bool:
     cur.execute(f"ALTER TABLE {quote(table.storage)} " + ", ".join(changes))
     cur.close()
     return True
+
+
+def _session_id_index(conn) -> None:
+    """The unique index on the whole session_id gives way to the compact one (schema.table_ddl)."""
+    cur = conn.cursor()
+    cur.execute(
+        "SELECT DISTINCT index_name FROM information_schema.statistics"
+        " WHERE table_schema = DATABASE() AND table_name = %s",
+        (tables.SESSIONS.storage,),
+    )
+    have = {row[0] for row in cur.fetchall()}
+    changes = [f"DROP INDEX {quote(name)}" for name in ("ux_session_id",) if name in have]
+    if schema.SESSION_ID_INDEX not in have:
+        changes.append(
+            f"ADD KEY {quote(schema.SESSION_ID_INDEX)}"
+            f" ({quote(tables.SESSION_ID.name)}({tables.SESSION_ID_INDEX_PREFIX}))"
+        )
+    if changes:
+        cur.execute(f"ALTER TABLE {quote(tables.SESSIONS.storage)} " + ", ".join(changes))
+    cur.close()
 
 
 def _primary_key(cur, name: str) -> list[str]:

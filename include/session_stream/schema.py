@@ -14,6 +14,7 @@ from . import tables
 from .sql import quote
 
 LOCK_NAME = "session_stream_migrations"
+SESSION_ID_INDEX = "ix_session_id"
 
 
 def load_lock_name(database: str) -> str:
@@ -56,11 +57,18 @@ def table_ddl(table: tables.Table, key_collation: str, name: str | None = None) 
     """The base table behind `table`: session_sessions itself, or a child table's storage.
 
     Clustered keys that only ever grow: a load appends its rows at the end of every table
-    instead of writing pages all over it. session_sessions maps session_id to session_key with
-    a unique index: the newest-wins merge looks sessions up there, and so do the child tables'
-    views, which is how Monetate's joins on session_id find a session's rows without a
-    session_id index in every child table. Such an index, written in random order, doubled
-    LOAD DATA's cost on the first day and grows worse as the tables outgrow the buffer pool.
+    instead of writing pages all over it. The one index a load writes in random order is
+    session_sessions' index on session_id: the newest-wins merge looks sessions up there, and so
+    do the child tables' views, which is how Monetate's joins on session_id find a session's
+    rows without a session_id index in every child table (such indexes doubled LOAD DATA's cost
+    on the first day, and grow worse as the tables outgrow the buffer pool).
+
+    That index keeps only the first SESSION_ID_INDEX_PREFIX characters of a session_id: half
+    the size of a full one, so that a growing warehouse's index stays in a stock 128 MB buffer
+    pool far longer (a full unique index of 12 days of sessions did not, and a day's load took
+    twice as long by then). A lookup compares the whole id on the row it finds. It is not a
+    unique index: the loader, which looks up every session of a file before loading it, under
+    its lock, is what keeps session_id unique.
     """
     key = quote(tables.SESSION_KEY_COLUMN)
     cols = [f"  {quote(n)} {d}" for n, d in column_definitions(table, key_collation)]
@@ -68,7 +76,10 @@ def table_ddl(table: tables.Table, key_collation: str, name: str | None = None) 
         cols.append(f"  PRIMARY KEY ({key}, {quote(tables.ROW_NO_COLUMN)})")
     else:
         cols.append(f"  PRIMARY KEY ({key})")
-        cols.append(f"  UNIQUE KEY `ux_session_id` ({quote(tables.SESSION_ID.name)})")
+        cols.append(
+            f"  KEY {quote(SESSION_ID_INDEX)}"
+            f" ({quote(tables.SESSION_ID.name)}({tables.SESSION_ID_INDEX_PREFIX}))"
+        )
     for index in table.indexes:
         cols.append(
             f"  KEY {quote('ix_' + '_'.join(index))} ({', '.join(quote(n) for n in index)})"
@@ -87,7 +98,7 @@ def child_view_ddl(table: tables.Table) -> str:
     session_id comes from session_sessions by session_key. A LEFT JOIN on its primary key lets
     the optimizer drop session_sessions from a query that does not use session_id (MariaDB's
     table elimination); a query that joins on session_id, as Monetate's guide does, turns it into
-    an inner join that finds the session by ux_session_id, then its rows by the storage table's
+    an inner join that finds the session by its session_id index, then its rows by the storage table's
     primary key. `id` is unique per row like the sample's AUTO_INCREMENT id (and, like it,
     changes when a newer version of the session replaces the rows).
     """
