@@ -527,11 +527,18 @@ def print_summary(url: db.DbUrl, files: list[Path], before: dict, after: dict, d
 # Example queries a user can paste into mysql; the demo test runs every one of them.
 QUERIES: list[tuple[str, str]] = [
     (
-        "Sessions per device",
+        "Sessions, purchases and revenue by country (Tableau maps country_code and city)",
         """\
-SELECT device_type, COUNT(*) AS sessions, SUM(has_purchase) AS purchasing,
-       ROUND(AVG(page_views), 1) AS avg_page_views
-FROM session_sessions GROUP BY device_type ORDER BY sessions DESC""",
+SELECT country_code, COUNT(*) AS sessions, SUM(has_purchase) AS purchasing,
+       SUM(session_value) AS revenue, ROUND(AVG(time_on_site)) AS avg_seconds
+FROM session_sessions GROUP BY country_code ORDER BY sessions DESC LIMIT 6""",
+    ),
+    (
+        "Monetate's guide: sessions left-joined to a child table on session_id",
+        """\
+SELECT s.device_type, COUNT(DISTINCT s.session_id) AS sessions, COUNT(c.product_id) AS cart_lines
+FROM session_sessions s LEFT JOIN session_cart_lines c ON c.session_id = s.session_id
+GROUP BY s.device_type ORDER BY sessions DESC""",
     ),
     (
         "Top offers (experience names fill in once `session-stream refresh-metadata` has run)",
@@ -552,6 +559,12 @@ FROM v_daily_sessions GROUP BY session_date ORDER BY session_date""",
         """\
 SELECT file_name, line_no, reason FROM session_stream_rejects
 ORDER BY file_name, line_no LIMIT 5""",
+    ),
+    (
+        "Keys the files carried that the spec does not know (the sample adds some on purpose)",
+        """\
+SELECT file_name, unknown_keys FROM session_stream_files
+WHERE unknown_keys IS NOT NULL ORDER BY file_name LIMIT 3""",
     ),
 ]
 

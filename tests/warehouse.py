@@ -15,12 +15,14 @@ def dump(url: str, *, with_source: bool = True) -> dict[str, list[tuple]]:
         cols = table.column_names + (
             [tables.SOURCE_FILE_COLUMN] if table is tables.SESSIONS and with_source else []
         )
-        cur.execute(
-            f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{table.name}` ORDER BY 1, 2, 3"
-        )
-        out[table.name] = list(cur.fetchall())
+        cur.execute(f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{table.name}`")
+        out[table.name] = sorted(cur.fetchall(), key=_sort_key)
     conn.close()
     return out
+
+
+def _sort_key(row: tuple) -> tuple:
+    return tuple((v is not None, v if v is not None else 0) for v in row)
 
 
 def query(url: str, sql: str, params=()) -> list[tuple]:
@@ -36,6 +38,6 @@ def reset(url: str) -> None:
     """Empty every table of the warehouse (keeps the schema)."""
     conn = db.connect(url)
     cur = conn.cursor()
-    for name in [t.name for t in tables.TABLES] + [tables.LEDGER_TABLE, tables.REJECTS_TABLE]:
+    for name in [t.storage for t in tables.TABLES] + [tables.LEDGER_TABLE, tables.REJECTS_TABLE]:
         cur.execute(f"DELETE FROM `{name}`")
     conn.close()

@@ -1,12 +1,22 @@
-"""Benchmark: a generated day loaded by session-stream versus a row-by-row INSERT loader.
+"""Benchmark: session-stream against Monetate's row-by-row loader, and a growing warehouse.
 
     python -m session_stream.bench [--server mysql://root@127.0.0.1:3306/] [--sessions 80000] [--files 16]
+    python -m session_stream.bench --days 12
 
-Generates a day (default 80,000 sessions in 16 files), loads it into a fresh database with the
-pipeline the CLI uses (split ahead in a worker process, LOAD DATA, newest-wins merge), then
-loads the same files into another fresh database with one INSERT per row, checks the two
-warehouses are identical, and prints sessions/s, rows/s, peak memory and the ratio.
-Both databases are dropped afterwards unless --keep.
+A day (the default): generates a day (80,000 sessions in 16 files), loads it into a fresh
+database with the pipeline the CLI uses (split ahead in a worker process, LOAD DATA, newest-wins
+merge), then loads the same files into another fresh database holding Monetate's sample schema,
+one INSERT per row as Monetate's sample script does, checks the two warehouses hold the same
+rows, and prints sessions/s, rows/s, peak memory, the ratio, and what the unknown-key audit of
+the split costs.
+
+A growing warehouse (`--days N`): loads N generated days one day at a time into one database and
+prints each day's time and day N against day 1; then runs Monetate's guide joins
+(session_sessions left-joined to each child table on session_id, grouped by a session column;
+purchase line items to purchase lines on purchase_id) and prints each against the time to read
+both of its tables once.
+
+The databases are dropped afterwards unless --keep.
 """
 
 from __future__ import annotations
@@ -18,85 +28,86 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
-from . import db, rowbyrow, sample, schema, tables
+from . import db, rowbyrow, sample, schema, split, tables
 from .load import Loader
 from .pipeline import load_files
 from .sql import quote
+
+DAY = date(2026, 11, 1)
 
 
 def _peak_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
-def _fresh_database(server: str, prefix: str) -> str:
+def _fresh_database(server: str, prefix: str, *, init: bool = True) -> str:
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     conn = db.connect(f"{server.rstrip('/')}/mysql", database=False)
-    conn.cursor().execute(f"CREATE DATABASE {quote(name)} CHARACTER SET utf8mb4")
+    conn.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     conn.close()
     url = f"{server.rstrip('/')}/{name}"
-    conn = db.connect(url)
-    schema.init_db(conn)
-    conn.close()
+    if init:
+        conn = db.connect(url)
+        schema.init_db(conn)
+        conn.close()
     return url
 
 
 def _drop_database(url: str) -> None:
     conn = db.connect(url, database=False)
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS {quote(db.DbUrl.parse(url).database)}")
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS `{db.DbUrl.parse(url).database}`")
     conn.close()
 
 
-def _contents(url: str) -> dict[str, list[tuple]]:
-    conn = db.connect(url)
-    cur = conn.cursor()
-    out = {}
-    for t in tables.TABLES:
-        cur.execute(
-            f"SELECT {', '.join(map(quote, t.column_names))} FROM {quote(t.name)} ORDER BY 1, 2, 3"
-        )
-        out[t.name] = cur.fetchall()
-    conn.close()
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m session_stream.bench", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument(
-        "--server", default="mysql://root@127.0.0.1:3306/", help="MySQL server URL (no database)"
-    )
-    p.add_argument("--sessions", type=int, default=80_000)
-    p.add_argument("--files", type=int, default=16)
-    p.add_argument("--jobs", type=int, default=1, help="split worker processes (default 1)")
-    p.add_argument(
-        "--repeat", type=int, default=3, help="session-stream runs; the median counts (default 3)"
-    )
-    p.add_argument("--data", type=Path, help="reuse or keep the generated drop in this folder")
-    p.add_argument("--skip-baseline", action="store_true", help="time session-stream only")
-    p.add_argument("--keep", action="store_true", help="keep the two databases")
-    args = p.parse_args(argv)
-
-    tmp = None
-    root = args.data
-    if root is None:
-        tmp = tempfile.TemporaryDirectory(prefix="session-stream-bench-")
-        root = Path(tmp.name)
-    day = date(2026, 11, 1)
-    paths = sorted(root.rglob("*.json.gz"))
+def _drop(root: Path, day: date, args, seed: int) -> list[Path]:
+    folder = root / f"{day:%Y/%m/%d}"
+    paths = sorted(folder.glob("*.json.gz")) if folder.exists() else []
     if not paths:
-        print(
-            f"generating {args.sessions:,} sessions in {args.files} files under {root} ...",
-            flush=True,
-        )
-        paths = sample.write_drop(root, day, sessions=args.sessions, files=args.files, seed=42)
-    gz_mb = sum(p.stat().st_size for p in paths) / 1e6
+        paths = sample.write_drop(root, day, sessions=args.sessions, files=args.files, seed=seed)
+    return paths
 
-    fast_url = None
-    slow_url = None
+
+def _load(url: str, paths: list[Path], jobs: int):
+    loader = Loader(lambda: db.connect(url))
+    started = time.perf_counter()
+    summary = load_files(paths, loader, workers=jobs)
+    seconds = time.perf_counter() - started
+    loader.close()
+    if summary.failed:
+        raise SystemExit(f"FAILED: {summary.failures}")
+    return summary, seconds
+
+
+def _audit_cost(paths: list[Path], work: Path) -> tuple[float, float]:
+    """CPU seconds to split `paths` with the unknown-key audit, and without it."""
+
+    class NoAudit(split.KeyAudit):
+        def check(self, session: dict) -> None:
+            pass
+
+    def timed() -> float:
+        started = time.process_time()
+        for i, path in enumerate(paths):
+            split.split_file(path, work / str(i))
+        return time.process_time() - started
+
+    with_audit = min(timed() for _ in range(2))
+    real = split.KeyAudit
+    split.KeyAudit = NoAudit
+    try:
+        without = min(timed() for _ in range(2))
+    finally:
+        split.KeyAudit = real
+    return with_audit, without
+
+
+def bench_day(args, root: Path) -> int:
+    paths = _drop(root, DAY, args, seed=42)
+    gz_mb = sum(p.stat().st_size for p in paths) / 1e6
+    fast_url = slow_url = None
     try:
         # The fast load is short, so one busy moment on the machine skews it: take the median
         # of --repeat runs, each into a fresh database. The baseline runs once.
@@ -106,49 +117,201 @@ def main(argv: list[str] | None = None) -> int:
                 _drop_database(fast_url)
             fast_url = _fresh_database(args.server, "ss_bench_fast")
             print(
-                f"session-stream: loading {len(paths)} files ({gz_mb:.0f} MB gzip), run {attempt + 1}/{args.repeat} ...",
+                f"session-stream: loading {len(paths)} files ({gz_mb:.0f} MB gzip),"
+                f" run {attempt + 1}/{args.repeat} ...",
                 flush=True,
             )
-            loader = Loader(lambda url=fast_url: db.connect(url))
-            started = time.perf_counter()
-            summary = load_files(paths, loader, workers=args.jobs)
-            times.append(time.perf_counter() - started)
-            loader.close()
-            if summary.failed:
-                print(f"FAILED: {summary.failures}")
-                return 1
-            print(f"  {times[-1]:.2f} s")
+            summary, seconds = _load(fast_url, paths, args.jobs)
+            times.append(seconds)
+            print(f"  {seconds:.2f} s")
         fast = statistics.median(times)
         rows = summary.total_rows
         peak_main, peak_worker = _peak_mb(resource.RUSAGE_SELF), _peak_mb(resource.RUSAGE_CHILDREN)
         print(
-            f"session-stream (median of {len(times)}): {fast:.2f} s | {summary.sessions / fast:,.0f} sessions/s | "
-            f"{rows / fast:,.0f} rows/s | {summary.sessions:,} session versions, {rows:,} rows"
+            f"session-stream (median of {len(times)}): {fast:.2f} s"
+            f" | {summary.sessions / fast:,.0f} sessions/s | {rows / fast:,.0f} rows/s"
+            f" | {summary.sessions:,} session versions, {rows:,} rows"
         )
         print(f"  peak memory: {peak_main:.0f} MB main process, {peak_worker:.0f} MB split worker")
+        with tempfile.TemporaryDirectory(prefix="session-stream-bench-split-") as work:
+            with_audit, without = _audit_cost(paths, Path(work))
+        audit = max(0.0, with_audit - without)
+        print(
+            f"  unknown-key audit: {audit:.2f} s of {with_audit:.2f} s split CPU"
+            f" = {100 * audit / fast:.1f}% of the day's load"
+        )
         if args.skip_baseline:
             return 0
 
-        slow_url = _fresh_database(args.server, "ss_bench_rowbyrow")
-        print("row-by-row INSERT baseline: loading the same files ...", flush=True)
+        slow_url = _fresh_database(args.server, "ss_bench_rowbyrow", init=False)
+        rowbyrow.create_sample_schema(slow_url)
+        print(
+            "row-by-row INSERT baseline (Monetate's sample schema and script): loading the same"
+            " files ...",
+            flush=True,
+        )
         started = time.perf_counter()
         rowbyrow.load_files(slow_url, paths)
         slow = time.perf_counter() - started
         print(
             f"  {slow:.2f} s | {summary.sessions / slow:,.0f} sessions/s | {rows / slow:,.0f} rows/s"
         )
-        same = _contents(fast_url) == _contents(slow_url)
+        same = rowbyrow.contents(fast_url) == rowbyrow.contents(slow_url)
         print(f"  warehouses identical: {'yes' if same else 'NO'}")
         print(f"ratio: session-stream is {slow / fast:.1f}x faster than row-by-row INSERT")
         return 0 if same else 1
     finally:
         if not args.keep:
-            if fast_url:
-                _drop_database(fast_url)
-            if slow_url:
-                _drop_database(slow_url)
-        if tmp is not None:
-            tmp.cleanup()
+            for url in (fast_url, slow_url):
+                if url:
+                    _drop_database(url)
+
+
+# --- a growing warehouse ----------------------------------------------------------------------
+
+
+def guide_joins() -> list[tuple[str, str, list[str]]]:
+    """(label, the guide's join, the queries that read each of its tables once)."""
+    sessions = quote(tables.SESSIONS.name)
+    group = quote("device_type")
+    read_sessions = f"SELECT s.{group}, COUNT(*) FROM {sessions} s GROUP BY s.{group}"
+    out = []
+    for table in tables.CHILD_TABLES:
+        counted = quote(table.value_names[-1])
+        join = (
+            f"SELECT s.{group}, COUNT(c.{counted}) FROM {sessions} s"
+            f" LEFT JOIN {quote(table.name)} c ON c.`session_id` = s.`session_id`"
+            f" GROUP BY s.{group}"
+        )
+        read_child = f"SELECT COUNT(c.{counted}) FROM {quote(table.name)} c"
+        out.append((f"sessions -> {table.name}", join, [read_sessions, read_child]))
+    lines, items = tables.PURCHASE_LINES, tables.PURCHASE_LINE_ITEMS
+    join = (
+        f"SELECT COUNT(i.`unit_price`), SUM(i.`quantity`) FROM {quote(lines.name)} l"
+        f" LEFT JOIN {quote(items.name)} i ON i.`purchase_id` = l.`purchase_id`"
+    )
+    reads = [
+        f"SELECT COUNT(l.`total`) FROM {quote(lines.name)} l",
+        f"SELECT COUNT(i.`unit_price`) FROM {quote(items.name)} i",
+    ]
+    out.append((f"{lines.name} -> {items.name}", join, reads))
+    return out
+
+
+def _best_of(cur, sql: str, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        cur.execute(sql)
+        cur.fetchall()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bench_days(args, root: Path) -> int:
+    url = _fresh_database(args.server, "ss_bench_days")
+    try:
+        days = [DAY - timedelta(days=args.days - n) for n in range(args.days)]
+        seconds = []
+        for n, day in enumerate(days[:-1]):
+            summary, took = _load(url, _drop(root, day, args, seed=42), args.jobs)
+            seconds.append(took)
+            print(
+                f"day {n + 1:>2} ({day}): {took:5.2f} s | {summary.sessions:,} session versions,"
+                f" {summary.total_rows:,} rows",
+                flush=True,
+            )
+        # The last day, into the grown warehouse and, just before and just after, into an empty
+        # one: the same files at nearly the same moment, so a busy machine skews both alike.
+        last = _drop(root, days[-1], args, seed=42)
+        empty = []
+        for when in ("before", "after"):
+            if when == "after":
+                summary, grown = _load(url, last, args.jobs)
+                seconds.append(grown)
+                print(
+                    f"day {args.days:>2} ({days[-1]}): {grown:5.2f} s | {summary.sessions:,}"
+                    f" session versions, {summary.total_rows:,} rows",
+                    flush=True,
+                )
+            scratch = _fresh_database(args.server, "ss_bench_day1")
+            try:
+                empty.append(_load(scratch, last, args.jobs)[1])
+            finally:
+                _drop_database(scratch)
+        conn = db.connect(url)
+        cur = conn.cursor()
+        cur.execute(
+            "SELECT SUM(table_rows), SUM(data_length + index_length) FROM information_schema.tables"
+            " WHERE table_schema = DATABASE()"
+        )
+        total_rows, total_bytes = cur.fetchone()
+        cur.execute("SELECT @@innodb_buffer_pool_size")
+        (pool,) = cur.fetchone()
+        cur.execute(f"SELECT COUNT(*) FROM {quote(tables.SESSIONS.name)}")
+        (sessions,) = cur.fetchone()
+        print(
+            f"warehouse: {sessions:,} sessions, about {int(total_rows):,} rows,"
+            f" {int(total_bytes) / 2**20:,.0f} MiB (buffer pool {int(pool) / 2**20:,.0f} MiB)"
+        )
+        first = statistics.mean(empty)
+        print(
+            f"growth: day {args.days} took {seconds[-1] / first:.2f}x the same files loaded into"
+            f" an empty warehouse ({seconds[-1]:.2f} s / {first:.2f} s, the mean of"
+            f" {empty[0]:.2f} s before and {empty[1]:.2f} s after)"
+        )
+        print(f"  day {args.days} against day 1 as loaded first: {seconds[-1] / seconds[0]:.2f}x")
+
+        print(
+            f"Monetate's guide joins (best of {args.repeat}), against reading both tables once"
+            " (a full scan of each):"
+        )
+        worst = 0.0
+        for label, join, reads in guide_joins():
+            joined = _best_of(cur, join, args.repeat)
+            read = sum(_best_of(cur, sql, args.repeat) for sql in reads)
+            if label.startswith("sessions"):
+                worst = max(worst, joined / read)
+            print(
+                f"  {label:<58} {joined:6.2f} s | read once {read:5.2f} s | {joined / read:4.1f}x"
+            )
+        print(f"  slowest join of session_sessions to a child table: {worst:.1f}x")
+        conn.close()
+        return 0
+    finally:
+        if not args.keep:
+            _drop_database(url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m session_stream.bench", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--server", default="mysql://root@127.0.0.1:3306/", help="MySQL server URL (no database)"
+    )
+    p.add_argument("--sessions", type=int, default=80_000, help="sessions a day (default 80000)")
+    p.add_argument("--files", type=int, default=16, help="files a day (default 16)")
+    p.add_argument("--jobs", type=int, default=1, help="split worker processes (default 1)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each timed step; the median (a day) or best (joins) counts (default 3)",
+    )
+    p.add_argument(
+        "--days", type=int, default=0, help="load this many days into one warehouse, then join"
+    )
+    p.add_argument("--data", type=Path, help="reuse or keep the generated drops in this folder")
+    p.add_argument("--skip-baseline", action="store_true", help="time session-stream only")
+    p.add_argument("--keep", action="store_true", help="keep the databases")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="session-stream-bench-") as tmp:
+        root = args.data or Path(tmp)
+        if args.days:
+            return bench_days(args, root)
+        return bench_day(args, root)
 
 
 if __name__ == "__main__":

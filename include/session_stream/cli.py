@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -114,6 +115,24 @@ def print_summary(summary) -> None:
     )
     for name, error in summary.failures:
         out.print(f"[red]failed[/] {name}: {error}")
+    print_key_counts(summary.unknown_keys, summary.missing_keys)
+
+
+def print_key_counts(unknown, missing) -> None:
+    """The keys files carried that the spec does not know (their values are not stored), and
+    the expected keys lines lacked (stored as NULL): the ledger has them per file."""
+    if unknown:
+        out.print(
+            "[yellow]keys the spec does not know[/] (not stored; see unknown_keys in the ledger):"
+        )
+        for line in unknown.describe():
+            out.print(f"  {escape(line)}")
+    if missing:
+        out.print(
+            "[yellow]expected keys missing[/] (stored as NULL; see missing_keys in the ledger):"
+        )
+        for line in missing.describe():
+            out.print(f"  {escape(line)}")
 
 
 # -- refresh-metadata ----------------------------------------------------------------------

@@ -26,7 +26,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from . import tables
 from .errors import BadInputError, ConfigError, LoadError
+from .keycounts import KeyCounts
 from .utc import parse_utc
 
 log = logging.getLogger(__name__)
@@ -359,6 +361,18 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
         "waiting": waiting,
         "rejects": sum((ledger.get(n) or {}).get("rejects") or 0 for n in names),
     }
+    # Keys the files carried that the spec does not know, and expected keys their lines lacked
+    # (CONTRACT: never dropped silently): the run's log says so the hour they appear.
+    for column, label in (
+        (tables.UNKNOWN_KEYS_COLUMN, "keys the spec does not know (not stored)"),
+        (tables.MISSING_KEYS_COLUMN, "expected keys missing (stored as NULL)"),
+    ):
+        counts = KeyCounts()
+        for n in names:
+            counts.add((ledger.get(n) or {}).get(column))
+        summary[column] = counts.as_dict()
+        if counts:
+            log.warning("%s: %s", label, "; ".join(counts.describe()))
     if waiting:
         log.info(
             "%d file(s) still being written wait for the next run: %s",

@@ -1,8 +1,10 @@
 """The staged split: the folder split.py writes for one source file and load.py reads.
 
-    <table>.tsv       one per table of tables.TABLES, one row per table row: the session's
-                      index in the file (the loader turns it into session_key), then the table's
-                      columns in spec order; session_sessions rows end with the source file name
+    <table>.tsv       one per table of tables.TABLES, one row per table row, led by the session's
+                      index in the file (the loader turns it into session_key). session_sessions:
+                      index, then its columns in spec order (session_id first), then the source
+                      file name. A child table: index, row_no (the row's number among the
+                      session's rows of that table), then its columns in spec order
     session_keys.tsv  one row per session: index, session_id, end_time, start_time (all the
                       newest-wins merge reads before loading)
     rejects.jsonl     one JSON object per rejected line: line_no, reason, raw (base64, whole)
@@ -47,17 +49,16 @@ def escape(s: str) -> str:
 
 
 def row_lead(index: int, session_id: str) -> str:
-    """The leading fields of a session's rows: its index in the file and its escaped session_id
-    (the first column of every table)."""
+    """The leading fields of a session_sessions row: the session's index in the file and its
+    escaped session_id (the table's first column)."""
     return f"{index}\t{session_id}"
 
 
 def load_columns(table: tables.Table) -> list[str]:
     """The LOAD DATA column list of a table's staged file, in the order of its fields."""
-    columns = [INDEX_FIELD, *(quote(c) for c in table.column_names)]
-    if table is tables.SESSIONS:
-        columns.append(quote(tables.SOURCE_FILE_COLUMN))
-    return columns
+    if table.is_child:
+        return [INDEX_FIELD, quote(tables.ROW_NO_COLUMN), *(quote(c) for c in table.value_names)]
+    return [INDEX_FIELD, *(quote(c) for c in table.value_names), quote(tables.SOURCE_FILE_COLUMN)]
 
 
 def table_file(out_dir: Path, table: tables.Table) -> Path:
@@ -75,9 +76,12 @@ class SplitResult:
     rejects: int = 0
     lines: int = 0
     seconds: float = 0.0
-    # The latest time (ms) any session of the file reaches: max of start_time and end_time.
-    # No version of these sessions can start after it (see load.py, "horizon").
+    # The latest time (ms) any session of the file reaches: max of start_time and end_time
+    # (kept in the ledger: how far the file's sessions reach).
     horizon: int | None = None
+    # Keys the spec does not know / expected keys that lines lacked: {path: count} (split.KeyAudit).
+    unknown_keys: dict[str, int] = field(default_factory=dict)
+    missing_keys: dict[str, int] = field(default_factory=dict)
 
     def files(self) -> dict[str, Path]:
         return {t.name: table_file(self.out_dir, t) for t in tables.TABLES}
@@ -102,7 +106,17 @@ class SplitResult:
         return out
 
     def write_manifest(self) -> None:
-        fields = ("source_name", "sessions", "rows", "rejects", "lines", "seconds", "horizon")
+        fields = (
+            "source_name",
+            "sessions",
+            "rows",
+            "rejects",
+            "lines",
+            "seconds",
+            "horizon",
+            "unknown_keys",
+            "missing_keys",
+        )
         data = {k: getattr(self, k) for k in fields}
         tmp = self.out_dir / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -154,23 +168,6 @@ class SplitWriter:
 
 
 # --- reading staged files back, for the loader -------------------------------------------------
-
-
-def keys_to_check(keys: Path, reach: int | None) -> tuple[Path, int]:
-    """The keys of the sessions that may already be stored: those starting at or before
-    `reach` (None: nothing is stored), or with no start_time. Returns the file and its rows."""
-    out = keys.with_name("keys_to_check.tsv")
-    kept = 0
-    with (
-        keys.open("r", encoding="utf-8", newline="") as src,
-        out.open("w", encoding="utf-8", newline="") as dst,
-    ):
-        for line in src:
-            start = line[line.rindex("\t") + 1 : -1]  # start_time: the last field
-            if reach is not None and (start == NULL or int(start) <= reach):
-                dst.write(line)
-                kept += 1
-    return out, kept
 
 
 def without_sessions(path: Path, indexes: set[str]) -> tuple[Path, int]:

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 import MySQLdb
+import orjson
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from . import db as dbmod
@@ -34,7 +35,6 @@ from .layout import (
     KEYS_FIELDS,
     LOAD_FORMAT,
     SplitResult,
-    keys_to_check,
     load_columns,
     without_sessions,
 )
@@ -47,7 +47,8 @@ INCOMING = "_ss_incoming"  # temporary tables: private to the connection
 REPLACED = "_ss_replaced"
 RETRYABLE = {1205, 1213, 2006, 2013}  # lock wait timeout, deadlock, server gone, lost connection
 ER_LOCAL_INFILE = {1148, 2068, 3948}  # LOAD DATA LOCAL refused by client or server
-MEMORY_TEMP_ROWS = 40_000
+# A MEMORY table stores VARCHAR at full width: a row of _ss_incoming takes about this many bytes.
+MEMORY_ROW_BYTES = 4 * tables.SESSION_ID.length + 64
 ER_DUP_ENTRY = 1062
 
 
@@ -62,6 +63,8 @@ class FileOutcome:
     error: str | None = None
     replaced: int = 0  # sessions of the file that replaced an older version
     superseded: int = 0  # sessions of the file that a newer version already in MySQL beat
+    unknown_keys: dict[str, int] = field(default_factory=dict)  # see split.KeyAudit
+    missing_keys: dict[str, int] = field(default_factory=dict)
 
 
 def is_loaded(entry: dict | None, size: int) -> bool:
@@ -109,12 +112,14 @@ class Loader:
             missing = schema.missing_tables(conn)
             if missing:
                 raise ConfigError(
-                    f"the database has no {missing[0]} table: run `session-stream init-db` first"
+                    f"the database has no {missing[0]} table: run `session-stream init-db`"
+                    " (it creates the tables, or brings an older warehouse up to date)"
                 )
             cur = conn.cursor()
-            cur.execute("SELECT DATABASE(), @@log_bin, @@binlog_format")
-            database, log_bin, binlog_format = cur.fetchone()
-            self.lock_name = f"session_stream_load:{database}"
+            cur.execute("SELECT DATABASE(), @@log_bin, @@binlog_format, @@max_heap_table_size")
+            database, log_bin, binlog_format, max_heap = cur.fetchone()
+            self.lock_name = schema.load_lock_name(database)
+            self.memory_temp_rows = int(max_heap) * 3 // 4 // MEMORY_ROW_BYTES
             # Loads are serialised by the named lock, so READ COMMITTED loses nothing and spares
             # InnoDB gap locks (a few percent of LOAD DATA's cost). Statement-based binary logging
             # cannot log InnoDB writes under it: keep the default there.
@@ -243,28 +248,15 @@ class Loader:
                 done = self.ledger([split.source_name]).get(split.source_name)
                 if is_loaded(done, size):
                     return FileOutcome(split.source_name, "skipped", rejects=done["rejects"] or 0)
-            for full_check in (False, True):
-                self._prepare_temp_tables(cur, split.sessions)
-                conn.begin()
-                try:
-                    outcome = self._merge(
-                        cur, split, size, window_start, time.perf_counter(), full_check
-                    )
-                    conn.commit()
-                    return outcome
-                except DuplicateRowsError:
-                    conn.rollback()
-                    if full_check:
-                        raise
-                    # A session skipped by the horizon test existed after all (its start_time
-                    # changed between versions?): load the file again, checking every session.
-                    log.warning(
-                        "%s: a session thought new was already stored; checking all",
-                        split.source_name,
-                    )
-                except BaseException:
-                    conn.rollback()
-                    raise
+            self._prepare_temp_tables(cur, split.sessions)
+            conn.begin()
+            try:
+                outcome = self._merge(cur, split, size, window_start, time.perf_counter())
+                conn.commit()
+                return outcome
+            except BaseException:
+                conn.rollback()
+                raise
         finally:
             try:
                 cur.execute("SELECT RELEASE_LOCK(%s)", (self.lock_name,))
@@ -274,11 +266,13 @@ class Loader:
 
     def _prepare_temp_tables(self, cur, sessions: int) -> None:
         # MEMORY makes the key lookup about twice as cheap as InnoDB, within the server's
-        # max_heap_table_size (16 MB by default: ~60,000 rows of these); big files use InnoDB.
-        engine = "MEMORY" if sessions <= MEMORY_TEMP_ROWS else "InnoDB"
+        # max_heap_table_size (16 MB by default: ~11,000 rows of these); big files use InnoDB.
+        engine = "MEMORY" if sessions <= self.memory_temp_rows else "InnoDB"
+        session_id = tables.SESSION_ID
         temp_tables = {
             INCOMING: f"`idx` INT UNSIGNED NOT NULL PRIMARY KEY,"
-            f" `session_id` VARCHAR(64) COLLATE {self.key_collation} NOT NULL, `end_time` BIGINT NULL",
+            f" {quote(session_id.name)} {session_id.sql_type(self.key_collation)} NOT NULL,"
+            " `end_time` BIGINT NULL",
             REPLACED: "`session_key` BIGINT UNSIGNED NOT NULL PRIMARY KEY",
         }
         for name, columns in temp_tables.items():
@@ -288,36 +282,33 @@ class Loader:
             )
 
     def _merge(
-        self, cur, split: SplitResult, size: int, window_start, started: float, full_check: bool
+        self, cur, split: SplitResult, size: int, window_start, started: float
     ) -> FileOutcome:
         name = split.source_name
         files = split.files()
-        outcome = FileOutcome(name, "loaded", sessions=split.sessions, rejects=split.rejects)
+        outcome = FileOutcome(
+            name,
+            "loaded",
+            sessions=split.sessions,
+            rejects=split.rejects,
+            unknown_keys=split.unknown_keys,
+            missing_keys=split.missing_keys,
+        )
         key = quote(tables.SESSION_KEY_COLUMN)
 
-        # 1. Which of the file's sessions exist already, and who wins. Only sessions that can
-        # exist are looked up: a stored version of a session starts at its start_time, and no
-        # stored session reaches past the greatest horizon in the ledger, so a session starting
-        # after that horizon is new (the usual case when files arrive in time order).
-        keys_path, candidates = split.keys_path, split.sessions
-        if not full_check:
-            cur.execute(f"SELECT MAX(horizon) FROM {quote(tables.LEDGER_TABLE)}")
-            reach = cur.fetchone()[0]
-            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {quote(tables.SESSIONS.name)})")
-            if (
-                reach is not None or not cur.fetchone()[0]
-            ):  # sessions from outside the ledger: check all
-                keys_path, candidates = keys_to_check(split.keys_path, reach)
-        replaced, superseded = [], set()
-        if candidates:
-            self._load_data(cur, keys_path, INCOMING, list(KEYS_FIELDS), candidates)
+        # 1. Which of the file's sessions exist already, and who wins. Every session of the file
+        # is looked up: this is what keeps session_id unique in session_sessions (its index is
+        # not a unique one, see schema.table_ddl), and it costs little, as the index is small
+        # enough to stay in memory.
+        existing = ()
+        if split.sessions:
+            self._load_data(cur, split.keys_path, INCOMING, list(KEYS_FIELDS), split.sessions)
             cur.execute(
                 f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{quote(tables.SOURCE_FILE_COLUMN)}"
                 f" FROM {quote(INCOMING)} i JOIN {quote(tables.SESSIONS.name)} s ON s.session_id = i.session_id"
             )
             existing = cur.fetchall()
-        else:
-            existing = ()
+        replaced, superseded = [], set()
         for idx, new_end, old_key, old_end, old_file in existing:
             if incoming_wins(new_end, name, old_end, old_file):
                 replaced.append((old_key,))
@@ -330,7 +321,7 @@ class Loader:
             cur.executemany(f"INSERT INTO {quote(REPLACED)} ({key}) VALUES (%s)", replaced)
             for table in reversed(tables.TABLES):
                 cur.execute(
-                    f"DELETE t FROM {quote(table.name)} t JOIN {quote(REPLACED)} r ON r.{key} = t.{key}"
+                    f"DELETE t FROM {quote(table.storage)} t JOIN {quote(REPLACED)} r ON r.{key} = t.{key}"
                 )
 
         # 3. Rows straight into the final tables, minus sessions a newer version already beat.
@@ -344,7 +335,7 @@ class Loader:
                 path, expected = without_sessions(path, superseded)
             set_clause = f"SET {key} = {INDEX_FIELD} + {base:d}"
             loaded = (
-                self._load_data(cur, path, table.name, load_columns(table), expected, set_clause)
+                self._load_data(cur, path, table.storage, load_columns(table), expected, set_clause)
                 if expected
                 else 0
             )
@@ -362,8 +353,10 @@ class Loader:
         values = [outcome.rows[t.name] for t in tables.TABLES]
         cur.execute(
             f"INSERT INTO {quote(tables.LEDGER_TABLE)} (file_name, size, window_start, status, sessions,"
-            f" {', '.join(quote(c) for c in counts)}, rejects, horizon, split_seconds, load_seconds, error)"
-            f" VALUES (%s, %s, %s, 'loaded', %s, {', '.join(['%s'] * len(counts))}, %s, %s, %s, %s, NULL)"
+            f" {', '.join(quote(c) for c in counts)}, rejects, horizon, split_seconds, load_seconds, error,"
+            f" {quote(tables.UNKNOWN_KEYS_COLUMN)}, {quote(tables.MISSING_KEYS_COLUMN)})"
+            f" VALUES (%s, %s, %s, 'loaded', %s, {', '.join(['%s'] * len(counts))}, %s, %s, %s, %s, NULL,"
+            " %s, %s)"
             " ON DUPLICATE KEY UPDATE size = VALUES(size), window_start = VALUES(window_start),"
             " status = 'loaded', sessions = VALUES(sessions),"
             + "".join(f" {quote(c)} = VALUES({quote(c)})," for c in counts)
@@ -371,7 +364,11 @@ class Loader:
             # a reload may leave sessions of the earlier version: the horizon only grows
             " horizon = GREATEST(COALESCE(horizon, VALUES(horizon)), COALESCE(VALUES(horizon), horizon)),"
             " load_seconds = VALUES(load_seconds), error = NULL,"
-            " attempts = attempts + 1",
+            + "".join(
+                f" {quote(c)} = VALUES({quote(c)}),"
+                for c in (tables.UNKNOWN_KEYS_COLUMN, tables.MISSING_KEYS_COLUMN)
+            )
+            + " attempts = attempts + 1",
             (
                 name,
                 size,
@@ -382,6 +379,8 @@ class Loader:
                 split.horizon,
                 split.seconds,
                 round(time.perf_counter() - started, 3),
+                _json_counts(split.unknown_keys),
+                _json_counts(split.missing_keys),
             ),
         )
         return outcome
@@ -400,15 +399,16 @@ class Loader:
             found = cur.fetchall()
             detail = "; ".join(f"{msg} ({code})" for _, code, msg in found)
             if any(code == ER_DUP_ENTRY for _, code, _ in found):
-                raise DuplicateRowsError(f"{table}: rows already present: {detail}")
+                raise LoadError(f"{table}: rows already present: {detail}")
             raise LoadError(f"MySQL changed or dropped values loading {table}: {detail}")
         if loaded != expected:
             raise LoadError(f"{table}: loaded {loaded} rows, the staged file holds {expected}")
         return loaded
 
 
-class DuplicateRowsError(LoadError):
-    """LOAD DATA LOCAL skipped rows whose key was already there (it never fails on them)."""
+def _json_counts(counts: dict[str, int]) -> str | None:
+    """Key counts as the ledger keeps them: a JSON object, or NULL when there are none."""
+    return orjson.dumps(counts).decode() if counts else None
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import tables
 from .errors import BadInputError
+from .keycounts import KeyCounts
 from .layout import SplitResult
 from .load import FileOutcome, Loader
 from .names import window_start
@@ -39,6 +40,8 @@ class Summary:
     rejects: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (file, error)
+    unknown_keys: KeyCounts = field(default_factory=KeyCounts)  # keys the spec does not know
+    missing_keys: KeyCounts = field(default_factory=KeyCounts)  # expected keys lines lacked
 
     def add(self, outcome: FileOutcome) -> None:
         if outcome.status == "loaded":
@@ -49,6 +52,8 @@ class Summary:
             self.rejects += outcome.rejects
             for table, n in outcome.rows.items():
                 self.rows[table] += n
+            self.unknown_keys.add(outcome.unknown_keys)
+            self.missing_keys.add(outcome.missing_keys)
         elif outcome.status == "skipped":
             self.skipped += 1
         else:

@@ -1,14 +1,19 @@
-"""The row-by-row baseline: load files the way Monetate's sample script does.
+"""The row-by-row baseline: load files the way Monetate's sample script does, into its schema.
 
-One `cursor.execute` per row (no executemany, no LOAD DATA), one commit per file. Per session:
-read the stored `end_time`; when the new version wins (greater end_time; a tie goes to the later
-file), delete the old session and its children, then insert the session and each child row.
+The database holds Monetate's sample schema (../shared/seed/000_2f25791046f21e93.txt): session
+rows keyed by session_id, child rows with an AUTO_INCREMENT id and a session_id index
+(purchase_line_items keyed to their purchase line by purchase_id), with this project's column
+types so values compare exactly. One `cursor.execute` per row (no executemany, no LOAD DATA),
+one commit per file. Per session: read the stored `end_time`; when the new version wins (greater
+end_time; a tie goes to the later file), delete the old session and its children, then insert
+the session and each child row.
 
-The benchmark (issue 2) measures the real loader against this; on valid data both must leave
-the same table contents, so it doubles as a cross-check. It is not a product: no ledger, no
-rejects table, no retries. Lines that are not JSON objects with a session_id are skipped and
-counted; a file that cannot be read to its end is rolled back and listed as failed; a value the
-server refuses (too long, out of range) raises, as it would in the sample script.
+The benchmark measures the real loader against this; on valid data both must hold the same rows
+(`contents` reads either warehouse the same way), so it doubles as a cross-check. It is not a
+product: no ledger, no rejects table, no retries. Lines that are not JSON objects with a
+session_id are skipped and counted; a file that cannot be read to its end is rolled back and
+listed as failed; a value the server refuses (too long, out of range) raises, as it would in the
+sample script.
 """
 
 from __future__ import annotations
@@ -21,29 +26,78 @@ from pathlib import Path
 
 import orjson
 
-from . import db, tables
+from . import db, schema, tables
 from .sql import quote
 from .utc import to_utc
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SID = tables.SESSION_ID.json_key
 END = next(c for c in tables.SESSIONS.columns if c.name == "end_time")
+ITEMS, LINES = tables.PURCHASE_LINE_ITEMS, tables.PURCHASE_LINES
 
 
-def _insert_sql(table: tables.Table, extra: tuple[str, ...] = ()) -> str:
-    names = [*table.column_names, *extra]
+def sample_columns(table: tables.Table) -> list[str]:
+    """The source columns of `table` in Monetate's sample schema: purchase_line_items has no
+    session_id there (its rows hang on purchase_id)."""
+    return table.value_names if table is ITEMS else table.column_names
+
+
+def sample_schema_ddl(key_collation: str) -> list[str]:
+    """CREATE TABLE statements of Monetate's sample schema, with this project's column types."""
+    out = []
+    for table in tables.TABLES:
+        cols, keys = [], []
+        if table.is_child:
+            cols.append("`id` INT NOT NULL AUTO_INCREMENT")
+            keys.append("PRIMARY KEY (`id`)")
+            if table is not ITEMS:
+                cols.append(f"`session_id` {tables.SESSION_ID.sql_type(key_collation)} NOT NULL")
+                keys.append("KEY `session_id_idx` (`session_id`)")
+            if table in (LINES, ITEMS):
+                keys.append("KEY `purchase_id_idx` (`purchase_id`)")
+        else:
+            keys.append("PRIMARY KEY (`session_id`)")
+        for c in table.columns:
+            null = "NOT NULL" if c.not_null else "NULL"
+            cols.append(f"{quote(c.name)} {c.sql_type(key_collation)} {null}")
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {quote(table.name)} ({', '.join(cols + keys)})"
+            " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
+    return out
+
+
+def create_sample_schema(url: str) -> None:
+    conn = db.connect(url)
+    cur = conn.cursor()
+    for ddl in sample_schema_ddl(schema.key_collation(conn)):
+        cur.execute(ddl)
+    conn.close()
+
+
+def _insert_sql(table: tables.Table) -> str:
+    names = sample_columns(table)
     return (
         f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))}) "
         f"VALUES ({', '.join(['%s'] * len(names))})"
     )
 
 
-KEY = tables.SESSION_KEY_COLUMN
-SELECT_END = f"SELECT {quote(KEY)}, {quote(END.name)} FROM {quote(tables.SESSIONS.name)} WHERE {quote(tables.SESSION_ID.name)} = %s"
-DELETES = [f"DELETE FROM {quote(t.name)} WHERE {quote(KEY)} = %s" for t in reversed(tables.TABLES)]
-# The session row gets its session_key from AUTO_INCREMENT; its children carry it.
-INSERTS = {t.name: _insert_sql(t, (KEY,)) for t in tables.CHILD_TABLES}
-INSERTS[tables.SESSIONS.name] = _insert_sql(tables.SESSIONS, (tables.SOURCE_FILE_COLUMN,))
+SELECT_END = (
+    f"SELECT {quote(END.name)} FROM {quote(tables.SESSIONS.name)}"
+    f" WHERE {quote(tables.SESSION_ID.name)} = %s"
+)
+# A replaced session's line items go first, found through its purchase lines.
+DELETES = [
+    f"DELETE i FROM {quote(ITEMS.name)} i JOIN {quote(LINES.name)} l"
+    " ON l.`purchase_id` = i.`purchase_id` WHERE l.`session_id` = %s",
+    *(
+        f"DELETE FROM {quote(t.name)} WHERE `session_id` = %s"
+        for t in reversed(tables.TABLES)
+        if t is not ITEMS
+    ),
+]
+INSERTS = {t.name: _insert_sql(t) for t in tables.TABLES}
 
 
 def convert(column: tables.Column, value):
@@ -66,65 +120,50 @@ def convert(column: tables.Column, value):
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _row(table: tables.Table, sid: str, key, seq: int | None, source: dict) -> tuple:
-    values = []
-    for c in table.columns:
-        if c is tables.SESSION_ID:
-            values.append(sid)
-        elif c.kind == tables.SEQ:
-            values.append(seq)
-        elif c.key:  # the map key the row hangs under
-            values.append(key)
-        else:
-            values.append(convert(c, source.get(c.json_key)))
-    return tuple(values)
-
-
 def rows(table: tables.Table, obj: dict) -> list[tuple]:
-    """The rows one session object gives `table` (absent maps and lists are empty)."""
+    """The rows (sample_columns) one session object gives `table`; absent maps and lists are
+    empty."""
     sid = obj[SID]
     if table.shape == "session":
-        return [_row(table, sid, None, None, obj)]
+        return [(sid, *(convert(c, obj.get(c.json_key)) for c in table.columns[1:]))]
     found = obj.get(table.path[0]) or {}
+    first, *rest = table.columns
     if table.shape == "map":
-        value = table.columns[-1]
-        return [(sid, key, convert(value, v)) for key, v in found.items()]
+        return [(sid, key, convert(rest[0], v)) for key, v in found.items()]
     if table.shape == "list":
-        return [_row(table, sid, None, i, item) for i, item in enumerate(found)]
+        return [(sid, *(convert(c, item.get(c.json_key)) for c in table.columns)) for item in found]
     if table.shape == "map_of_objects":
-        return [_row(table, sid, key, None, o) for key, o in found.items()]
-    return [  # map_of_lists
-        _row(table, sid, key, i, item)
+        return [
+            (sid, key, *(convert(c, o.get(c.json_key)) for c in rest)) for key, o in found.items()
+        ]
+    return [  # map_of_lists: no session_id in the sample's purchase_line_items
+        (key, *(convert(c, item.get(c.json_key)) for c in rest))
         for key, o in found.items()
-        for i, item in enumerate(o.get(table.path[1]) or [])
+        for item in o.get(table.path[1]) or []
     ]
 
 
-def _load_session(cur, obj: dict, file_name: str, counts: dict[str, int]) -> bool:
+def _load_session(cur, obj: dict, counts: dict[str, int]) -> bool:
     sid = obj[SID]
     new_end = convert(END, obj.get(END.json_key))
     cur.execute(SELECT_END, (sid,))
     found = cur.fetchone()
     if found is not None:
-        old_key, old_end = found
+        (old_end,) = found
         if old_end is not None and (new_end is None or old_end > new_end):
             return False  # the stored version is newer
         for sql in DELETES:
-            cur.execute(sql, (old_key,))
-    key = None
+            cur.execute(sql, (sid,))
     for table in tables.TABLES:
         for row in rows(table, obj):
-            if table is tables.SESSIONS:
-                cur.execute(INSERTS[table.name], (*row, file_name))
-                key = cur.lastrowid
-            else:
-                cur.execute(INSERTS[table.name], (*row, key))
+            cur.execute(INSERTS[table.name], row)
             counts[table.name] += 1
     return True
 
 
 def load_files(url: str, paths: list[Path]) -> dict:
-    """Load `paths` (oldest name first) one row at a time; returns counts and seconds.
+    """Load `paths` (oldest name first) one row at a time into a database holding the sample
+    schema (create_sample_schema); returns counts and seconds.
 
     Result: files, failed (names), sessions (objects read), applied (versions that won),
     skipped_lines, rows (inserted per table, replaced rows included), seconds.
@@ -150,7 +189,7 @@ def load_files(url: str, paths: list[Path]) -> dict:
                             result["skipped_lines"] += 1
                             continue
                         result["sessions"] += 1
-                        result["applied"] += _load_session(cur, obj, path.name, counts)
+                        result["applied"] += _load_session(cur, obj, counts)
             except (EOFError, OSError, zlib.error):
                 conn.rollback()
                 counts.update(before[0])
@@ -164,3 +203,22 @@ def load_files(url: str, paths: list[Path]) -> dict:
     result["rows"] = counts
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def contents(url: str) -> dict[str, list[tuple]]:
+    """Every table's source columns (sample_columns), rows sorted, read by table name: the same
+    for the sample schema and for session-stream's (whose child tables are views of those
+    names), so equal contents mean equal warehouses."""
+    conn = db.connect(url)
+    cur = conn.cursor()
+    out = {}
+    for table in tables.TABLES:
+        names = ", ".join(map(quote, sample_columns(table)))
+        cur.execute(f"SELECT {names} FROM {quote(table.name)}")
+        out[table.name] = sorted(cur.fetchall(), key=_sort_key)
+    conn.close()
+    return out
+
+
+def _sort_key(row: tuple) -> tuple:
+    return tuple((v is not None, v if v is not None else 0) for v in row)

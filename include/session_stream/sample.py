@@ -7,8 +7,13 @@ files named `YYYYMMDDTHHMMSS.sssZ_PT15M-<number>.json.gz`, one session object pe
 What a drop holds:
 - `sessions` distinct sessions spread evenly over `files` files, the files spread evenly over
   the 15-minute windows of `hours` hours. Every line's `end_time` lies in its file's window.
+- Every field of Monetate's sample loader, with plausible values: browser and OS with their
+  versions, screen sizes that fit the device, a 2-letter country_code, region and city, the
+  visitor's guid and session_count, and the `_ss` totals over the visitor's sessions so far.
 - About 30% bounces with no child rows; the others average ~12 child rows, so a day of
-  80,000 sessions in 16 files is ~764k rows in all tables and ~110 MB of JSON (21 MB gzip).
+  80,000 sessions in 16 files is ~860k rows in all tables and ~110 MB of JSON (21 MB gzip).
+- Session ids are unique across days, hours and seeds: each drop draws them from a stream of
+  its seed and its first window.
 - A share of sessions (`reemit`, 10%) is written twice: open (`is_closed` 'f') in one file,
   then closed in a later file with a greater `end_time` and different children (more cart and
   view lines, a purchase, one custom target dropped), so a loader must replace, not merge.
@@ -27,6 +32,7 @@ import gzip
 import random
 import sys
 import time
+import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -94,98 +100,33 @@ PURCHASES_KEY = tables.PURCHASES.path[0]
 CART_KEY = tables.CART_LINES.path[0]
 VIEW_KEY = tables.VIEW_LINES.path[0]
 PURCHASE_LINES_KEY, ITEMS_KEY = tables.PURCHASE_LINE_ITEMS.path
-COLLECTION_KEYS = tuple(dict.fromkeys(t.path[0] for t in tables.CHILD_TABLES))
+COLLECTION_KEYS = tables.COLLECTION_KEYS
+SESSION_KEYS = tuple(c.json_key for c in tables.SESSIONS.columns)
 
-# (user agent, browser, os, device type, weight)
+# (browser, browser versions, os, os versions, device type, screens (width, height), weight)
+_DESKTOP = ((1920, 1080), (1536, 864), (1440, 900), (2560, 1440), (1366, 768))
+_PHONE = ((390, 844), (393, 852), (412, 915), (360, 800), (430, 932))
+_TABLET = ((820, 1180), (810, 1080), (800, 1280))
 AGENTS = (
+    ("Chrome", ("124.0", "125.0", "126.0"), "Windows", ("10", "11"), "Desktop", _DESKTOP, 30),
+    ("Mobile Safari", ("17.4.1", "17.5"), "iOS", ("17.4.1", "17.5"), "Smartphone", _PHONE, 25),
     (
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-        "Chrome/124.0.0.0 Safari/537.36",
-        "Chrome",
-        "Windows",
-        "Desktop",
-        30,
-    ),
-    (
-        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 "
-        "(KHTML, like Gecko) Version/17.4.1 Mobile/15E148 Safari/604.1",
-        "Mobile Safari",
-        "iOS",
-        "Smartphone",
-        25,
-    ),
-    (
-        "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
-        "Chrome/124.0.6367.82 Mobile Safari/537.36",
         "Chrome Mobile",
+        ("124.0.6367", "125.0.6422"),
         "Android",
+        ("13", "14"),
         "Smartphone",
+        _PHONE,
         15,
     ),
-    (
-        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-        "Version/17.4.1 Safari/605.1.15",
-        "Safari",
-        "Mac OS X",
-        "Desktop",
-        10,
-    ),
-    (
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-        "Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.67",
-        "Edge",
-        "Windows",
-        "Desktop",
-        8,
-    ),
-    (
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
-        "Firefox",
-        "Windows",
-        "Desktop",
-        5,
-    ),
-    (
-        "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-        "Version/17.4 Mobile/15E148 Safari/604.1",
-        "Mobile Safari",
-        "iOS",
-        "Tablet",
-        4,
-    ),
-    (
-        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-        "Chrome/123.0.0.0 Safari/537.36",
-        "Chrome",
-        "Linux",
-        "Desktop",
-        2,
-    ),
-    (
-        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 "
-        "(KHTML, like Gecko) Mobile/21E236 Instagram 327.0.0.35.87 (iPhone15,2; iOS 17_4_1; en_US; "
-        "en; scale=3.00; 1179x2556; 587412536)",
-        "Instagram",
-        "iOS",
-        "Smartphone",
-        6,
-    ),
-    (
-        "Mozilla/5.0 (Linux; Android 14; Pixel 8 Build/AP1A.240405.002; wv) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Version/4.0 Chrome/124.0.6367.82 Mobile Safari/537.36 "
-        "[FB_IAB/FB4A;FBAV/460.0.0.48.109;]",
-        "Facebook",
-        "Android",
-        "Smartphone",
-        5,
-    ),
-    (
-        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-        "Googlebot",
-        "Other",
-        "Other",
-        1,
-    ),
+    ("Safari", ("17.4.1",), "Mac OS X", ("10.15.7", "14.4"), "Desktop", _DESKTOP, 10),
+    ("Edge", ("124.0.2478",), "Windows", ("10", "11"), "Desktop", _DESKTOP, 8),
+    ("Firefox", ("125.0", "126.0"), "Windows", ("10", "11"), "Desktop", _DESKTOP, 5),
+    ("Mobile Safari", ("17.4",), "iOS", ("17.4",), "Tablet", _TABLET, 4),
+    ("Chrome", ("123.0",), "Linux", ("x86_64",), "Desktop", _DESKTOP, 2),
+    ("Instagram", ("327.0.0",), "iOS", ("17.4.1",), "Smartphone", _PHONE, 6),
+    ("Facebook", ("460.0.0",), "Android", ("14",), "Smartphone", _PHONE, 5),
+    ("Googlebot", ("2.1",), "Other", ("Other",), "Other", ((1024, 768),), 1),
 )
 # (country, region, city, weight)
 PLACES = (
@@ -206,23 +147,6 @@ PLACES = (
     ("MX", "Ciudad de México", "Mexico City", 1),
     ("JP", "Tokyo", "Tokyo", 1),
     ("BR", "São Paulo", "São Paulo", 1),
-)
-REFERRERS = (
-    None,
-    "https://www.google.com/",
-    "https://www.bing.com/search?q=waterproof+hiking+boots&form=QBLH&sp=-1&lq=0&pq=waterproof+hiking"
-    "&sc=10-17&qs=n&sk=&cvid=3F1C2B9D8E7A4F6B9C0D1E2F3A4B5C6D&ghsh=0&ghacc=0&ghpl=",
-    "https://www.facebook.com/",
-    "https://l.facebook.com/l.php?u=https%3A%2F%2Fshop.example.com%2Fcollections%2Fspring-sale%3F"
-    "fbclid%3DIwAR2xk7Qm9T4bYp0Lr8sVd3NcF6hJw1ZuE5aKq&h=AT3kQ9x_Rm2Tn7Vb4Lp8Wc1Zs6Yd0Fj",
-    "https://l.instagram.com/?u=https%3A%2F%2Fshop.example.com%2Fsale%3Futm_source%3Dig%26"
-    "utm_medium%3Dsocial%26utm_content%3Dlink_in_bio&e=AT0xQ7Tn4Vb2Lp9WcZs6Yd1Fj3Rm8Kq5",
-    "https://duckduckgo.com/?q=trail+running+shoes+women&t=h_&ia=web",
-    "https://shop.example.com/collections/new-arrivals?utm_source=newsletter&utm_medium=email"
-    "&utm_campaign=2024-05-spring-launch&utm_content=hero-cta&_kx=Vb4Lp8Wc1Zs6Yd0Fj.TnQ9x2",
-    "https://www.google.com/aclk?sa=l&ai=DChcSEwjX8r2Gx5-FAxWVSEcBHQ1pC5kYABAAGgJxdQ&ase=2&gclid="
-    "Cj0KCQjw_qexBhCoARIsAFgBleu5Ndz2Wq9c6xL0v7bYp4Rm&sig=AOD64_3nq8Tz0&adurl=",
-    "android-app://com.google.android.gm/",
 )
 CUSTOM_TARGET_VALUES = (
     "true",
@@ -252,8 +176,8 @@ class _Catalog:
         self.events = [str(90000 + 11 * k) for k in range(50)]
         self.products = [str(4_100_000_000 + 7919 * k) for k in range(2000)]
         self.price_cents = [rng.randrange(499, 25000) for _ in self.products]
-        self.agents = [a[:4] for a in AGENTS]
-        self.agent_weights = [a[4] for a in AGENTS]
+        self.agents = [a[:6] for a in AGENTS]
+        self.agent_weights = [a[6] for a in AGENTS]
         self.places = [p[:3] for p in PLACES]
         self.place_weights = [p[3] for p in PLACES]
 
@@ -272,6 +196,7 @@ class _Session:
         "carts",
         "purchases",
         "stale_target",
+        "history",
     )
 
 
@@ -303,29 +228,45 @@ def _new_session(
     s = _Session()
     h = f"{rng.getrandbits(128):032x}"
     s.sid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-    ua, browser, os_name, device = rng.choices(cat.agents, cat.agent_weights)[0]
+    browser, browser_versions, os_name, os_versions, device, screens = rng.choices(
+        cat.agents, cat.agent_weights
+    )[0]
     country, region, city = rng.choices(cat.places, cat.place_weights)[0]
-    if r() < 0.9:
-        ip = f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-    else:
-        ip = "2600:1700:" + ":".join(f"{rng.getrandbits(16):x}" for _ in range(6))
+    width, height = rng.choice(screens)
+    returning = r() < 0.75
+    customer = f"{rng.getrandbits(160):040x}" if r() < 0.3 else None  # a hashed e-mail
     s.start = start
     s.scalars = {
         S.account_id: ACCOUNT_ID,
-        S.mid: f"2.{rng.randrange(10**9, 10**10)}.{start - rng.randrange(0, 90 * 86_400_000)}",
-        S.customer_id: f"{rng.getrandbits(160):040x}" if r() < 0.3 else None,  # a hashed email
-        S.ip_address: ip,
-        S.user_agent: ua,
         S.browser: browser,
-        S.os: os_name,
-        S.device_type: device,
-        S.country: country,
-        S.region: region,
+        S.browser_version: rng.choice(browser_versions),
         S.city: city,
-        S.referrer: rng.choice(REFERRERS),
-        S.has_new_customer: "t" if r() < 0.25 else "f",
+        S.country_code: country,
+        S.customer_id: customer,
+        # The retailer's link for a known customer (their id in another system), usually absent.
+        S.customer_link: f"crm-{rng.randrange(10**8, 10**9)}" if customer and r() < 0.5 else None,
+        S.device_type: device,
+        S.guid: str(uuid.UUID(int=rng.getrandbits(128), version=4)),  # the visitor, across sessions
+        S.os: os_name,
+        S.os_version: rng.choice(os_versions),
+        S.region: region,
+        S.screen_height: height,
+        S.screen_width: width,
+        S.session_count: rng.randrange(2, 40) if returning else 1,
+        S.has_new_customer: "f" if returning else "t",
         S.has_stealth: "t" if r() < 0.02 else "f",
     }
+    # The visitor's earlier sessions, for the `_ss` ("so far", all sessions) totals:
+    # page views, seconds on site, value (cents).
+    s.history = (
+        (
+            rng.randrange(1, 300),
+            rng.randrange(30, 40_000),
+            rng.choice((0, 0, rng.randrange(999, 90_000))),
+        )
+        if returning
+        else (0, 0, 0)
+    )
     s.stale_target = None
     span = max(end - start, 1)
 
@@ -419,17 +360,32 @@ def _render(s: _Session, end: int, closed: bool, qr: random.Random | None) -> di
             return str(q)
 
     page_views = max(1, len(views) + len(events) // 2)
-    obj = {
-        S.session_id: s.sid,
+    value = sum(q * cents for _, _, lines in purchases for _, _, q, cents, _ in lines)
+    seconds = (end - s.start) // 1000
+    views_so_far, seconds_so_far, value_so_far = s.history
+    scalars = {
         **s.scalars,
+        S.session_id: s.sid,
         S.start_time: s.start,
         S.end_time: end,
         S.page_views: page_views,
+        S.page_views_ss: page_views + views_so_far,
+        S.product_view_count: len(views),
+        S.purchase_count: len(purchases),
+        S.purchase_value_ss: fmt_money(value + value_so_far),
+        S.session_value: fmt_money(value),
+        S.session_value_ss: fmt_money(value + value_so_far),
+        S.time_on_site: seconds,
+        S.time_on_site_ss: seconds + seconds_so_far,
         S.has_cart: "t" if carts else "f",
         S.has_product_view: "t" if views else "f",
         S.has_purchase: "t" if purchases else "f",
         S.is_bounce: "t" if page_views == 1 and not (carts or views or targets) else "f",
         S.is_closed: "t" if closed else "f",
+    }
+    obj = {
+        # Every field of Monetate's sample loader, in its schema's order.
+        **{key: scalars[key] for key in SESSION_KEYS},
         CUSTOM_TARGETS_KEY: targets,
         OFFERS_KEY: offers,
         PAGE_EVENTS_KEY: events,
@@ -464,7 +420,8 @@ def _render(s: _Session, end: int, closed: bool, qr: random.Random | None) -> di
 
 def _add_quirks(obj: dict, qr: random.Random) -> None:
     """The non-time quirks (times are handled while rendering): see QUIRKS."""
-    obj[S.page_views] = str(obj[S.page_views])
+    for key in (S.page_views, S.screen_width, S.time_on_site):
+        obj[key] = str(obj[key])
     # Absent means empty: drop every empty collection, and empty one more to be sure one is absent.
     obj[OFFERS_KEY] = {}
     for key in COLLECTION_KEYS:
@@ -486,7 +443,7 @@ def _add_quirks(obj: dict, qr: random.Random) -> None:
     for n, value in enumerate(TRICKY_STRINGS):
         targets[f"7{n:04d}"] = value
     obj[S.city] = qr.choice(("Zürich 🏔️", "Kraków", "東京"))
-    obj[S.referrer] = 'https://shop.example.com/search?q="boots",\tsize=10\\11'
+    obj[S.customer_link] = 'https://shop.example.com/account?q="boots",\tsize=10\\11'
     obj[S.customer_id] = qr.choice(("NULL", "\\N", ""))
     obj[S.region] = None
     for line in obj.get(CART_KEY, ()):
@@ -510,8 +467,8 @@ def _bad_line(kind: str, n: str, good: dict) -> bytes:
         return orjson.dumps(obj)
     obj = dict(good)
     obj[S.session_id] = f"{BAD_SESSION_PREFIX}long-{n}"
-    country = next(c for c in tables.SESSIONS.columns if c.name == "country")
-    obj[S.country] = "X" * (country.length + 1)
+    browser = next(c for c in tables.SESSIONS.columns if c.name == "browser")
+    obj[S.browser] = "X" * (browser.length + 1)
     return orjson.dumps(obj)
 
 
@@ -540,12 +497,12 @@ def write_drop(
         raise ConfigError(
             "the hours of a drop must lie in one day: 0 <= start_hour < start_hour + hours <= 24"
         )
-    drop = _Drop(seed, quirks)
     day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     windows = [
         day_start + timedelta(minutes=15 * w)
         for w in range(start_hour * WINDOWS_PER_HOUR, (start_hour + hours) * WINDOWS_PER_HOUR)
     ]
+    drop = _Drop(seed, quirks, windows[0])
     per_window: dict[datetime, int] = defaultdict(int)
     for k in range(files):
         ws = windows[k * len(windows) // files]
@@ -587,13 +544,15 @@ def ms_of(moment: datetime) -> int:
 class _Drop:
     """The state that runs across files: random streams, the file plan, closed versions due."""
 
-    def __init__(self, seed: int, quirks: bool):
+    def __init__(self, seed: int, quirks: bool, first_window: datetime):
         self.seed = seed
-        self.rng = random.Random(seed)
+        # The retailer's catalog is the seed's; the sessions are the seed's and the hours',
+        # so drops of other days or hours never send the same session ids again.
+        self.cat = _Catalog(random.Random(seed))
+        self.rng = random.Random(f"{seed}/{first_window.isoformat()}")
         # Own streams: quirks and bad lines leave the sessions and their order alone.
         self.qr = random.Random(f"{seed}/quirks") if quirks else None
         self.br = random.Random(f"{seed}/bad")
-        self.cat = _Catalog(self.rng)
         self.plan: list[tuple[datetime, int]] = []  # (window start, number) per file, name order
         self.reemitted: set[int] = set()
         self.pending: dict[int, list[bytes]] = defaultdict(list)  # closed versions due in file k

@@ -14,6 +14,13 @@ from . import tables
 from .sql import quote
 
 LOCK_NAME = "session_stream_migrations"
+SESSION_ID_INDEX = "ix_session_id"
+
+
+def load_lock_name(database: str) -> str:
+    """The named lock that serialises loads of one database (load.py), taken by migrations that
+    move rows too."""
+    return f"session_stream_load:{database}"
 
 
 def key_collation(conn) -> str:
@@ -28,39 +35,81 @@ def key_collation(conn) -> str:
     return "utf8mb4_bin"
 
 
-def table_ddl(table: tables.Table, key_collation: str) -> str:
-    """Clustered keys that only ever grow: a load appends its rows at the end of every table
-    instead of writing pages all over it (a random session_id clustered key, or a secondary
-    index on it in every child table, doubled LOAD DATA's cost and grows worse as the tables
-    outgrow the buffer pool). session_sessions maps session_id to session_key with a unique
-    index, which is all the newest-wins merge looks up; per-session deletes go by session_key.
+def column_definitions(table: tables.Table, key_collation: str) -> list[tuple[str, str]]:
+    """(name, definition) of every column of the base table that stores `table`, in order."""
+    key = tables.SESSION_KEY_COLUMN
+    out = []
+    if table.is_child:
+        out.append((key, "BIGINT UNSIGNED NOT NULL"))
+        out.append((tables.ROW_NO_COLUMN, "SMALLINT UNSIGNED NOT NULL"))
+    else:
+        out.append((key, "BIGINT UNSIGNED NOT NULL AUTO_INCREMENT"))
+    for c in table.columns:
+        null = "NOT NULL" if c.not_null else "NULL"
+        out.append((c.name, f"{c.sql_type(key_collation)} {null}"))
+    if not table.is_child:
+        out.append((tables.SOURCE_FILE_COLUMN, "VARCHAR(255) NOT NULL"))
+        out.append((tables.LOADED_AT_COLUMN, "TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)"))
+    return out
+
+
+def table_ddl(table: tables.Table, key_collation: str, name: str | None = None) -> str:
+    """The base table behind `table`: session_sessions itself, or a child table's storage.
+
+    Clustered keys that only ever grow: a load appends its rows at the end of every table
+    instead of writing pages all over it. The one index a load writes in random order is
+    session_sessions' index on session_id: the newest-wins merge looks sessions up there, and so
+    do the child tables' views, which is how Monetate's joins on session_id find a session's
+    rows without a session_id index in every child table (such indexes doubled LOAD DATA's cost
+    on the first day, and grow worse as the tables outgrow the buffer pool).
+
+    That index keeps only the first SESSION_ID_INDEX_PREFIX characters of a session_id: half
+    the size of a full one, so that a growing warehouse's index stays in a stock 128 MB buffer
+    pool far longer (a full unique index of 12 days of sessions did not, and a day's load took
+    twice as long by then). A lookup compares the whole id on the row it finds. It is not a
+    unique index: the loader, which looks up every session of a file before loading it, under
+    its lock, is what keeps session_id unique.
     """
     key = quote(tables.SESSION_KEY_COLUMN)
-    if table is tables.SESSIONS:
-        cols = [f"  {key} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT"]
+    cols = [f"  {quote(n)} {d}" for n, d in column_definitions(table, key_collation)]
+    if table.is_child:
+        cols.append(f"  PRIMARY KEY ({key}, {quote(tables.ROW_NO_COLUMN)})")
     else:
-        cols = [f"  {key} BIGINT UNSIGNED NOT NULL"]
-    for c in table.columns:
-        null = " NOT NULL" if c.not_null else " NULL"
-        cols.append(f"  {quote(c.name)} {c.sql_type(key_collation)}{null}")
-    if table is tables.SESSIONS:
-        cols.append(f"  {quote(tables.SOURCE_FILE_COLUMN)} VARCHAR(255) NOT NULL")
-        cols.append(
-            f"  {quote(tables.LOADED_AT_COLUMN)} TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)"
-        )
         cols.append(f"  PRIMARY KEY ({key})")
-        cols.append(f"  UNIQUE KEY `ux_session_id` ({quote(tables.SESSION_ID.name)})")
-    else:
-        rest = [quote(n) for n in table.primary_key if n != tables.SESSION_ID.name]
-        cols.append(f"  PRIMARY KEY ({', '.join([key, *rest])})")
+        cols.append(
+            f"  KEY {quote(SESSION_ID_INDEX)}"
+            f" ({quote(tables.SESSION_ID.name)}({tables.SESSION_ID_INDEX_PREFIX}))"
+        )
     for index in table.indexes:
         cols.append(
             f"  KEY {quote('ix_' + '_'.join(index))} ({', '.join(quote(n) for n in index)})"
         )
     return (
-        f"CREATE TABLE IF NOT EXISTS {quote(table.name)} (\n"
+        f"CREATE TABLE IF NOT EXISTS {quote(name or table.storage)} (\n"
         + ",\n".join(cols)
         + "\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    )
+
+
+def child_view_ddl(table: tables.Table) -> str:
+    """The view analysts read a child table through: Monetate's columns (`id`, session_id, the
+    values) over the storage table, plus session_key and row_no.
+
+    session_id comes from session_sessions by session_key. A LEFT JOIN on its primary key lets
+    the optimizer drop session_sessions from a query that does not use session_id (MariaDB's
+    table elimination); a query that joins on session_id, as Monetate's guide does, turns it into
+    an inner join that finds the session by its session_id index, then its rows by the storage table's
+    primary key. `id` is unique per row like the sample's AUTO_INCREMENT id (and, like it,
+    changes when a newer version of the session replaces the rows).
+    """
+    key, row_no = quote(tables.SESSION_KEY_COLUMN), quote(tables.ROW_NO_COLUMN)
+    values = ", ".join(f"c.{quote(n)}" for n in table.value_names)
+    return (
+        f"CREATE OR REPLACE VIEW {quote(table.name)} AS\n"
+        f"SELECT c.{key} * {tables.ROW_NO_MAX + 1} + c.{row_no} AS {quote(tables.ID_COLUMN)},"
+        f" s.{quote(tables.SESSION_ID.name)}, {values}, c.{key}, c.{row_no}\n"
+        f"FROM {quote(table.storage)} c\n"
+        f"LEFT JOIN {quote(tables.SESSIONS.name)} s ON s.{key} = c.{key}"
     )
 
 
@@ -81,6 +130,8 @@ def ledger_ddl() -> str:
   `load_seconds` DECIMAL(10,3) NULL,
   `attempts` INT UNSIGNED NOT NULL DEFAULT 1,
   `error` TEXT NULL,
+  {quote(tables.UNKNOWN_KEYS_COLUMN)} JSON NULL,
+  {quote(tables.MISSING_KEYS_COLUMN)} JSON NULL,
   `loaded_at` TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   PRIMARY KEY (`file_name`),
   KEY `ix_window_start` (`window_start`),
@@ -108,6 +159,8 @@ def _create_core_tables(conn) -> None:
     cur = conn.cursor()
     for table in tables.TABLES:
         cur.execute(table_ddl(table, collation))
+    for table in tables.CHILD_TABLES:
+        cur.execute(child_view_ddl(table))
     cur.execute(ledger_ddl())
     cur.execute(rejects_ddl())
     cur.close()
@@ -126,9 +179,20 @@ def _create_lookups_and_views(conn) -> None:
     views.create_lookups_and_views(conn)
 
 
+def _to_monetate_schema(conn) -> None:
+    from . import migrate  # the one-off conversion, kept apart from the DDL
+
+    migrate.to_monetate_schema(conn)
+
+
+# Migrations 1 and 2 build from the spec, so a new database gets the current shape from them and
+# migration 3 finds nothing to convert; a database made before migration 3 is converted by it.
 MIGRATIONS: list[Migration] = [
     Migration(1, "session tables, ledger and rejects", _create_core_tables),
     Migration(2, "metadata lookups and BI views", _create_lookups_and_views),
+    Migration(
+        3, "Monetate's 35 session columns, child tables read through views", _to_monetate_schema
+    ),
 ]
 
 
@@ -176,5 +240,5 @@ def missing_tables(conn) -> list[str]:
     cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
     present = {row[0] for row in cur.fetchall()}
     cur.close()
-    wanted = [t.name for t in tables.TABLES] + [tables.LEDGER_TABLE, tables.REJECTS_TABLE]
+    wanted = [t.storage for t in tables.TABLES] + [tables.LEDGER_TABLE, tables.REJECTS_TABLE]
     return [name for name in wanted if name not in present]

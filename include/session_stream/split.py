@@ -14,6 +14,7 @@ import gzip
 import shutil
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from operator import call
 from pathlib import Path
@@ -25,10 +26,13 @@ from .convert import Reject, converter
 from .errors import BadInputError
 from .layout import NULL, SplitResult, SplitWriter, escape, row_lead
 
-_SEQ_MAX = 65535  # SMALLINT UNSIGNED: the largest item number of a list
+_ROWS_MAX = tables.ROW_NO_MAX + 1  # rows of one table per session (row_no is SMALLINT UNSIGNED)
 
 
 # --- per-table row builders, all driven by the spec ------------------------------------------
+# A builder turns one session into the staged rows of one table. The session's own row starts
+# with the session's lead (index in the file, session_id); a child row starts with the index
+# and its row_no, the row's number among the session's rows of that table (layout.py).
 
 
 def _container(session: dict, key: str, kind: type, where: str):
@@ -40,12 +44,14 @@ def _container(session: dict, key: str, kind: type, where: str):
     return value.items() if kind is dict else value
 
 
-def _value_columns(table: tables.Table) -> list[tuple[str, Callable]]:
-    """(json key, converter) for the columns that come from the item's own fields."""
-    skip = {"session_id", "line_no"}
-    if table.shape in ("map", "map_of_objects", "map_of_lists"):
-        skip.add(table.columns[1].name)  # the map key column
-    return [(c.json_key, converter(c)) for c in table.columns if c.name not in skip]
+def _too_many(top: str) -> Reject:
+    return Reject(f"{top}: more than {_ROWS_MAX} rows for one session")
+
+
+def _item_columns(table: tables.Table) -> list[tuple[str, Callable]]:
+    """(json key, converter) for the columns fed by the item's own fields (not a map key)."""
+    columns = table.columns if table.shape == "list" else table.columns[1:]
+    return [(c.json_key, converter(c)) for c in columns]
 
 
 def _session_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
@@ -64,12 +70,17 @@ def _session_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
 def _map_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
     """One row per entry of a map: its key, then its value."""
     top = table.path[0]
-    key_conv, value_conv = converter(table.columns[1]), converter(table.columns[2])
+    key_conv, value_conv = converter(table.columns[0]), converter(table.columns[1])
 
     def build(s, lead):
         entries = _container(s, top, dict, "")
+        if len(entries) > _ROWS_MAX:
+            raise _too_many(top)
         try:
-            return [f"{lead}\t{key_conv(k, top)}\t{value_conv(v, top)}" for k, v in entries]
+            return [
+                f"{lead}\t{n}\t{key_conv(k, top)}\t{value_conv(v, top)}"
+                for n, (k, v) in enumerate(entries)
+            ]
         except Reject:
             # Name the entry that failed: rare, so the loop above does not format names.
             for k, v in entries:
@@ -81,9 +92,9 @@ def _map_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
 
 
 def _list_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
-    """One row per item of a list of objects, numbered from 0."""
+    """One row per item of a list of objects."""
     top = table.path[0]
-    columns = _value_columns(table)
+    columns = _item_columns(table)
 
     def rows(items, lead, named):
         lines = []
@@ -97,8 +108,8 @@ def _list_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
 
     def build(s, lead):
         items = _container(s, top, list, "")
-        if len(items) > _SEQ_MAX + 1:
-            raise Reject(f"{top}: more than {_SEQ_MAX + 1} items")
+        if len(items) > _ROWS_MAX:
+            raise _too_many(top)
         try:
             return rows(items, lead, False)
         except Reject:
@@ -110,28 +121,30 @@ def _list_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
 def _map_of_objects_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
     """One row per entry of a map whose values are objects: the key, then the object's fields."""
     top = table.path[0]
-    key_conv = converter(table.columns[1])
-    columns = _value_columns(table)
+    key_conv = converter(table.columns[0])
+    columns = _item_columns(table)
 
     def build(s, lead):
         lines = []
-        for k, obj in _container(s, top, dict, ""):
+        for n, (k, obj) in enumerate(_container(s, top, dict, "")):
             where = f"{top}[{k!r}]"
             if type(obj) is not dict:
                 raise Reject(f"{where}: expected a JSON object")
             fields = [conv(obj.get(key), where) for key, conv in columns]
-            lines.append("\t".join([lead, key_conv(k, top), *fields]))
+            lines.append("\t".join([lead, str(n), key_conv(k, top), *fields]))
+        if len(lines) > _ROWS_MAX:
+            raise _too_many(top)
         return lines
 
     return build
 
 
 def _map_of_lists_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
-    """One row per item of the lists inside a map's values: the map key, the item's number,
-    then its fields."""
+    """One row per item of the lists inside a map's values: the map key, then the item's fields.
+    Rows are numbered across all the session's lists, in order."""
     top, inner = table.path
-    key_conv = converter(table.columns[1])
-    columns = _value_columns(table)
+    key_conv = converter(table.columns[0])
+    columns = _item_columns(table)
 
     def build(s, lead):
         lines = []
@@ -144,7 +157,9 @@ def _map_of_lists_builder(table: tables.Table) -> Callable[[dict, str], list[str
                 if type(item) is not dict:
                     raise Reject(f"{where}: expected a JSON object")
                 fields = [conv(item.get(key), where) for key, conv in columns]
-                lines.append("\t".join([lead, pid, str(i), *fields]))
+                lines.append("\t".join([lead, str(len(lines)), pid, *fields]))
+        if len(lines) > _ROWS_MAX:
+            raise _too_many(f"{top}[].{inner}")
         return lines
 
     return build
@@ -160,8 +175,9 @@ _BUILDERS_BY_SHAPE = {
 
 
 def row_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
-    """A function (session, lead) -> the table's TSV lines for that session; `lead` is the text
-    of the leading fields (the session's index in the file and its escaped session_id)."""
+    """A function (session, lead) -> the table's TSV lines for that session; `lead` is the
+    text of the leading fields: the session's index in the file and its escaped session_id for
+    session_sessions, the index alone for a child table."""
     try:
         make = _BUILDERS_BY_SHAPE[table.shape]
     except KeyError:
@@ -175,17 +191,89 @@ _END_TIME = converter(next(c for c in tables.SESSIONS.columns if c.name == "end_
 _START_TIME = converter(next(c for c in tables.SESSIONS.columns if c.name == "start_time"))
 
 
+# --- keys the spec does not know, and expected keys a line lacks ------------------------------
+
+
+_PATHS = tables.object_paths()
+_LINES, _ITEMS = tables.PURCHASE_LINE_ITEMS.path
+# (path, expected scalar keys, known keys): known adds the collections an object may hold,
+# which may be absent (absent means empty) and so are never "missing".
+_SESSION_AUDIT = (
+    tables.SESSION_PATH,
+    frozenset(_PATHS[tables.SESSION_PATH]),
+    frozenset(_PATHS[tables.SESSION_PATH]) | frozenset(tables.COLLECTION_KEYS),
+)
+_LIST_AUDITS = tuple(
+    (t.path[0], f"{t.path[0]}[]", frozenset(_PATHS[f"{t.path[0]}[]"]))
+    for t in (tables.CART_LINES, tables.VIEW_LINES)
+)
+_LINE_AUDIT = (
+    f"{_LINES}{{}}",
+    frozenset(_PATHS[f"{_LINES}{{}}"]),
+    frozenset(_PATHS[f"{_LINES}{{}}"]) | {_ITEMS},
+)
+_ITEM_PATH = f"{_LINES}{{}}.{_ITEMS}[]"
+_ITEM_KEYS = frozenset(_PATHS[_ITEM_PATH])
+
+
+class KeyAudit:
+    """Counts, by path, the keys of a file's objects that the spec does not know
+    (`session.new_field`, `cart_lines[].discount`) and the spec's scalar keys they lack
+    (CONTRACT: never dropped silently). Each object is compared with its key sets once, which is
+    all the work when it has the keys the spec knows."""
+
+    def __init__(self):
+        self.unknown: Counter[str] = Counter()
+        self.missing: Counter[str] = Counter()
+
+    def _count(self, path: str, keys, expected: frozenset, known: frozenset) -> None:
+        for key in keys - known:
+            self.unknown[f"{path}.{key}"] += 1
+        for key in expected - keys:
+            self.missing[f"{path}.{key}"] += 1
+
+    def _object(self, obj: dict, audit: tuple) -> None:
+        path, expected, known = audit
+        keys = obj.keys()
+        if not (keys >= expected and keys <= known):
+            self._count(path, keys, expected, known)
+
+    def check(self, session: dict) -> None:
+        self._object(session, _SESSION_AUDIT)
+        for key, path, expected in _LIST_AUDITS:
+            items = session.get(key)
+            if type(items) is list:
+                for item in items:
+                    if type(item) is dict and item.keys() != expected:
+                        self._count(path, item.keys(), expected, expected)
+        lines = session.get(_LINES)
+        if type(lines) is not dict:
+            return
+        for line in lines.values():
+            if type(line) is not dict:
+                continue
+            self._object(line, _LINE_AUDIT)
+            items = line.get(_ITEMS)
+            if type(items) is list:
+                for item in items:
+                    if type(item) is dict and item.keys() != _ITEM_KEYS:
+                        self._count(_ITEM_PATH, item.keys(), _ITEM_KEYS, _ITEM_KEYS)
+
+
 # --- the file-level split ---------------------------------------------------------------------
 
 
-def _session_lines(session: dict, lead: str, source: str) -> list[tuple[str, list[str]]]:
-    """Build every row one session yields, each line starting with `lead`
-    ("<index in file>\t<session_id>"); raises Reject."""
+def _session_lines(
+    session: dict, index: int, session_id: str, source: str
+) -> list[tuple[str, list[str]]]:
+    """Build every row one session yields (see row_builder); raises Reject."""
+    lead = str(index)
     out = []
     for table, build in _BUILDERS:
-        lines = build(session, lead)
         if table is tables.SESSIONS:
-            lines = [lines[0] + "\t" + source]
+            lines = [build(session, row_lead(index, session_id))[0] + "\t" + source]
+        else:
+            lines = build(session, lead)
         out.append((table.name, lines))
     return out
 
@@ -227,6 +315,7 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
     duplicated: set[str] = set()
     writers = SplitWriter(out_dir)
     handles = writers.handles
+    audit = KeyAudit()
     try:
         for line_no, raw in _iter_lines(src):
             result.lines = line_no
@@ -243,12 +332,13 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
             if session.get("session_id") in (None, ""):
                 _reject(writers, result, line_no, "no session_id", raw)
                 continue
+            audit.check(session)
             try:
                 sid = _SESSION_ID(session.get("session_id"), "session")
                 end = _END_TIME(session.get("end_time"), "session")
                 # Each staged row starts with the session's index in this file: the loader
                 # turns it into session_key (see tables.SESSION_KEY_COLUMN).
-                per_table = _session_lines(session, row_lead(result.sessions, sid), source)
+                per_table = _session_lines(session, result.sessions, sid, source)
             except Reject as exc:
                 _reject(writers, result, line_no, str(exc), raw)
                 continue
@@ -280,6 +370,8 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                     handles[table_name].write("\n".join(lines) + "\n")
     finally:
         writers.close()
+    result.unknown_keys = dict(sorted(audit.unknown.items()))
+    result.missing_keys = dict(sorted(audit.missing.items()))
     winners = {sid: best[sid][1] for sid in duplicated}
     return result, winners
 

@@ -27,7 +27,6 @@ BIGINT = "bigint"  # BIGINT: epoch milliseconds, JSON integer or integer string
 MONEY = "money"  # DECIMAL(16,4): JSON number or numeric string, never rounded
 FLAG = "flag"  # 't' / 'f' (or JSON true/false) -> 1 / 0
 DATETIME = "datetime"  # ISO-8601 (Z or offset) or epoch ms -> UTC DATETIME(3)
-SEQ = "seq"  # position of the item in its list (0-based): part of the child row's key
 
 MONEY_DIGITS, MONEY_SCALE = 16, 4
 INT_RANGE = (-(2**31), 2**31 - 1)
@@ -57,7 +56,6 @@ class Column:
             MONEY: f"DECIMAL({MONEY_DIGITS},{MONEY_SCALE})",
             FLAG: "TINYINT(1)",
             DATETIME: "DATETIME(3)",
-            SEQ: "SMALLINT UNSIGNED",
         }[self.kind]
 
 
@@ -68,6 +66,13 @@ class Table:
     `path` says where rows come from: () for the session itself, ("offers",) for a map whose
     keys and values become two columns, ("cart_lines",) for a list of objects, and
     ("purchase_lines", "items") for the lists nested inside each value of a map.
+
+    `columns` are the values the JSON carries, in the order of Monetate's sample schema. Every
+    table also has the loader's own columns: session_key (the session version, see
+    SESSION_KEY_COLUMN) and, for child tables, row_no (the row's number among its session's
+    rows of that table, from 0). A child table is stored under `storage` and read through a view
+    of its own `name` that adds session_id (and Monetate's `id`) from session_sessions: see
+    schema.py for why.
     """
 
     name: str
@@ -77,21 +82,41 @@ class Table:
     indexes: tuple[tuple[str, ...], ...] = field(default=())
 
     @property
-    def column_names(self) -> list[str]:
+    def is_child(self) -> bool:
+        return self.shape != "session"
+
+    @property
+    def storage(self) -> str:
+        """The base table the loader writes: the name itself for session_sessions."""
+        return STORAGE_PREFIX + self.name.removeprefix("session_") if self.is_child else self.name
+
+    @property
+    def value_names(self) -> list[str]:
+        """The columns fed from JSON, in order: what a staged row carries after its lead."""
         return [c.name for c in self.columns]
 
     @property
-    def primary_key(self) -> list[str]:
-        return [c.name for c in self.columns if c.key]
+    def column_names(self) -> list[str]:
+        """The source columns as analysts read them: child tables lead with session_id."""
+        return ([SESSION_ID.name] if self.is_child else []) + self.value_names
 
 
-SESSION_ID = Column("session_id", STR, 64, key=True, not_null=True)
+SESSION_ID = Column("session_id", STR, 255, key=True, not_null=True)
+# session_sessions indexes this many leading characters of session_id (schema.table_ddl says why).
+SESSION_ID_INDEX_PREFIX = 16
 
 
-def _child_id(name: str, length: int = 255) -> Column:
-    return Column(name, STR, length, key=True, not_null=True)
+def _text(name: str) -> Column:
+    return Column(name, STR, 255)
 
 
+def _id(name: str) -> Column:
+    """An id compared byte for byte (joins and newest-wins use it)."""
+    return Column(name, STR, 255, key=True)
+
+
+# Exactly the columns of Monetate's sample schema, in its order, each fed by the JSON key of the
+# same name (../shared/seed/000_2f25791046f21e93.txt, "Creating the Database Schema").
 SESSIONS = Table(
     "session_sessions",
     "session",
@@ -99,20 +124,17 @@ SESSIONS = Table(
     (
         SESSION_ID,
         Column("account_id", INT),
-        Column("mid", STR, 64),
-        Column("customer_id", STR, 255),
-        Column("start_time", BIGINT),
+        _text("browser"),
+        _text("browser_version"),
+        _text("city"),
+        # VARCHAR(2) in the sample; wider here so that an unexpected code (a 3-letter one, a
+        # placeholder) is stored as sent instead of rejecting the whole session.
+        _text("country_code"),
+        _text("customer_id"),
+        _text("customer_link"),
+        _text("device_type"),
         Column("end_time", BIGINT),
-        Column("page_views", INT),
-        Column("ip_address", STR, 45),
-        Column("user_agent", STR, 2048),
-        Column("browser", STR, 255),
-        Column("os", STR, 255),
-        Column("device_type", STR, 255),
-        Column("country", STR, 64),
-        Column("region", STR, 255),
-        Column("city", STR, 255),
-        Column("referrer", STR, 2048),
+        _text("guid"),
         Column("has_cart", FLAG),
         Column("has_new_customer", FLAG),
         Column("has_product_view", FLAG),
@@ -120,73 +142,76 @@ SESSIONS = Table(
         Column("has_stealth", FLAG),
         Column("is_bounce", FLAG),
         Column("is_closed", FLAG),
+        _text("os"),
+        _text("os_version"),
+        Column("page_views", INT),
+        Column("page_views_ss", INT),
+        Column("product_view_count", INT),
+        Column("purchase_count", INT),
+        Column("purchase_value_ss", MONEY),
+        _text("region"),
+        Column("screen_height", INT),
+        Column("screen_width", INT),
+        Column("session_count", INT),
+        Column("session_value", MONEY),
+        Column("session_value_ss", MONEY),
+        Column("start_time", BIGINT),
+        Column("time_on_site", INT),
+        Column("time_on_site_ss", INT),
     ),
 )
 
+# Child tables. For a map, the first column is fed by the key and the second by the value; for
+# a map of objects or of lists, the first column is fed by the map's key.
 CUSTOM_TARGETS = Table(
     "session_custom_targets",
     "map",
     ("custom_targets",),
-    (SESSION_ID, _child_id("custom_target_id", 64), Column("custom_target_value", STR, 1024)),
+    (_id("custom_target_id"), _text("custom_target_value")),
 )
 
 OFFERS = Table(
     "session_offers",
     "map",
     ("offers",),
-    (SESSION_ID, _child_id("offer_id", 64), Column("timestamp", BIGINT)),
+    (_id("offer_id"), Column("timestamp", BIGINT)),
 )
 
 PAGE_EVENT_IDS = Table(
     "session_page_event_ids",
     "map",
     ("page_event_ids",),
-    (SESSION_ID, _child_id("event_id", 64), Column("timestamp", BIGINT)),
+    (_id("event_id"), Column("timestamp", BIGINT)),
 )
 
 PURCHASES = Table(
     "session_purchases",
     "map",
     ("purchases",),
-    (SESSION_ID, _child_id("purchase_id"), Column("purchase_value", MONEY)),
+    (_id("purchase_id"), Column("purchase_value", MONEY)),
 )
 
 CART_LINES = Table(
     "session_cart_lines",
     "list",
     ("cart_lines",),
-    (
-        SESSION_ID,
-        Column("line_no", SEQ, key=True, not_null=True),
-        Column("product_id", STR, 255),
-        Column("sku", STR, 255),
-        Column("quantity", INT),
-        Column("time", DATETIME),
-    ),
+    (_id("product_id"), _id("sku"), Column("quantity", INT), Column("time", DATETIME)),
 )
 
 VIEW_LINES = Table(
     "session_view_lines",
     "list",
     ("view_lines",),
-    (
-        SESSION_ID,
-        Column("line_no", SEQ, key=True, not_null=True),
-        Column("product_id", STR, 255),
-        Column("time", DATETIME),
-    ),
+    (_id("product_id"), Column("time", DATETIME)),
 )
 
+# Monetate's guide joins the line items to their purchase line on purchase_id: both are indexed.
 PURCHASE_LINES = Table(
     "session_purchase_lines",
     "map_of_objects",
     ("purchase_lines",),
-    (
-        SESSION_ID,
-        _child_id("purchase_id"),
-        Column("time", DATETIME),
-        Column("total", MONEY),
-    ),
+    (_id("purchase_id"), Column("time", DATETIME), Column("total", MONEY)),
+    indexes=(("purchase_id",),),
 )
 
 PURCHASE_LINE_ITEMS = Table(
@@ -194,14 +219,13 @@ PURCHASE_LINE_ITEMS = Table(
     "map_of_lists",
     ("purchase_lines", "items"),
     (
-        SESSION_ID,
-        _child_id("purchase_id"),
-        Column("line_no", SEQ, key=True, not_null=True),
-        Column("product_id", STR, 255),
-        Column("sku", STR, 255),
+        _id("purchase_id"),
+        _id("product_id"),
+        _id("sku"),
         Column("quantity", INT),
         Column("unit_price", MONEY),
     ),
+    indexes=(("purchase_id",),),
 )
 
 # Load order: the session row first, then its children.
@@ -219,18 +243,45 @@ TABLES: tuple[Table, ...] = (
 CHILD_TABLES = TABLES[1:]
 BY_NAME = {t.name: t for t in TABLES}
 
+# The JSON keys a file may carry, by path, beyond which a key is "unknown" (CONTRACT: counted
+# in the ledger, never dropped silently). Maps (custom_targets, offers, ...) have free keys.
+SESSION_PATH = "session"
+COLLECTION_KEYS = tuple(dict.fromkeys(t.path[0] for t in CHILD_TABLES))
+
+
+def object_paths() -> dict[str, tuple[str, ...]]:
+    """Each kind of JSON object the spec reads, by its path (as the ledger names it), and the
+    scalar keys expected in it."""
+    paths = {SESSION_PATH: tuple(c.json_key for c in SESSIONS.columns)}
+    for table in (CART_LINES, VIEW_LINES):
+        paths[f"{table.path[0]}[]"] = tuple(c.json_key for c in table.columns)
+    lines, items = PURCHASE_LINE_ITEMS.path
+    paths[f"{lines}{{}}"] = tuple(c.json_key for c in PURCHASE_LINES.columns[1:])
+    paths[f"{lines}{{}}.{items}[]"] = tuple(c.json_key for c in PURCHASE_LINE_ITEMS.columns[1:])
+    return paths
+
+
 # Columns the loader adds to session_sessions besides the source values (contract: extra
 # columns are welcome). source_file decides newest-wins ties; loaded_at is filled by MySQL.
 SOURCE_FILE_COLUMN = "source_file"
 LOADED_AT_COLUMN = "loaded_at"
-# Every session table starts with session_key: a surrogate number, given to a session version
-# when it is loaded and growing with each load. Child tables are clustered by (session_key, ...),
-# so a load only appends and a session's rows sit together; schema.py says why.
+# Every session table has session_key: a surrogate number, given to a session version when it
+# is loaded and growing with each load. session_sessions is clustered by it and child tables by
+# (session_key, row_no), so a load only appends and a session's rows sit together; schema.py
+# says why.
 SESSION_KEY_COLUMN = "session_key"
+ROW_NO_COLUMN = "row_no"
+ROW_NO_MAX = 65535  # SMALLINT UNSIGNED: at most 65,536 rows of one table per session
+# Monetate's sample schema gives each child row an `id`; the views compute one from the key.
+ID_COLUMN = "id"
+STORAGE_PREFIX = "session_stream_"  # the loader's own tables: ledger, rejects, child storage
 
 LEDGER_TABLE = "session_stream_files"
 REJECTS_TABLE = "session_stream_rejects"
 MIGRATIONS_TABLE = "session_stream_schema_migrations"
+# The ledger's counts of keys by path (JSON objects {"session.new_field": lines, ...}).
+UNKNOWN_KEYS_COLUMN = "unknown_keys"
+MISSING_KEYS_COLUMN = "missing_keys"
 
 
 def rows_column(table: Table) -> str:

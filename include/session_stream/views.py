@@ -52,7 +52,6 @@ def view_ddls() -> dict[str, str]:
     v, e, p, c = VARIANTS, EXPERIENCES, PAGE_EVENTS, CUSTOM_TARGETS
     s = tables.SESSIONS
     start = _col(s, "start_time")
-    purchase_value = _col(tables.PURCHASES, "purchase_value")
 
     views = {}
     # Offer ids in session_offers are variant ids (one split of an experience): the Metadata
@@ -89,25 +88,28 @@ FROM (SELECT {key}, {sid}, {ct_id}, {ct_value}, {_int_id(ct_id)} AS custom_targe
       FROM {quote(tables.CUSTOM_TARGETS.name)}) t
 LEFT JOIN {quote(c.table)} c ON c.`id` = t.custom_target_int_id"""
 
-    # Revenue is session_purchases.purchase_value (one row per purchase, the value Monetate
-    # reports per session); it is summed per session first so the join cannot multiply the
-    # session counts. carts/purchases count sessions with a cart/purchase; orders counts purchases.
+    # One row per day, device and country, from Monetate's own per-session figures: revenue is
+    # session_value and orders purchase_count, so no join can multiply the session counts.
+    # carts/purchases count sessions with a cart/purchase.
+    def total(name: str) -> str:
+        return f"COALESCE(SUM(s.{_col(s, name)}), 0)"
+
     views["v_daily_sessions"] = f"""CREATE OR REPLACE VIEW `v_daily_sessions` AS
 SELECT DATE({_utc_from_epoch_ms("s." + start)}) AS session_date,
        s.{_col(s, "device_type")} AS device_type,
-       s.{_col(s, "country")} AS country,
+       s.{_col(s, "country_code")} AS country_code,
        COUNT(*) AS sessions,
-       COALESCE(SUM(s.{_col(s, "is_bounce")}), 0) AS bounces,
-       COALESCE(SUM(s.{_col(s, "has_cart")}), 0) AS carts,
-       COALESCE(SUM(s.{_col(s, "has_purchase")}), 0) AS purchases,
-       COALESCE(SUM(pv.orders), 0) AS orders,
-       COALESCE(SUM(pv.revenue), 0) AS revenue,
-       COALESCE(SUM(s.{_col(s, "has_purchase")}), 0) / COUNT(*) AS conversion_rate,
-       COALESCE(SUM(s.{_col(s, "is_bounce")}), 0) / COUNT(*) AS bounce_rate
+       {total("is_bounce")} AS bounces,
+       {total("has_cart")} AS carts,
+       {total("has_purchase")} AS purchases,
+       {total("purchase_count")} AS orders,
+       {total("session_value")} AS revenue,
+       {total("page_views")} AS page_views,
+       {total("time_on_site")} AS time_on_site,
+       {total("has_purchase")} / COUNT(*) AS conversion_rate,
+       {total("is_bounce")} / COUNT(*) AS bounce_rate
 FROM {quote(s.name)} s
-LEFT JOIN (SELECT {key}, COUNT(*) AS orders, SUM({purchase_value}) AS revenue
-           FROM {quote(tables.PURCHASES.name)} GROUP BY {key}) pv ON pv.{key} = s.{key}
-GROUP BY session_date, s.{_col(s, "device_type")}, s.{_col(s, "country")}"""
+GROUP BY session_date, s.{_col(s, "device_type")}, s.{_col(s, "country_code")}"""
     return views
 
 

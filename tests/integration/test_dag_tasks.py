@@ -172,6 +172,20 @@ def test_a_run_loads_every_file_of_its_window_and_cleans_the_staging_area(env):
     assert all(isinstance(f["size"], int) for b in fetched["batches"] for f in b["files"])
 
 
+def test_check_shows_the_keys_the_files_carried_that_the_spec_does_not_know(env, caplog):
+    fetched, errors = run(env)
+    assert errors == []
+    with caplog.at_level("WARNING", logger="session_stream.dag_tasks"):
+        summary = dag_tasks.check(fetched, env.loader, max_rejects=10)
+    # The sample's quirky sessions carry keys Monetate might add one day, top level and nested.
+    unknown = summary[tables.UNKNOWN_KEYS_COLUMN]
+    assert {"session.x_debug", "session.schema_version", "cart_lines[].color_name"} <= set(unknown)
+    assert unknown["session.x_debug"]["files"] == 4
+    assert "keys the spec does not know (not stored): " in caplog.text
+    assert "session.x_debug: 11 sessions in 4 files" in caplog.text
+    assert summary[tables.MISSING_KEYS_COLUMN] == {}, "the sample sends every expected key"
+
+
 def test_a_second_run_fetches_nothing(env):
     run(env)
     fetched, errors = run(env, prefix="run2")

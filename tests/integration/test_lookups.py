@@ -245,15 +245,18 @@ def insert(conn, table: tables.Table, **values) -> None:
     cur = conn.cursor()
     if table is tables.SESSIONS:
         values.setdefault(tables.SOURCE_FILE_COLUMN, "test.json.gz")
-    else:  # a child row carries its session's session_key
+    else:  # a child row is stored under its session's session_key, numbered by row_no
+        key, row_no = tables.SESSION_KEY_COLUMN, tables.ROW_NO_COLUMN
         cur.execute(
-            f"SELECT `{tables.SESSION_KEY_COLUMN}` FROM `{tables.SESSIONS.name}` WHERE session_id = %s",
-            (values["session_id"],),
+            f"SELECT `{key}` FROM `{tables.SESSIONS.name}` WHERE session_id = %s",
+            (values.pop("session_id"),),
         )
-        values[tables.SESSION_KEY_COLUMN] = cur.fetchone()[0]
+        values[key] = cur.fetchone()[0]
+        cur.execute(f"SELECT COUNT(*) FROM `{table.storage}` WHERE `{key}` = %s", (values[key],))
+        values[row_no] = cur.fetchone()[0]
     cols = ", ".join(f"`{c}`" for c in values)
     marks = ", ".join(["%s"] * len(values))
-    cur.execute(f"INSERT INTO `{table.name}` ({cols}) VALUES ({marks})", tuple(values.values()))
+    cur.execute(f"INSERT INTO `{table.storage}` ({cols}) VALUES ({marks})", tuple(values.values()))
     cur.close()
 
 
@@ -305,90 +308,27 @@ def test_views_name_the_ids_of_loaded_sessions(conn, metadata_server, metadata_c
 
 
 def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
-    common = {"device_type": "Mobile", "country": "US"}
-    insert(
-        conn,
-        tables.SESSIONS,
-        session_id="a",
-        start_time=DAY1,
-        is_bounce=1,
-        has_cart=0,
-        has_purchase=0,
-        **common,
-    )
-    insert(
-        conn,
-        tables.SESSIONS,
-        session_id="b",
-        start_time=DAY1 + 1000,
-        is_bounce=0,
-        has_cart=1,
-        has_purchase=1,
-        **common,
-    )
-    insert(
-        conn,
-        tables.SESSIONS,
-        session_id="c",
-        start_time=DAY1 + 2000,
-        is_bounce=0,
-        has_cart=1,
-        has_purchase=0,
-        **common,
-    )
-    insert(
-        conn,
-        tables.SESSIONS,
-        session_id="d",
-        start_time=DAY2,
-        is_bounce=0,
-        has_cart=1,
-        has_purchase=1,
-        device_type="Desktop",
-        country="DE",
-    )
+    common = {"device_type": "Mobile", "country_code": "US"}
+    insert(conn, tables.SESSIONS, session_id="a", start_time=DAY1, is_bounce=1, has_cart=0,
+           has_purchase=0, purchase_count=0, session_value=Decimal(0), **common)  # fmt: skip
     # Two purchases in one session: revenue adds up, the session still counts once.
-    insert(
-        conn, tables.PURCHASES, session_id="b", purchase_id="p1", purchase_value=Decimal("10.5000")
-    )
-    insert(
-        conn, tables.PURCHASES, session_id="b", purchase_id="p2", purchase_value=Decimal("4.2500")
-    )
-    insert(
-        conn, tables.PURCHASES, session_id="d", purchase_id="p3", purchase_value=Decimal("99.9900")
-    )
+    insert(conn, tables.SESSIONS, session_id="b", start_time=DAY1 + 1000, is_bounce=0, has_cart=1,
+           has_purchase=1, purchase_count=2, session_value=Decimal("14.75"), **common)  # fmt: skip
+    insert(conn, tables.SESSIONS, session_id="c", start_time=DAY1 + 2000, is_bounce=0, has_cart=1,
+           has_purchase=0, purchase_count=0, session_value=None, **common)  # fmt: skip
+    insert(conn, tables.SESSIONS, session_id="d", start_time=DAY2, is_bounce=0, has_cart=1,
+           has_purchase=1, purchase_count=1, session_value=Decimal("99.99"), device_type="Desktop",
+           country_code="DE")  # fmt: skip
 
     got = rows(
         conn,
-        "SELECT session_date, device_type, country, sessions, bounces, carts, purchases, orders, revenue, "
-        "conversion_rate FROM v_daily_sessions ORDER BY session_date",
+        "SELECT session_date, device_type, country_code, sessions, bounces, carts, purchases,"
+        " orders, revenue, conversion_rate FROM v_daily_sessions ORDER BY session_date",
     )
     assert got == [
-        (
-            dt.date(2023, 11, 14),
-            "Mobile",
-            "US",
-            3,
-            1,
-            2,
-            1,
-            2,
-            Decimal("14.7500"),
-            Decimal("0.3333"),
-        ),
-        (
-            dt.date(2023, 11, 15),
-            "Desktop",
-            "DE",
-            1,
-            0,
-            1,
-            1,
-            1,
-            Decimal("99.9900"),
-            Decimal("1.0000"),
-        ),
-    ]
+        (dt.date(2023, 11, 14), "Mobile", "US", 3, 1, 2, 1, 2, Decimal("14.7500"), Decimal("0.3333")),
+        (dt.date(2023, 11, 15), "Desktop", "DE", 1, 0, 1, 1, 1, Decimal("99.9900"), Decimal("1.0000")),
+    ]  # fmt: skip
 
 
 def parse_cli(argv: list[str]) -> argparse.Namespace:

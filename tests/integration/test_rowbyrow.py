@@ -1,15 +1,17 @@
-"""The row-by-row baseline loads a generated drop into the real schema, newest version winning."""
+"""The row-by-row baseline loads a generated drop into Monetate's sample schema, newest version
+winning."""
 
 from __future__ import annotations
 
 import gzip
+from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import orjson
 import pytest
 
-from session_stream import db, rowbyrow, sample, schema, tables
+from session_stream import db, rowbyrow, sample, tables
 
 pytestmark = pytest.mark.integration
 
@@ -21,9 +23,7 @@ CLOSED_KEY = next(c for c in tables.SESSIONS.columns if c.name == "is_closed").j
 
 @pytest.fixture
 def url(fresh_db_url):
-    conn = db.connect(fresh_db_url)
-    schema.init_db(conn)
-    conn.close()
+    rowbyrow.create_sample_schema(fresh_db_url)
     return fresh_db_url
 
 
@@ -105,14 +105,14 @@ def test_baseline_keeps_one_row_per_session_with_the_newest_version_and_its_chil
     assert targets == want
     assert {v for _, _, v in targets} >= set(sample.TRICKY_STRINGS)
 
-    carts = {
-        (sid, n): (pid, sku, qty, when)
-        for sid, n, pid, sku, qty, when in query(
-            url,
-            f"SELECT {cols(tables.CART_LINES, 'session_id', 'line_no', 'product_id', 'sku', 'quantity', 'time')} "
-            f"FROM {tables.CART_LINES.name}",
-        )
-    }
+    carts, seen = {}, Counter()
+    for sid, pid, sku, qty, when in query(
+        url,
+        f"SELECT {cols(tables.CART_LINES, 'session_id', 'product_id', 'sku', 'quantity', 'time')} "
+        f"FROM {tables.CART_LINES.name} ORDER BY id",
+    ):
+        carts[(sid, seen[sid])] = (pid, sku, qty, when)
+        seen[sid] += 1
     assert carts == {
         (sid, n): (line["product_id"], line["sku"], int(line["quantity"]), utc(line["time"]))
         for sid, o in expected.items()
@@ -134,16 +134,22 @@ def test_baseline_keeps_one_row_per_session_with_the_newest_version_and_its_chil
     assert any(sid in reemitted for sid, _ in purchases), "closed versions add a purchase"
 
     # Every other child table: the newest version's rows and none of the older version's.
-    for table in (
-        tables.OFFERS,
-        tables.PAGE_EVENT_IDS,
-        tables.VIEW_LINES,
-        tables.PURCHASE_LINES,
-        tables.PURCHASE_LINE_ITEMS,
-    ):
-        stored = dict(
-            query(url, f"SELECT session_id, COUNT(*) FROM {table.name} GROUP BY session_id")
+    # The sample's line items hang on their purchase line, by purchase_id.
+    by_session = {
+        table: f"SELECT session_id, COUNT(*) FROM {table.name} GROUP BY session_id"
+        for table in (
+            tables.OFFERS,
+            tables.PAGE_EVENT_IDS,
+            tables.VIEW_LINES,
+            tables.PURCHASE_LINES,
         )
+    }
+    by_session[tables.PURCHASE_LINE_ITEMS] = (
+        f"SELECT l.session_id, COUNT(*) FROM {tables.PURCHASE_LINE_ITEMS.name} i"
+        f" JOIN {tables.PURCHASE_LINES.name} l ON l.purchase_id = i.purchase_id GROUP BY l.session_id"
+    )
+    for table, sql in by_session.items():
+        stored = dict(query(url, sql))
         for sid, o in expected.items():
             found = o.get(table.path[0]) or {}
             if len(table.path) == 2:
@@ -154,8 +160,9 @@ def test_baseline_keeps_one_row_per_session_with_the_newest_version_and_its_chil
 
 
 def children(url, table):
-    """A child table's source columns, sorted (the surrogate row_id changes on reload)."""
-    return sorted(query(url, f"SELECT {', '.join(table.column_names)} FROM {table.name}"))
+    """A child table's source columns, sorted (the surrogate id changes on reload)."""
+    names = ", ".join(rowbyrow.sample_columns(table))
+    return sorted(query(url, f"SELECT {names} FROM {table.name}"))
 
 
 def test_loading_the_same_files_again_changes_nothing(tmp_path, url):

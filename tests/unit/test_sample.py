@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -47,32 +48,28 @@ def ms(moment: datetime) -> int:
 
 def raw_values(obj):
     """(column, raw JSON value) for every column of every row a session object gives."""
-    sid = obj[SID]
     for table in tables.TABLES:
-        found = obj if table.shape == "session" else obj.get(table.path[0]) or {}
         if table.shape == "session":
-            sources = [(None, obj)]
-        elif table.shape == "map":
-            for key, value in found.items():
-                yield table.columns[1], key
-                yield table.columns[2], value
-            continue
-        elif table.shape == "list":
-            sources = [(None, item) for item in found]
-        elif table.shape == "map_of_objects":
-            sources = list(found.items())
-        else:
-            sources = [(key, item) for key, o in found.items() for item in o[table.path[1]]]
-        for key, source in sources:
             for c in table.columns:
-                if c.kind == tables.SEQ:
-                    continue
-                if c is tables.SESSION_ID:
-                    yield c, sid
-                elif c.key:
-                    yield c, key
-                else:
-                    yield c, source.get(c.json_key)
+                yield c, obj.get(c.json_key)
+            continue
+        found = obj.get(table.path[0]) or {}
+        key_column, *rest = table.columns
+        if table.shape == "map":
+            for key, value in found.items():
+                yield key_column, key
+                yield rest[0], value
+        elif table.shape == "list":
+            for item in found:
+                for c in table.columns:
+                    yield c, item.get(c.json_key)
+        else:  # the map's key, then the fields of its object or of each item of its list
+            for key, o in found.items():
+                items = [o] if table.shape == "map_of_objects" else o[table.path[1]]
+                for item in items:
+                    yield key_column, key
+                    for c in rest:
+                        yield c, item.get(c.json_key)
 
 
 def fits(c: tables.Column, v) -> bool:
@@ -164,8 +161,47 @@ def test_sessions_are_realistic(tmp_path):
     assert 0.15 <= len(bounces) / 2000 <= 0.35
     assert all(not (o.get("cart_lines") or o.get("view_lines")) for o in bounces)
     assert len({o[KEY["browser"]] for o in final.values()}) >= 5
-    assert len({o[KEY["country"]] for o in final.values()}) >= 5
+    assert len({o[KEY["country_code"]] for o in final.values()}) >= 5
     assert all(o[KEY["is_closed"]] == "t" for o in final.values())
+
+
+def test_sessions_carry_every_field_of_monetates_loader_with_plausible_values(tmp_path):
+    paths = sample.write_drop(tmp_path, DAY, sessions=1000, files=4, seed=3, quirks=False)
+    final = {obj[SID]: obj for _, obj in objects(paths)}
+    for o in final.values():
+        assert set(KEY.values()) <= set(o), "every column of the sample schema has its key"
+        assert re.fullmatch(r"[A-Z]{2}", o[KEY["country_code"]])
+        assert str(uuid.UUID(o[KEY["guid"]])) == o[KEY["guid"]]
+        assert o[KEY["screen_width"]] >= 320 and o[KEY["screen_height"]] >= 480
+        if o[KEY["device_type"]] == "Smartphone":
+            assert o[KEY["screen_width"]] < o[KEY["screen_height"]]
+        assert o[KEY["page_views_ss"]] >= o[KEY["page_views"]] >= 1
+        assert o[KEY["time_on_site_ss"]] >= o[KEY["time_on_site"]] >= 0
+        assert o[KEY["time_on_site"]] == (o[KEY["end_time"]] - o[KEY["start_time"]]) // 1000
+        assert Decimal(str(o[KEY["session_value_ss"]])) >= Decimal(str(o[KEY["session_value"]]))
+        totals = [Decimal(str(p["total"])) for p in o["purchase_lines"].values()]
+        assert Decimal(str(o[KEY["session_value"]])) == sum(totals, Decimal(0))
+        assert o[KEY["purchase_count"]] == len(o["purchases"])
+        assert o[KEY["product_view_count"]] == len(o["view_lines"])
+        new = o[KEY["has_new_customer"]] == "t"
+        assert (o[KEY["session_count"]] == 1) == new
+        assert o[KEY["customer_link"]] is None or o[KEY["customer_id"]] is not None
+    for column in ("browser_version", "os_version", "customer_id", "customer_link", "region"):
+        assert len({o[KEY[column]] for o in final.values()}) >= 2, column
+
+
+def test_session_ids_are_unique_across_days_hours_and_seeds(tmp_path):
+    def ids(**kwargs) -> set[str]:
+        paths = sample.write_drop(tmp_path / str(len(kwargs) + hash(str(kwargs)) % 10**6), **kwargs)
+        return {obj[SID] for _, obj in objects(paths)}
+
+    day1 = ids(day=DAY, sessions=100, files=2)
+    day2 = ids(day=DAY + timedelta(days=1), sessions=100, files=2)
+    other_seed = ids(day=DAY, sessions=100, files=2, seed=1)
+    hour = ids(day=DAY, sessions=100, files=2, start_hour=5, hours=1)
+    assert len(day1) == len(day2) == len(other_seed) == len(hour) == 100
+    assert not (day1 & day2) and not (day1 & other_seed) and not (day1 & hour)
+    assert day1 == ids(day=DAY, sessions=100, files=2), "the same drop, the same ids"
 
 
 def test_reemitted_sessions_close_later_with_a_greater_end_time_and_different_children(drop):
@@ -248,7 +284,7 @@ def test_without_quirks_lines_are_plain_but_the_sessions_are_the_same(tmp_path, 
     plain = sample.write_drop(
         tmp_path, DAY, sessions=60, files=3, start_hour=10, hours=1, seed=11, quirks=False
     )
-    # Plain data still has commas in referrers and Z times; nothing else from the quirk list.
+    # Plain data has Z times (and may have commas); nothing else from the quirk list.
     assert quirks_found(plain) <= {"time_z", "comma"}
     ids = [(p.name, o[SID], o[KEY["end_time"]]) for p, o in objects(plain)]
     assert ids == [(p.name, o[SID], o[KEY["end_time"]]) for p, o in objects(drop)]

@@ -41,9 +41,10 @@ def unescape_field(field: str):
 
 def staged(result: SplitResult, table: tables.Table) -> list[dict]:
     text = result.files()[table.name].read_text(encoding="utf-8")
-    names = ["index", *table.column_names] + (
-        [tables.SOURCE_FILE_COLUMN] if table is tables.SESSIONS else []
-    )
+    if table.is_child:
+        names = ["index", tables.ROW_NO_COLUMN, *table.value_names]
+    else:
+        names = ["index", *table.value_names, tables.SOURCE_FILE_COLUMN]
     rows = []
     for line in text.split("\n")[:-1]:
         fields = line.split("\t")
@@ -86,7 +87,7 @@ def test_json_null_becomes_sql_null_and_empty_string_stays_empty(tmp_path):
     (row,) = staged(result, tables.SESSIONS)
     assert row["city"] is None
     assert row["region"] == ""
-    assert row["country"] is None  # absent key
+    assert row["country_code"] is None  # absent key
 
 
 def test_flags_become_0_and_1(tmp_path):
@@ -121,7 +122,7 @@ def test_numbers_may_arrive_as_numeric_strings(tmp_path):
     values = {r["purchase_id"]: r["purchase_value"] for r in staged(result, tables.PURCHASES)}
     assert values == {"P1": "19.99", "P2": "5", "P3": "0.1", "P4": "100", "P5": "7.5"}
     (cart,) = staged(result, tables.CART_LINES)
-    assert (cart["product_id"], cart["quantity"], cart["line_no"]) == ("123", "3", "0")
+    assert (cart["product_id"], cart["quantity"], cart["row_no"]) == ("123", "3", "0")
 
 
 @pytest.mark.parametrize(
@@ -142,7 +143,7 @@ def test_line_times_become_utc_datetime3(tmp_path, value, expected):
     assert line["time"] == expected
 
 
-def test_absent_maps_are_empty_and_unknown_keys_ignored(tmp_path):
+def test_absent_maps_are_empty_and_unknown_keys_are_counted_not_stored(tmp_path):
     result = split_lines(
         tmp_path,
         [
@@ -155,6 +156,10 @@ def test_absent_maps_are_empty_and_unknown_keys_ignored(tmp_path):
     )
     assert result.rejects == 0
     assert result.rows[tables.CART_LINES.name] == 1
+    assert result.unknown_keys == {"cart_lines[].mystery": 1, "session.new_field": 1}
+    assert result.missing_keys["cart_lines[].sku"] == 1
+    assert result.missing_keys["session.guid"] == 1
+    assert "session.custom_targets" not in result.missing_keys, "absent maps are just empty"
     for table in (
         tables.OFFERS,
         tables.CUSTOM_TARGETS,
@@ -187,7 +192,7 @@ def test_purchase_lines_and_items(tmp_path):
         "2026-11-01 00:00:00.000",
     )
     items = staged(result, tables.PURCHASE_LINE_ITEMS)
-    assert [(i["line_no"], i["product_id"], i["quantity"], i["unit_price"]) for i in items] == [
+    assert [(i["row_no"], i["product_id"], i["quantity"], i["unit_price"]) for i in items] == [
         ("0", "a", "1", "10.5"),
         ("1", "b", "2", "10.0000"),
     ]
@@ -201,7 +206,7 @@ def test_purchase_lines_and_items(tmp_path):
         (orjson.dumps({"account_id": 1}), "no session_id"),
         (orjson.dumps({"session_id": ""}), "no session_id"),
         (orjson.dumps({"session_id": "s", "city": "x" * 256}), "do not fit VARCHAR(255)"),
-        (orjson.dumps({"session_id": "x" * 65}), "do not fit VARCHAR(64)"),
+        (orjson.dumps({"session_id": "x" * 256}), "do not fit VARCHAR(255)"),
         (orjson.dumps({"session_id": "s", "page_views": 2**31}), "does not fit"),
         (orjson.dumps({"session_id": "s", "purchases": {"p": "1.23456"}}), "without rounding"),
         (orjson.dumps({"session_id": "s", "purchases": {"p": 1e15}}), "without rounding"),
@@ -230,8 +235,9 @@ def test_bad_lines_become_rejects_and_the_rest_loads(tmp_path, line, reason):
     assert reason in why
     assert raw == line  # kept whole, byte for byte
     # the rejected line left no rows anywhere
-    assert {r["session_id"] for r in staged(result, tables.SESSIONS)} == {"good", "good2"}
-    assert {r["session_id"] for r in staged(result, tables.CART_LINES)} == {"good", "good2"}
+    sessions = staged(result, tables.SESSIONS)
+    assert [(r["index"], r["session_id"]) for r in sessions] == [("0", "good"), ("1", "good2")]
+    assert [r["index"] for r in staged(result, tables.CART_LINES)] == ["0", "1"]
 
 
 def test_session_twice_in_one_file_keeps_only_the_newest(tmp_path):

@@ -1,0 +1,167 @@
+"""Migration 3: a warehouse created before Monetate's full schema, converted in place.
+
+What it changes (see tables.py for the shape it converts to):
+- session_sessions gets exactly the 35 columns of Monetate's sample schema: the 16 it lacked are
+  added (NULL for sessions already loaded: `session-stream load --force`, or the DAG with
+  `start`/`end`/`force`, refills them), the 5 invented ones (mid, ip_address, user_agent,
+  country, referrer) are dropped, session_id is widened to 255 characters, and its unique
+  index gives way to the compact index on its first characters (schema.table_ddl says why).
+- Each child table's rows move to its storage table (session_stream_<name>, numbered by row_no,
+  ids widened to 255) and the child table becomes a view of the same name.
+- The ledger gets its unknown_keys / missing_keys columns; the BI views are made again.
+
+Every step looks at what is there before it acts, so running it again, or after an interrupted
+run, finishes the job instead of failing. It holds the loaders' lock, so no load writes while
+tables move.
+"""
+
+from __future__ import annotations
+
+from . import schema, tables
+from .sql import quote
+
+LOCK_SECONDS = 6 * 3600  # a long load may hold the lock; a migration waits for it
+
+
+def to_monetate_schema(conn) -> None:
+    cur = conn.cursor()
+    cur.execute("SELECT DATABASE()")
+    lock = schema.load_lock_name(cur.fetchone()[0])
+    cur.execute("SELECT GET_LOCK(%s, %s)", (lock, LOCK_SECONDS))
+    try:
+        collation = schema.key_collation(conn)
+        reconcile_columns(conn, tables.SESSIONS, collation)
+        _session_id_index(conn)
+        for table in tables.CHILD_TABLES:
+            _move_child_rows(conn, table, collation)
+        _add_ledger_columns(conn)
+        from . import views
+
+        views.create_lookups_and_views(conn)
+    finally:
+        cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+        cur.close()
+
+
+def _table_type(cur, name: str) -> str | None:
+    cur.execute(
+        "SELECT table_type FROM information_schema.tables"
+        " WHERE table_schema = DATABASE() AND table_name = %s",
+        (name,),
+    )
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _columns(cur, name: str) -> dict[str, tuple]:
+    """Each column's attributes, by name, in table order."""
+    cur.execute(
+        "SELECT column_name, column_type, is_nullable, collation_name, column_default, extra"
+        " FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = %s"
+        " ORDER BY ordinal_position",
+        (name,),
+    )
+    return {row[0]: tuple(row[1:]) for row in cur.fetchall()}
+
+
+def reconcile_columns(conn, table: tables.Table, collation: str) -> bool:
+    """Alter `table`'s base table so its columns are the spec's, in order, with the spec's types.
+    Returns whether anything changed.
+
+    The spec's shape is read from a scratch table made with the same DDL, so the comparison
+    does not depend on how the server spells a type (MariaDB's int(11), MySQL's int).
+    """
+    cur = conn.cursor()
+    scratch = f"{tables.STORAGE_PREFIX}reference"
+    cur.execute(f"DROP TABLE IF EXISTS {quote(scratch)}")
+    cur.execute(schema.table_ddl(table, collation, name=scratch))
+    try:
+        wanted = _columns(cur, scratch)
+    finally:
+        cur.execute(f"DROP TABLE IF EXISTS {quote(scratch)}")
+    have = _columns(cur, table.storage)
+    if list(have.items()) == list(wanted.items()):
+        cur.close()
+        return False
+    changes = [f"DROP COLUMN {quote(name)}" for name in have if name not in wanted]
+    previous = None
+    for name, definition in schema.column_definitions(table, collation):
+        where = f"AFTER {quote(previous)}" if previous else "FIRST"
+        verb = "MODIFY" if name in have else "ADD"
+        changes.append(f"{verb} COLUMN {quote(name)} {definition} {where}")
+        previous = name
+    cur.execute(f"ALTER TABLE {quote(table.storage)} " + ", ".join(changes))
+    cur.close()
+    return True
+
+
+def _session_id_index(conn) -> None:
+    """The unique index on the whole session_id gives way to the compact one (schema.table_ddl)."""
+    cur = conn.cursor()
+    cur.execute(
+        "SELECT DISTINCT index_name FROM information_schema.statistics"
+        " WHERE table_schema = DATABASE() AND table_name = %s",
+        (tables.SESSIONS.storage,),
+    )
+    have = {row[0] for row in cur.fetchall()}
+    changes = [f"DROP INDEX {quote(name)}" for name in ("ux_session_id",) if name in have]
+    if schema.SESSION_ID_INDEX not in have:
+        changes.append(
+            f"ADD KEY {quote(schema.SESSION_ID_INDEX)}"
+            f" ({quote(tables.SESSION_ID.name)}({tables.SESSION_ID_INDEX_PREFIX}))"
+        )
+    if changes:
+        cur.execute(f"ALTER TABLE {quote(tables.SESSIONS.storage)} " + ", ".join(changes))
+    cur.close()
+
+
+def _primary_key(cur, name: str) -> list[str]:
+    cur.execute(
+        "SELECT column_name FROM information_schema.statistics WHERE table_schema = DATABASE()"
+        " AND table_name = %s AND index_name = 'PRIMARY' ORDER BY seq_in_index",
+        (name,),
+    )
+    return [row[0] for row in cur.fetchall()]
+
+
+def _move_child_rows(conn, table: tables.Table, collation: str) -> None:
+    """An old child table (a base table holding session_id) becomes its storage table and a view.
+
+    row_no numbers a session's rows in the order of the old primary key (the list position
+    for lists, the id for maps): the same rows, the same session_key, nothing recomputed.
+    """
+    cur = conn.cursor()
+    if _table_type(cur, table.name) == "BASE TABLE":
+        cur.execute(schema.table_ddl(table, collation))
+        cur.execute(f"DELETE FROM {quote(table.storage)}")  # an interrupted copy starts again
+        key = tables.SESSION_KEY_COLUMN
+        order = [c for c in _primary_key(cur, table.name) if c != key]
+        values = ", ".join(quote(n) for n in table.value_names)
+        cur.execute(
+            f"INSERT INTO {quote(table.storage)}"
+            f" ({quote(key)}, {quote(tables.ROW_NO_COLUMN)}, {values})"
+            f" SELECT {quote(key)}, ROW_NUMBER() OVER (PARTITION BY {quote(key)}"
+            f" ORDER BY {', '.join(quote(c) for c in order)}) - 1, {values}"
+            f" FROM {quote(table.name)}"
+        )
+        conn.commit()
+        cur.execute(f"DROP TABLE {quote(table.name)}")
+    else:
+        cur.execute(schema.table_ddl(table, collation))
+        reconcile_columns(conn, table, collation)
+    cur.execute(schema.child_view_ddl(table))
+    cur.close()
+
+
+def _add_ledger_columns(conn) -> None:
+    cur = conn.cursor()
+    have = _columns(cur, tables.LEDGER_TABLE)
+    previous = "error"
+    for name in (tables.UNKNOWN_KEYS_COLUMN, tables.MISSING_KEYS_COLUMN):
+        if name not in have:
+            cur.execute(
+                f"ALTER TABLE {quote(tables.LEDGER_TABLE)}"
+                f" ADD COLUMN {quote(name)} JSON NULL AFTER {quote(previous)}"
+            )
+        previous = name
+    cur.close()
