@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 
 INCOMING = "_ss_incoming"  # temporary tables: private to the connection
 REPLACED = "_ss_replaced"
-RETRYABLE = {1205, 1213, 2006, 2013}  # lock wait timeout, deadlock, server gone, lost connection
+# Server gone, lost connection, and MySQL 8's "disconnected because of inactivity" (wait_timeout).
+LOST_CONNECTION = {2006, 2013, 4031}
+RETRYABLE = {1205, 1213} | LOST_CONNECTION  # + lock wait timeout, deadlock
 ER_LOCAL_INFILE = {1148, 2068, 3948}  # LOAD DATA LOCAL refused by client or server
 MEMORY_TEMP_ROWS = 40_000
 ER_DUP_ENTRY = 1062
@@ -137,6 +139,31 @@ class Loader:
                 pass
             self._conn = None
 
+    def _live_conn(self):
+        """The connection, reopened first if the server dropped it while it sat idle between
+        files (wait_timeout, KILL): a dropped connection is noticed here, not mid-load."""
+        if self._conn is not None:
+            try:
+                self._conn.ping()
+            except MySQLdb.Error as exc:
+                log.info("the MySQL connection was dropped (%s); reconnecting", _describe(exc))
+                self.close()
+        return self.conn
+
+    def _outside_load(self, work: Callable):
+        """Run `work(conn)`, a short statement outside any load (ledger reads, marking a file
+        failed), reconnecting once if the connection is lost on the way. Never called while the
+        load lock is held: a new connection would not hold the lock."""
+        conn = self._live_conn()
+        try:
+            return work(conn)
+        except MySQLdb.OperationalError as exc:
+            if not (exc.args and exc.args[0] in LOST_CONNECTION):
+                raise
+            log.info("the MySQL connection was lost (%s); reconnecting", _describe(exc))
+            self.close()
+            return work(self.conn)
+
     def _reset(self) -> None:
         """Drop a connection that failed mid-transaction; the server rolls it back."""
         if self._conn is not None:
@@ -147,19 +174,28 @@ class Loader:
 
     # --- ledger ---------------------------------------------------------------------------
     def ledger(self, names: Iterable[str]) -> dict[str, dict]:
+        """The ledger rows of `names` (absent names have none), by file name."""
         names = list(names)
-        out: dict[str, dict] = {}
-        cur = self.conn.cursor(MySQLdb.cursors.DictCursor)
-        for i in range(0, len(names), 1000):
-            chunk = names[i : i + 1000]
-            marks = ", ".join(["%s"] * len(chunk))
+        return self._outside_load(lambda conn: _read_ledger(conn, names))
+
+    def record_failure(
+        self, name: str, size: int, window_start: datetime | None, error: str
+    ) -> None:
+        """Mark a file failed, so the next run tries it again. Nothing of this attempt was
+        loaded; rows from an earlier, successful load of the file stay until one succeeds."""
+
+        def write(conn):
+            cur = conn.cursor()
             cur.execute(
-                f"SELECT * FROM {quote(tables.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk
+                f"INSERT INTO {quote(tables.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
+                " VALUES (%s, %s, %s, 'failed', %s)"
+                " ON DUPLICATE KEY UPDATE attempts = attempts + 1, error = VALUES(error),"
+                " size = VALUES(size), status = 'failed'",
+                (name, size, window_start, error[:60000]),
             )
-            for row in cur.fetchall():
-                out[row["file_name"]] = row
-        cur.close()
-        return out
+            cur.close()
+
+        self._outside_load(write)
 
     def pending(self, files: Iterable[tuple[str, int]], force: bool = False) -> list[str]:
         """Names of the files that still need loading: not loaded, or loaded with another size."""
@@ -168,21 +204,6 @@ class Loader:
             return [name for name, _ in files]
         done = self.ledger(name for name, _ in files)
         return [name for name, size in files if not is_loaded(done.get(name), size)]
-
-    def record_failure(
-        self, name: str, size: int, window_start: datetime | None, error: str
-    ) -> None:
-        """Mark a file failed, so the next run tries it again. Nothing of this attempt was
-        loaded; rows from an earlier, successful load of the file stay until one succeeds."""
-        cur = self.conn.cursor()
-        cur.execute(
-            f"INSERT INTO {quote(tables.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
-            " VALUES (%s, %s, %s, 'failed', %s)"
-            " ON DUPLICATE KEY UPDATE attempts = attempts + 1, error = VALUES(error),"
-            " size = VALUES(size), status = 'failed'",
-            (name, size, window_start, error[:60000]),
-        )
-        cur.close()
 
     # --- loading --------------------------------------------------------------------------
     def load(
@@ -196,6 +217,7 @@ class Loader:
         """Load one split file; never raises for a problem with the file itself (see FileOutcome)."""
         started = time.perf_counter()
         try:
+            self._live_conn()
             outcome = self._load_with_retries(split, size, window_start, force)
         except ConfigError:
             raise
@@ -240,7 +262,7 @@ class Loader:
             )
         try:
             if not force:
-                done = self.ledger([split.source_name]).get(split.source_name)
+                done = _read_ledger(conn, [split.source_name]).get(split.source_name)
                 if is_loaded(done, size):
                     return FileOutcome(split.source_name, "skipped", rejects=done["rejects"] or 0)
             for full_check in (False, True):
@@ -405,6 +427,21 @@ class Loader:
         if loaded != expected:
             raise LoadError(f"{table}: loaded {loaded} rows, the staged file holds {expected}")
         return loaded
+
+
+def _read_ledger(conn, names: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    cur = conn.cursor(MySQLdb.cursors.DictCursor)
+    for i in range(0, len(names), 1000):
+        chunk = names[i : i + 1000]
+        marks = ", ".join(["%s"] * len(chunk))
+        cur.execute(
+            f"SELECT * FROM {quote(tables.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk
+        )
+        for row in cur.fetchall():
+            out[row["file_name"]] = row
+    cur.close()
+    return out
 
 
 class DuplicateRowsError(LoadError):
