@@ -3,9 +3,15 @@ files, a split worker that dies, and `kill -9` of the load itself."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from datetime import date
 
+import psutil
 import pytest
 from warehouse import query
 
@@ -13,10 +19,12 @@ from session_stream import cli, db, schema, tables
 from session_stream.load import Loader
 from session_stream.pipeline import load_files
 from session_stream.sample import truncate_file, write_drop
+from session_stream.workers import reclaim_abandoned, scratch_folder
 
 pytestmark = pytest.mark.integration
 
 DAY = date(2026, 11, 1)
+CLI = [sys.executable, "-m", "session_stream.cli"]
 
 
 @pytest.fixture
@@ -95,3 +103,103 @@ def test_the_cli_reconnects_after_a_kill_without_a_traceback(url, tmp_path, monk
     assert "Traceback" not in out.out + out.err
     assert "2 loaded, 0 skipped, 1 failed" in out.out
     assert ledger(url)[paths[1].name][0] == "failed"
+
+
+# ---------------------------------------------------------------- a split worker that dies
+
+
+def test_a_killed_split_worker_fails_its_file_and_the_run_goes_on(url, tmp_path):
+    paths = write_drop(tmp_path / "drop", DAY, sessions=24_000, files=6, hours=2, seed=8)
+    work = tmp_path / "work"
+    work.mkdir()
+    victim = paths[2]  # split by a worker (the first file is split in this process)
+    killed = []
+
+    def kill_the_worker():
+        deadline = time.time() + 60
+        while time.time() < deadline and not (work / "000002").exists():
+            time.sleep(0.002)
+        for child in psutil.Process().children():
+            if "spawn_main" in " ".join(child.cmdline()):
+                child.kill()
+                killed.append(child.pid)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    loader = Loader(lambda: db.connect(url))
+    try:
+        summary = load_files(paths, loader, workers=1, work_dir=work)
+    finally:
+        loader.close()
+        killer.join()
+    assert killed, "the worker was never seen splitting its file"
+    assert [name for name, _ in summary.failures] == [victim.name]
+    assert (summary.loaded, summary.failed) == (5, 1)  # the rest went on, in a new pool
+    status, error = ledger(url)[victim.name]
+    assert status == "failed"
+    assert f"split worker process (pid {killed[0]}) died" in error
+    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == "zombie"
+    assert list(work.iterdir()) == []  # no split folder or marker left behind
+
+
+# ---------------------------------------------------------------- kill -9 of a CLI load
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_kill_9_of_a_cli_load_leaves_no_worker_and_its_temp_folder_is_reclaimed(url, tmp_path):
+    drop = tmp_path / "drop"
+    write_drop(drop, DAY, sessions=60_000, files=6, hours=2, seed=9)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    stderr = tmp_path / "stderr"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(
+            [*CLI, "load", "-q", "--jobs", "1", "--db", url, str(drop)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    deadline = time.time() + 60
+    # Files after the first are split by the worker: wait until it writes one.
+    while time.time() < deadline and not list(tmp.glob("session-stream-*/00000[1-9]")):
+        assert proc.poll() is None, f"the load ended first: {stderr.read_text()}"
+        time.sleep(0.01)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert any("multiprocessing" in " ".join(c.cmdline()) for c in children), [
+        c.cmdline() for c in children
+    ]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    deadline = time.time() + 5
+    while time.time() < deadline and any(alive(c.pid) for c in children):
+        time.sleep(0.05)
+    assert [c.pid for c in children if alive(c.pid)] == []
+    abandoned = list(tmp.glob("session-stream-*"))
+    assert len(abandoned) == 1  # kill -9 gave the load no chance to remove it
+
+    again = subprocess.run(
+        [*CLI, "load", "-q", "--jobs", "1", "--db", url, str(drop)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    assert list(tmp.iterdir()) == []  # the abandoned folder was reclaimed, its own removed
+    assert {s for s, _ in ledger(url).values()} == {"loaded"}
+
+
+def test_a_live_loads_scratch_folder_is_never_reclaimed(tmp_path):
+    with scratch_folder(tmp_path) as mine:
+        (mine / "split").mkdir()
+        assert reclaim_abandoned(tmp_path) == []
+        assert mine.is_dir()
+    assert list(tmp_path.iterdir()) == []
