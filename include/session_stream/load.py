@@ -40,6 +40,7 @@ from .layout import (
 )
 from .names import file_rank
 from .sql import quote
+from .utc import to_utc
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,12 @@ class Loader:
             if missing:
                 raise ConfigError(
                     f"the database has no {missing[0]} table: run `session-stream init-db` first"
+                )
+            pending = schema.pending_migrations(conn)
+            if pending:
+                raise ConfigError(
+                    f"the database schema is older than this version (migration {pending[0].version},"
+                    f" {pending[0].name!r}, is not applied): run `session-stream init-db`"
                 )
             cur = conn.cursor()
             cur.execute("SELECT DATABASE(), @@log_bin, @@binlog_format")
@@ -186,16 +193,40 @@ class Loader:
 
         def write(conn):
             cur = conn.cursor()
+            # failed_since is set before status: MySQL assigns left to right, so it still sees
+            # whether the file was failing already.
             cur.execute(
-                f"INSERT INTO {quote(tables.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
-                " VALUES (%s, %s, %s, 'failed', %s)"
-                " ON DUPLICATE KEY UPDATE attempts = attempts + 1, error = VALUES(error),"
+                f"INSERT INTO {quote(tables.LEDGER_TABLE)}"
+                " (file_name, size, window_start, status, error, failed_since)"
+                " VALUES (%s, %s, %s, 'failed', %s, UTC_TIMESTAMP(3))"
+                " ON DUPLICATE KEY UPDATE failed_since = IF(status = 'failed',"
+                " COALESCE(failed_since, UTC_TIMESTAMP(3)), UTC_TIMESTAMP(3)),"
+                " attempts = attempts + 1, error = VALUES(error),"
                 " size = VALUES(size), status = 'failed'",
                 (name, size, window_start, error[:60000]),
             )
             cur.close()
 
         self._outside_load(write)
+
+    def failing(self, since: datetime, until: datetime) -> list[dict]:
+        """The files the ledger marks failed whose window starts in [since, until), newest
+        first: file_name, size, window_start, attempts, failed_since, last_attempt, error."""
+
+        def read(conn):
+            cur = conn.cursor(MySQLdb.cursors.DictCursor)
+            cur.execute(
+                "SELECT file_name, size, window_start, attempts, failed_since,"
+                f" loaded_at AS last_attempt, error FROM {quote(tables.LEDGER_TABLE)}"
+                " WHERE status = 'failed' AND window_start >= %s AND window_start < %s"
+                " ORDER BY window_start DESC, file_name DESC",
+                (_naive_utc(since), _naive_utc(until)),
+            )
+            rows = list(cur.fetchall())
+            cur.close()
+            return rows
+
+        return self._outside_load(read)
 
     def pending(self, files: Iterable[tuple[str, int]], force: bool = False) -> list[str]:
         """Names of the files that still need loading: not loaded, or loaded with another size."""
@@ -392,7 +423,7 @@ class Loader:
             + " rejects = VALUES(rejects), split_seconds = VALUES(split_seconds),"
             # a reload may leave sessions of the earlier version: the horizon only grows
             " horizon = GREATEST(COALESCE(horizon, VALUES(horizon)), COALESCE(VALUES(horizon), horizon)),"
-            " load_seconds = VALUES(load_seconds), error = NULL,"
+            " load_seconds = VALUES(load_seconds), error = NULL, failed_since = NULL,"
             " attempts = attempts + 1",
             (
                 name,
@@ -427,6 +458,11 @@ class Loader:
         if loaded != expected:
             raise LoadError(f"{table}: loaded {loaded} rows, the staged file holds {expected}")
         return loaded
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """A DATETIME parameter: UTC, without tzinfo (the session's time zone is UTC)."""
+    return to_utc(moment).replace(tzinfo=None)
 
 
 def _read_ledger(conn, names: list[str]) -> dict[str, dict]:

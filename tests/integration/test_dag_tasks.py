@@ -258,3 +258,143 @@ def test_the_look_back_picks_up_a_late_file_of_an_earlier_hour(env):
     )
     assert fetched["fetched"] == [target.name]
     assert parse_name(target.name)[0] < next_hour.start
+
+
+# ---------------------------------------------------------------- the sweep of failed files
+
+
+def run_window(env, window, prefix, **kwargs):
+    """Like run(), for any window; returns (fetched, errors, load results)."""
+    fetched = dag_tasks.fetch(
+        env.drop, env.loader, env.staging, window, prefix=prefix, settle_seconds=0, **kwargs
+    )
+    errors, results = [], []
+    for batch in fetched["batches"]:
+        try:
+            results.append(
+                dag_tasks.load_batch(
+                    dag_tasks.split_batch(batch, env.staging), env.staging, env.loader
+                )
+            )
+        except dag_tasks.FilesFailedError as exc:
+            errors.append(exc)
+    return fetched, errors, results
+
+
+def later_hour(days: int, hour: int = 5) -> dag_tasks.Window:
+    start = datetime(2026, 11, 1, hour, tzinfo=UTC) + timedelta(days=days)
+    return dag_tasks.Window(start, start + timedelta(hours=1))
+
+
+def failing_since(url, name):
+    return warehouse.query(
+        url,
+        f"SELECT failed_since, attempts FROM `{tables.LEDGER_TABLE}` WHERE file_name = %s",
+        (name,),
+    )[0]
+
+
+def test_a_backfilled_days_failed_file_is_retried_by_a_later_scheduled_run_and_ends_loaded(env):
+    bad = env.paths[1]
+    whole = bad.read_bytes()
+    truncate_file(bad)  # cut short while the backfill ran
+    _, errors, _ = run_window(env, HOUR0, "backfill")  # a backfill: no sweep
+    assert [e.files for e in errors] == [[bad.name]]
+    first_failure, _ = failing_since(env.url, bad.name)
+    assert first_failure is not None
+    bad.write_bytes(whole)  # the whole file is there now
+
+    # Two days later, far outside the 3-hour look-back: a scheduled run an hour after the failure.
+    in_an_hour = datetime.now(UTC) + timedelta(hours=1)
+    fetched, errors, _ = run_window(env, later_hour(2), "scheduled", sweep=True, now=in_an_hour)
+    assert errors == []
+    assert fetched["listed"] == 0 and fetched["retried"] == fetched["fetched"] == [bad.name]
+    assert ledger(env.url) == {p.name: ("loaded", 2 if p == bad else 1) for p in env.paths}
+    assert failing_since(env.url, bad.name)[0] is None  # not failing any more
+    dag_tasks.check(fetched, env.loader)  # passes
+
+    again, _, _ = run_window(env, later_hour(2, 6), "scheduled2", sweep=True, now=in_an_hour)
+    assert again["retried"] == [] and again["fetched"] == []
+
+
+def test_only_scheduled_runs_sweep():
+    from airflow.utils.types import DagRunType
+
+    assert dag_tasks.sweeps(DagRunType.SCHEDULED) and dag_tasks.sweeps("scheduled")
+    for other in (DagRunType.MANUAL, DagRunType.BACKFILL_JOB, DagRunType.ASSET_TRIGGERED, None):
+        assert not dag_tasks.sweeps(other)
+
+
+def test_a_file_that_keeps_failing_is_retried_less_often_and_listed_but_not_alerted_again(
+    env, caplog
+):
+    bad = env.paths[2]
+    truncate_file(bad)
+    run_window(env, HOUR0, "backfill")
+    since, attempts = failing_since(env.url, bad.name)
+    assert attempts == 1
+    now = datetime.now(UTC)
+
+    # Not yet due: its one attempt was a moment ago.
+    fetched, _, _ = run_window(env, later_hour(1), "s1", sweep=True, now=now)
+    assert fetched["retried"] == []
+    # Due an hour later; failing again fails neither the load nor check, and check lists it.
+    fetched, errors, results = run_window(
+        env, later_hour(1, 6), "s2", sweep=True, now=now + timedelta(hours=1)
+    )
+    assert fetched["retried"] == [bad.name] and errors == []
+    assert results[0]["still_failing"] == [bad.name]
+    assert failing_since(env.url, bad.name) == (since, 2)  # still failing since the first time
+    with caplog.at_level("WARNING", logger="session_stream.dag_tasks"):
+        dag_tasks.check(fetched, env.loader)
+    listed = [r.getMessage() for r in caplog.records if "still failing" in r.getMessage()]
+    assert len(listed) == 1
+    assert f"{bad.name} failing since {since}" in listed[0] and "(2 attempt(s))" in listed[0]
+    assert "cannot be read to its end" in listed[0]
+    # After two attempts (the second one just now, by the database's clock) it waits two hours.
+    fetched, _, _ = run_window(
+        env, later_hour(1, 7), "s3", sweep=True, now=now + timedelta(hours=1)
+    )
+    assert fetched["retried"] == []
+    fetched, _, _ = run_window(
+        env, later_hour(1, 8), "s4", sweep=True, now=now + timedelta(hours=2)
+    )
+    assert fetched["retried"] == [bad.name]
+
+
+def test_the_sweep_is_bounded_newest_first_within_its_days(tmp_path, fresh_db_url):
+    conn = db.connect(fresh_db_url)
+    schema.init_db(conn)
+    conn.close()
+    days = [date(2026, 11, d) for d in (1, 10, 20, 25)]
+    paths = []
+    for i, day in enumerate(days):
+        paths += write_drop(tmp_path / "drop", day, sessions=40, files=2, hours=1, seed=20 + i)
+    loader = Loader(lambda: db.connect(fresh_db_url))
+    drop = open_drop(str(tmp_path / "drop"))
+    try:
+        for p in paths:  # every file failed once, in a backfill long ago
+            loader.record_failure(p.name, p.stat().st_size, parse_name(p.name)[0], "boom")
+        sweep = dict(
+            drop=drop,
+            loader=loader,
+            until=datetime(2026, 11, 28, tzinfo=UTC),
+            skip={paths[-1].name},  # listed by the run itself
+            now=datetime.now(UTC) + timedelta(hours=2),
+        )
+        found = dag_tasks.sweep_failed(
+            since=datetime(2026, 11, 5, tzinfo=UTC), max_files=3, **sweep
+        )
+        # Newest first: day 25's other file, then day 20's two; day 10 waits, day 1 is too old.
+        assert [f.name for f in found] == [paths[6].name, paths[5].name, paths[4].name]
+        found = dag_tasks.sweep_failed(
+            since=datetime(2026, 11, 5, tzinfo=UTC), max_files=100, **sweep
+        )
+        assert {f.name for f in found} == {p.name for p in paths[2:7]}
+        assert (
+            dag_tasks.sweep_failed(since=datetime(2026, 11, 5, tzinfo=UTC), max_files=0, **sweep)
+            == []
+        )
+    finally:
+        loader.close()
+        drop.close()
