@@ -35,7 +35,8 @@ skipped, so overlapping runs and backfills never load a file twice.
 **Tasks**: `fetch` lists the drop location and stages the new files → `split` (mapped over
 batches) → `load` (mapped, pool `session_stream_load`, emits the Asset
 `session_stream_tables`, URI `mysql://session_stream:3306/session_stream/session_tables`) → `check` (fails, naming the files, if a file did
-not load or has more than `max_rejects` rejects). A file still being written waits for the
+not load or has more than `max_rejects` rejects; its log ends with the run's report: files,
+sessions, rows, rejects, unknown keys, late files, files still failing, which it returns). A file still being written waits for the
 next run; a file that fails is marked failed and retried by the next run. Scheduled runs also
 retry files marked failed in earlier windows (`sweep_days`, newest first, at most
 `sweep_max_files` per run); one that fails again is listed by `check`, not alerted again.

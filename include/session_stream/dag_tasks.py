@@ -440,15 +440,18 @@ def _remove_staged(staging, prefix: str, name: str) -> None:
 
 
 def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, staging=None) -> dict:
-    """Every fetched file must be in the ledger as loaded, with at most `max_rejects` rejects.
+    """Every fetched file must be in the ledger as loaded, with at most `max_rejects` rejects;
+    files the sweep retried may fail again (they are listed with every file still failing).
 
-    With `staging`, the run's staging prefix (by now only empty folders) is removed too.
+    Returns the run's quality report (report.run_report), whose table ends the log, pass or
+    fail. With `staging`, the run's staging prefix (by now only empty folders) is removed too.
     """
+    from .report import format_report, run_report
+
     if staging is not None and fetched.get("prefix"):
         staging.delete(fetched["prefix"])
     names = list(fetched.get("fetched") or [])
     retried = set(fetched.get("retried") or [])
-    waiting = list(fetched.get("waiting") or [])
     ledger = loader.ledger(names) if names else {}
     not_loaded = {
         n: (ledger.get(n) or {}).get("error") or "not in the ledger"
@@ -458,56 +461,35 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
     too_many = {
         n: ledger[n].get("rejects") or 0
         for n in names
-        if n in ledger and (ledger[n].get("rejects") or 0) > max_rejects
+        if (ledger.get(n) or {}).get("status") == "loaded"
+        and (ledger[n].get("rejects") or 0) > max_rejects
     }
-    summary = {
-        "window": fetched.get("window"),
-        "listed": fetched.get("listed", 0),
-        "loaded": len(names) - len(not_loaded),
-        "waiting": waiting,
-        "rejects": sum((ledger.get(n) or {}).get("rejects") or 0 for n in names),
-    }
-    if waiting:
+    report = run_report(fetched, loader)
+    if report["waiting"]:
         log.info(
             "%d file(s) still being written wait for the next run: %s",
-            len(waiting),
-            ", ".join(waiting),
+            len(report["waiting"]),
+            ", ".join(report["waiting"]),
         )
-    _log_still_failing(fetched, loader)
+    if report["still_failing_total"]:
+        log.warning(
+            "%d file(s) still failing, newest first: %s",
+            report["still_failing_total"],
+            "; ".join(
+                f"{f['file']} failing since {f['failing_since'] or '?'}"
+                f" ({f['attempts']} attempt(s)): {f['error']}"
+                for f in report["still_failing"]
+            ),
+        )
     problems = [f"{n} not loaded ({e})" for n, e in not_loaded.items()]
     problems += [
         f"{n} has {r} rejects (max_rejects={max_rejects}; see session_stream_rejects)"
         for n, r in too_many.items()
     ]
+    log.info("run report\n%s", format_report(report))
     if problems:
         raise FilesFailedError(
             f"{len(problems)} problem(s) in window {fetched.get('window')}: " + "; ".join(problems),
             [*not_loaded, *too_many],
         )
-    log.info("check passed: %s", summary)
-    return summary
-
-
-def _log_still_failing(fetched: dict, loader) -> list[dict]:
-    """Log the files the ledger marks failed in the sweep's reach: since when, how many tries."""
-    window = fetched.get("window") or [None, None]
-    if not window[1]:
-        return []
-    end = parse_utc(window[1], "window end")
-    since = parse_utc(fetched.get("sweep_since"), "sweep start") or end - timedelta(
-        days=DEFAULT_SWEEP_DAYS
-    )
-    failing = loader.failing(since, end)
-    if failing:
-        log.warning(
-            "%d file(s) of [%s, %s) still failing, newest first: %s",
-            len(failing),
-            since.isoformat(),
-            end.isoformat(),
-            "; ".join(
-                f"{e['file_name']} failing since {e['failed_since'] or '?'}"
-                f" ({e['attempts']} attempt(s)): {e['error']}"
-                for e in failing
-            ),
-        )
-    return failing
+    return report

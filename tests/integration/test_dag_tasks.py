@@ -3,7 +3,9 @@ area and the real MariaDB."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -349,7 +351,10 @@ def test_a_file_that_keeps_failing_is_retried_less_often_and_listed_but_not_aler
         dag_tasks.check(fetched, env.loader)
     listed = [r.getMessage() for r in caplog.records if "still failing" in r.getMessage()]
     assert len(listed) == 1
-    assert f"{bad.name} failing since {since}" in listed[0] and "(2 attempt(s))" in listed[0]
+    assert (
+        f"{bad.name} failing since {since.replace(tzinfo=UTC).isoformat()}" in listed[0]
+        and "(2 attempt(s))" in listed[0]
+    )
     assert "cannot be read to its end" in listed[0]
     # After two attempts (the second one just now, by the database's clock) it waits two hours.
     fetched, _, _ = run_window(
@@ -398,3 +403,91 @@ def test_the_sweep_is_bounded_newest_first_within_its_days(tmp_path, fresh_db_ur
     finally:
         loader.close()
         drop.close()
+
+
+# ---------------------------------------------------------------- the run's quality report
+
+
+def test_check_returns_the_runs_report_from_the_ledger_and_its_log_ends_with_the_table(env, caplog):
+    bad = env.paths[3]
+    truncate_file(bad)
+    run_window(env, HOUR0, "backfill")  # 3 loaded, `bad` failed (and alerted)
+    done = write_drop(env.tmp / "drop", DAY, sessions=30, files=1, start_hour=3, hours=1, seed=40)
+    run_window(env, later_hour(0, 3), "hour3", lookback_hours=0)  # loaded before the run below
+    # Hour 4 with a 2-hour look-back: its own file, a late file of hour 2, the one of hour 3
+    # loaded already, and hour 0's failed file retried by the sweep (and failing again).
+    own = write_drop(env.tmp / "drop", DAY, sessions=30, files=1, start_hour=4, hours=1, seed=41)
+    late = write_drop(env.tmp / "late", DAY, sessions=20, files=1, start_hour=2, hours=1, seed=42)
+    late_in_drop = env.tmp / "drop" / late[0].relative_to(env.tmp / "late")
+    late_in_drop.write_bytes(late[0].read_bytes())
+    fetched, errors, _ = run_window(
+        env,
+        later_hour(0, 4),
+        "scheduled",
+        lookback_hours=2,
+        sweep=True,
+        now=datetime.now(UTC) + timedelta(hours=1),
+    )
+    assert errors == [] and sorted(fetched["fetched"]) == sorted(
+        [own[0].name, late_in_drop.name, bad.name]
+    )
+    assert done[0].name not in fetched["fetched"]
+    with caplog.at_level("INFO", logger="session_stream.dag_tasks"):
+        report = dag_tasks.check(fetched, env.loader)
+
+    row = warehouse.query(
+        env.url,
+        f"SELECT SUM(sessions), SUM(rejects), SUM(rows_offers) FROM `{tables.LEDGER_TABLE}`"
+        " WHERE file_name IN (%s, %s)",
+        (own[0].name, late_in_drop.name),
+    )[0]
+    assert (report["loaded"], report["failed"], report["skipped"]) == (2, 1, 1)
+    assert report["listed"] == 3 and report["fetched"] == 3
+    assert (report["sessions"], report["rejects"]) == (row[0], row[1]) and row[0] > 0
+    assert report["rows"]["session_offers"] == row[2]
+    assert set(report["rows"]) == {t.name for t in tables.TABLES}
+    assert report["late_files"] == [late_in_drop.name]
+    assert report["retried"] == [bad.name] and report["failed_files"] == [bad.name]
+    assert report["unknown_keys"] == {} and report["missing_keys"] == {}
+    [failing] = report["still_failing"]
+    assert report["still_failing_total"] == 1
+    assert (failing["file"], failing["attempts"]) == (bad.name, 2)
+    assert failing["failing_since"].startswith(str(datetime.now(UTC).year))
+    assert "cannot be read" in failing["error"]
+    assert json.loads(json.dumps(report)) == report  # XCom- and Asset-extra-safe
+
+    last = caplog.records[-1].getMessage()
+    assert last.startswith("run report\n")
+    assert re.search(r"loaded by this run\s+│\s+2 ", last)
+    assert bad.name in last.split("files still failing (1")[1]
+
+
+def test_the_report_sums_the_ledgers_unknown_and_missing_keys_when_it_has_them(env):
+    fetched, _ = run(env)
+    names = fetched["fetched"]
+    conn = db.connect(env.url)
+    cur = conn.cursor()
+    # The columns issue 8 adds to the ledger: per file, counts by JSON path.
+    cur.execute(
+        f"ALTER TABLE `{tables.LEDGER_TABLE}` ADD COLUMN unknown_keys JSON NULL,"
+        " ADD COLUMN missing_keys JSON NULL"
+    )
+    per_file = [
+        ('{"session.new_field": 3, "cart_lines[].discount": 1}', '["session.city"]'),
+        ('{"session.new_field": 2}', None),
+        (None, '["session.city", "session.region"]'),
+        ("{}", "[]"),
+    ]
+    for name, (unknown, missing) in zip(names, per_file, strict=True):
+        cur.execute(
+            f"UPDATE `{tables.LEDGER_TABLE}` SET unknown_keys = %s, missing_keys = %s"
+            " WHERE file_name = %s",
+            (unknown, missing, name),
+        )
+    conn.close()
+    from session_stream.report import format_report, run_report
+
+    report = run_report(fetched, env.loader)
+    assert report["unknown_keys"] == {"session.new_field": 5, "cart_lines[].discount": 1}
+    assert report["missing_keys"] == {"session.city": 2, "session.region": 1}
+    assert "session.new_field 5, cart_lines[].discount 1" in format_report(report)
