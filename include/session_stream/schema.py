@@ -152,10 +152,19 @@ def _ledger_failed_since(conn) -> None:
     _add_column(conn, tables.LEDGER_TABLE, "failed_since", "DATETIME(3) NULL AFTER `attempts`")
 
 
+def _lookup_refreshes(conn) -> None:
+    from . import lookups  # imported late, like migration 2
+
+    cur = conn.cursor()
+    cur.execute(lookups.refreshes_ddl())
+    cur.close()
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "session tables, ledger and rejects", _create_core_tables),
     Migration(2, "metadata lookups and BI views", _create_lookups_and_views),
     Migration(3, "ledger: failed_since", _ledger_failed_since),
+    Migration(4, "when each lookup was last refreshed", _lookup_refreshes),
 ]
 
 
