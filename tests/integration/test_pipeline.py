@@ -83,6 +83,26 @@ def test_a_connection_killed_between_files_is_reopened_before_the_ledger_is_writ
     assert len(set(thread_ids)) == 3  # a new connection for each file after a kill
 
 
+def test_a_connection_closed_by_wait_timeout_is_reopened(url, tmp_path):
+    good1, bad, good2 = write_drop(tmp_path / "drop", DAY, sessions=60, files=3, hours=1, seed=7)
+    truncate_file(bad)
+
+    def connect_with_a_short_wait_timeout():
+        conn = db.connect(url)
+        conn.cursor().execute("SET SESSION wait_timeout = 1")
+        return conn
+
+    loader = Loader(connect_with_a_short_wait_timeout)
+    try:
+        summary = load_files(
+            [good1, bad, good2], loader, workers=0, on_file=lambda *_: time.sleep(2.5)
+        )
+    finally:
+        loader.close()
+    assert (summary.loaded, summary.failed) == (2, 1), summary.failures
+    assert ledger(url)[bad.name][0] == "failed"
+
+
 def test_the_cli_reconnects_after_a_kill_without_a_traceback(url, tmp_path, monkeypatch, capsys):
     paths = write_drop(tmp_path / "drop", DAY, sessions=90, files=3, hours=1, seed=6)
     truncate_file(paths[1])
