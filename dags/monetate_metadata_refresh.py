@@ -6,6 +6,7 @@ views.py (the BI views) and metadata.py (the API client).
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, dag, task
@@ -15,6 +16,8 @@ from session_stream_alerts import notify_failure
 from session_stream import db, lookup_refresh, lookups, schema
 from session_stream.errors import ConfigError
 from session_stream.metadata import KINDS
+
+log = logging.getLogger(__name__)
 
 API_CONN_ID = "monetate_api"
 MYSQL_CONN_ID = "session_stream_mysql"
@@ -32,7 +35,11 @@ previous contents. The views `v_session_offers`, `v_session_page_events`,
 `v_session_custom_targets` and `v_daily_sessions` join them to the session tables.
 
 **Schedule**: daily at 05:00 UTC, and after each `session_stream` load (Asset
-`session_stream_tables`), so new offer ids get names soon.
+`session_stream_tables`), so new offer ids get names soon. To spare the API quota, a run
+triggered by new data refreshes at most once per Variable
+`{lookup_refresh.MIN_INTERVAL_VARIABLE}` hours (default
+{lookup_refresh.DEFAULT_MIN_INTERVAL_HOURS:g}): its first task, `due`, skips the rest when the
+lookups are fresher than that. Daily and manual runs always refresh.
 
 **Configuration**: connection `{API_CONN_ID}`: login = API user, password (or extra
 `private_key`) = the PEM private key whose public half is uploaded under Settings > Sites >
@@ -64,6 +71,27 @@ def _refresh(kind: str) -> int:
         conn.close()
 
 
+def _due(run_type) -> bool:
+    from airflow.providers.mysql.hooks.mysql import MySqlHook
+    from airflow.sdk import Variable
+
+    text = Variable.get(lookup_refresh.MIN_INTERVAL_VARIABLE, default=None)
+    try:
+        hours = float(text) if text not in (None, "") else lookup_refresh.DEFAULT_MIN_INTERVAL_HOURS
+    except ValueError:
+        raise AirflowFailException(
+            f"Variable {lookup_refresh.MIN_INTERVAL_VARIABLE} must be a number of hours, got {text!r}"
+        ) from None
+    conn = MySqlHook(mysql_conn_id=MYSQL_CONN_ID).get_conn()
+    try:
+        db.prepare_session(conn)
+        due, why = lookup_refresh.refresh_due(conn, run_type, min_interval_hours=hours)
+    finally:
+        conn.close()
+    log.info("%s: %s", "refreshing" if due else "skipping the refresh", why)
+    return due
+
+
 @dag(
     dag_id="monetate_metadata_refresh",
     schedule=AssetOrTimeSchedule(
@@ -85,13 +113,19 @@ def _refresh(kind: str) -> int:
     },
 )
 def monetate_metadata_refresh():
+    @task.short_circuit
+    def due(dag_run=None) -> bool:
+        """False skips the refresh: new data refreshes the lookups at most once per interval."""
+        return _due(dag_run.run_type)
+
     @task
     def refresh(kind: str) -> int:
         """Returns the rows now in the kind's lookup table."""
         return _refresh(kind)
 
+    gate = due()
     for kind in KINDS:
-        refresh.override(task_id=f"refresh_{kind.replace('-', '_')}")(kind)
+        gate >> refresh.override(task_id=f"refresh_{kind.replace('-', '_')}")(kind)
 
 
 monetate_metadata_refresh()

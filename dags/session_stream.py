@@ -35,8 +35,11 @@ skipped, so overlapping runs and backfills never load a file twice.
 **Tasks**: `fetch` lists the drop location and stages the new files → `split` (mapped over
 batches) → `load` (mapped, pool `session_stream_load`, emits the Asset
 `session_stream_tables`, URI `mysql://session_stream:3306/session_stream/session_tables`) → `check` (fails, naming the files, if a file did
-not load or has more than `max_rejects` rejects). A file still being written waits for the
-next run; a file that fails is marked failed and retried by the next run.
+not load or has more than `max_rejects` rejects; its log ends with the run's report: files,
+sessions, rows, rejects, unknown keys, late files, files still failing, which it returns). A file still being written waits for the
+next run; a file that fails is marked failed and retried by the next run. Scheduled runs also
+retry files marked failed in earlier windows (`sweep_days`, newest first, at most
+`sweep_max_files` per run); one that fails again is listed by `check`, not alerted again.
 
 **Configuration**: Variable `session_stream_drop_url` (`sftp://user@host/path`,
 `s3://bucket/prefix`, a local folder); connections `session_stream_mysql`,
@@ -93,6 +96,18 @@ def _fail_fast(exc: dag_tasks.FilesFailedError):
             dag_tasks.DEFAULT_MAX_REJECTS, type="integer", minimum=0, description="Per file"
         ),
         "force": Param(False, type="boolean", description="Reload files the ledger shows loaded"),
+        "sweep_days": Param(
+            dag_tasks.DEFAULT_SWEEP_DAYS,
+            type="number",
+            minimum=0,
+            description="Scheduled runs retry files marked failed whose window started within this many days",
+        ),
+        "sweep_max_files": Param(
+            dag_tasks.DEFAULT_SWEEP_MAX_FILES,
+            type="integer",
+            minimum=0,
+            description="At most this many such files per run, newest first (0: no sweep)",
+        ),
         "staging_url": Param(
             "", type="string", description="Overrides the Variable session_stream_staging_url"
         ),
@@ -100,7 +115,13 @@ def _fail_fast(exc: dag_tasks.FilesFailedError):
 )
 def session_stream():
     @task
-    def fetch(run_id=None, data_interval_start=None, data_interval_end=None, logical_date=None):
+    def fetch(
+        run_id=None,
+        dag_run=None,
+        data_interval_start=None,
+        data_interval_end=None,
+        logical_date=None,
+    ):
         """Returns the batches to map over; the run's summary goes to XCom key 'summary'."""
         params = _params()
         window = dag_tasks.resolve_window(
@@ -119,6 +140,9 @@ def session_stream():
                     settle_seconds=params["settle_seconds"],
                     batch_size=params["batch_size"],
                     force=params["force"],
+                    sweep=dag_tasks.sweeps(dag_run.run_type),
+                    sweep_days=params["sweep_days"],
+                    sweep_max_files=params["sweep_max_files"],
                 )
         finally:
             loader.close()

@@ -1,14 +1,15 @@
 """What each task of the session_stream DAG does, as plain functions (no Airflow import).
 
     fetch        list the run's window plus a look-back, keep the files the ledger has not loaded
-                 (or that changed), leave files still being written for the next run, download the
-                 rest into the staging area and cut them into batches
+                 (or that changed), add (scheduled runs) the files the ledger marks failed in
+                 earlier windows (the sweep), leave files still being written for the next run,
+                 download the rest into the staging area and cut them into batches
     split_batch  split each staged file of a batch into staged TSVs (a file that cannot be read
                  is reported, not raised, so the rest of the batch still loads)
     load_batch   load each split, record failures in the ledger, remove what was staged, and raise
                  FilesFailedError at the end naming the files that failed
     check        compare the ledger with what was fetched: fail naming files that are not loaded
-                 or have more rejects than allowed
+                 or have more rejects than allowed; list the files still failing
 
 Return values are small dicts of names and counts (they travel as XCom). Files move between
 tasks through the staging area under `<prefix>/raw/<name>` and `<prefix>/split/<name>/`, so tasks
@@ -29,7 +30,7 @@ from typing import Any
 from . import tables
 from .errors import BadInputError, ConfigError, LoadError
 from .keycounts import KeyCounts
-from .utc import parse_utc
+from .utc import parse_utc, to_utc
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ DEFAULT_LOOKBACK_HOURS = 3
 DEFAULT_SETTLE_SECONDS = 120
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_REJECTS = 100
+DEFAULT_SWEEP_DAYS = 30
+DEFAULT_SWEEP_MAX_FILES = 16  # one batch: a run stays short however many files keep failing
+MAX_RETRY_WAIT = timedelta(hours=24)
+RETRY_SLACK = timedelta(minutes=15)  # a run reaches its load some minutes after it starts
 
 
 class FilesFailedError(LoadError):
@@ -112,6 +117,65 @@ def resolve_window(
     return Window(end - HOUR, end)
 
 
+# ---------------------------------------------------------------- the sweep of failed files
+
+
+def sweeps(run_type) -> bool:
+    """Whether a run retries the ledger's failed files of earlier windows (the sweep).
+
+    Scheduled runs do: they keep coming, so a file that failed in a backfill or a manual run,
+    out of every later look-back, is still retried. A backfill or a reload keeps to its range.
+    """
+    return str(getattr(run_type, "value", run_type) or "") == "scheduled"
+
+
+def retry_due(entry: dict, now: datetime) -> bool:
+    """A failing file waits longer after each attempt (1 h, 2 h, 4 h ... at most a day), so
+    files that keep failing do not take the sweep's places from the others on every run."""
+    last = entry.get("last_attempt")
+    if last is None:
+        return True
+    attempts = max(int(entry.get("attempts") or 1), 1)
+    wait = min(timedelta(hours=2 ** min(attempts - 1, 5)), MAX_RETRY_WAIT)
+    return to_utc(last) + wait - RETRY_SLACK <= now
+
+
+def sweep_failed(
+    drop, loader, since: datetime, until: datetime, *, skip: set[str], max_files: int, now: datetime
+) -> list:
+    """The drop's files the ledger marks failed, window in [since, until), due for a retry,
+    newest first, at most `max_files`; names in `skip` (listed already) left out."""
+    if max_files <= 0 or since >= until:
+        return []
+    failing = [e for e in loader.failing(since, until) if e["file_name"] not in skip]
+    due = [e for e in failing if retry_due(e, now)]
+    by_day: dict[datetime, list[str]] = {}
+    for e in due:  # newest first, so the days and the names within each day are too
+        w = to_utc(e["window_start"])
+        by_day.setdefault(datetime(w.year, w.month, w.day, tzinfo=UTC), []).append(e["file_name"])
+    found = []
+    for day, names in by_day.items():
+        here = {f.name: f for f in drop.list_files(day, day + timedelta(days=1))}
+        for name in names:
+            if name not in here:
+                log.info("%s is marked failed but is no longer in the drop location", name)
+            elif len(found) < max_files:
+                found.append(here[name])
+        if len(found) >= max_files:
+            break
+    if failing:
+        log.info(
+            "sweep: %d file(s) of [%s, %s) marked failed, %d due for a retry, retrying %d: %s",
+            len(failing),
+            since.isoformat(),
+            until.isoformat(),
+            len(due),
+            len(found),
+            ", ".join(f.name for f in found) or "none",
+        )
+    return found
+
+
 # ---------------------------------------------------------------- staging layout
 
 
@@ -153,14 +217,37 @@ def fetch(
     recheck_after: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     force: bool = False,
+    sweep: bool = False,
+    sweep_days: float = DEFAULT_SWEEP_DAYS,
+    sweep_max_files: int = DEFAULT_SWEEP_MAX_FILES,
+    now: datetime | None = None,
 ) -> dict:
-    """List, keep what is pending and settled, stage it, and plan the batches."""
+    """List, keep what is pending and settled, stage it, and plan the batches.
+
+    With `sweep`, files the ledger marks failed whose window started within `sweep_days`
+    before the window's end (and before the look-back) join the work list: at most
+    `sweep_max_files`, newest first, each once its retry is due (see retry_due).
+    """
     from .settle import settled
 
     scope = window.widened(lookback_hours)
+    sweep_since = window.end - timedelta(days=sweep_days)
     listed = drop.list_files(scope.start, scope.end)
     pending_names = set(loader.pending([(f.name, f.size) for f in listed], force=force))
     pending = [f for f in listed if f.name in pending_names]
+    retried = []
+    if sweep:
+        retried = sweep_failed(
+            drop,
+            loader,
+            sweep_since,
+            scope.start,
+            skip={f.name for f in listed},
+            max_files=sweep_max_files,
+            now=to_utc(now or datetime.now(UTC)),
+        )
+        pending += retried
+    retried_names = {f.name for f in retried}
     if recheck_after is None:
         # A store that gives no mtime cannot show a file's age: look at its size twice instead.
         recheck_after = 5.0 if any(f.mtime is None for f in pending) else 0.0
@@ -178,13 +265,14 @@ def fetch(
             if in_place is None:
                 staging.put_file(local, key)
                 local.unlink()  # a long backfill must not hold every file on local disk
-            staged.append(
-                {
-                    "name": f.name,
-                    "size": f.size,
-                    "window_start": f.window_start.isoformat() if f.window_start else None,
-                }
-            )
+            item = {
+                "name": f.name,
+                "size": f.size,
+                "window_start": f.window_start.isoformat() if f.window_start else None,
+            }
+            if f.name in retried_names:
+                item["retry"] = True  # failed before; failing again does not fail this run
+            staged.append(item)
 
     batches = [{"prefix": prefix, "files": b} for b in plan_batches(staged, batch_size)]
     result = {
@@ -192,9 +280,11 @@ def fetch(
         "scope": [scope.start.isoformat(), scope.end.isoformat()],
         "prefix": prefix,
         "listed": len(listed),
-        "already_loaded": len(listed) - len(pending),
+        "already_loaded": len(listed) - len(pending_names),
         "waiting": [f.name for f in waiting],
         "fetched": [f["name"] for f in staged],
+        "retried": [f["name"] for f in staged if f.get("retry")],
+        "sweep_since": sweep_since.isoformat(),
         "batches": batches,
     }
     log.info(
@@ -252,6 +342,7 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
     from .load import is_loaded
 
     prefix = split["prefix"]
+    retried = {item["name"] for item in split["files"] + split["failed"] if item.get("retry")}
     failures: dict[str, str] = {}
     loaded, skipped = [], []
     rows: dict[str, int] = {}
@@ -306,14 +397,30 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
         len(failures),
         rows,
     )
-    if failures:
-        raise FilesFailedError(
-            f"{len(failures)} of {len(split['files']) + len(split['failed'])} file(s) failed; they are marked failed "
-            "in the ledger and the next run retries them: "
-            + "; ".join(f"{n}: {e}" for n, e in failures.items()),
-            list(failures),
+    # A file the sweep retried failed before, and that failure alerted: failing again is
+    # listed by check, not alerted on every run.
+    still_failing = [n for n in failures if n in retried]
+    if still_failing:
+        log.warning(
+            "%d file(s) of earlier windows still fail (check lists them): %s",
+            len(still_failing),
+            "; ".join(f"{n}: {failures[n]}" for n in still_failing),
         )
-    return {"loaded": loaded, "skipped": skipped, "rows": rows, "rejects": rejects}
+    new_failures = {n: e for n, e in failures.items() if n not in retried}
+    if new_failures:
+        raise FilesFailedError(
+            f"{len(new_failures)} of {len(split['files']) + len(split['failed'])} file(s) failed; they are marked failed "
+            "in the ledger and the next run retries them: "
+            + "; ".join(f"{n}: {e}" for n, e in new_failures.items()),
+            list(new_failures),
+        )
+    return {
+        "loaded": loaded,
+        "skipped": skipped,
+        "rows": rows,
+        "rejects": rejects,
+        "still_failing": still_failing,
+    }
 
 
 def _local_path(staging, key: str) -> Path | None:
@@ -335,32 +442,31 @@ def _remove_staged(staging, prefix: str, name: str) -> None:
 
 
 def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, staging=None) -> dict:
-    """Every fetched file must be in the ledger as loaded, with at most `max_rejects` rejects.
+    """Every fetched file must be in the ledger as loaded, with at most `max_rejects` rejects;
+    files the sweep retried may fail again (they are listed with every file still failing).
 
-    With `staging`, the run's staging prefix (by now only empty folders) is removed too.
+    Returns the run's quality report (report.run_report), whose table ends the log, pass or
+    fail. With `staging`, the run's staging prefix (by now only empty folders) is removed too.
     """
+    from .report import format_report, run_report
+
     if staging is not None and fetched.get("prefix"):
         staging.delete(fetched["prefix"])
     names = list(fetched.get("fetched") or [])
-    waiting = list(fetched.get("waiting") or [])
+    retried = set(fetched.get("retried") or [])
     ledger = loader.ledger(names) if names else {}
     not_loaded = {
         n: (ledger.get(n) or {}).get("error") or "not in the ledger"
         for n in names
-        if (ledger.get(n) or {}).get("status") != "loaded"
+        if (ledger.get(n) or {}).get("status") != "loaded" and n not in retried
     }
     too_many = {
         n: ledger[n].get("rejects") or 0
         for n in names
-        if n in ledger and (ledger[n].get("rejects") or 0) > max_rejects
+        if (ledger.get(n) or {}).get("status") == "loaded"
+        and (ledger[n].get("rejects") or 0) > max_rejects
     }
-    summary = {
-        "window": fetched.get("window"),
-        "listed": fetched.get("listed", 0),
-        "loaded": len(names) - len(not_loaded),
-        "waiting": waiting,
-        "rejects": sum((ledger.get(n) or {}).get("rejects") or 0 for n in names),
-    }
+    report = run_report(fetched, loader)
     # Keys the files carried that the spec does not know, and expected keys their lines lacked
     # (CONTRACT: never dropped silently): the run's log says so the hour they appear.
     for column, label in (
@@ -369,25 +475,35 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
     ):
         counts = KeyCounts()
         for n in names:
-            counts.add((ledger.get(n) or {}).get(column))
-        summary[column] = counts.as_dict()
+            if (ledger.get(n) or {}).get("status") == "loaded":
+                counts.add(ledger[n].get(column))
         if counts:
             log.warning("%s: %s", label, "; ".join(counts.describe()))
-    if waiting:
+    if report["waiting"]:
         log.info(
             "%d file(s) still being written wait for the next run: %s",
-            len(waiting),
-            ", ".join(waiting),
+            len(report["waiting"]),
+            ", ".join(report["waiting"]),
+        )
+    if report["still_failing_total"]:
+        log.warning(
+            "%d file(s) still failing, newest first: %s",
+            report["still_failing_total"],
+            "; ".join(
+                f"{f['file']} failing since {f['failing_since'] or '?'}"
+                f" ({f['attempts']} attempt(s)): {f['error']}"
+                for f in report["still_failing"]
+            ),
         )
     problems = [f"{n} not loaded ({e})" for n, e in not_loaded.items()]
     problems += [
         f"{n} has {r} rejects (max_rejects={max_rejects}; see session_stream_rejects)"
         for n, r in too_many.items()
     ]
+    log.info("run report\n%s", format_report(report))
     if problems:
         raise FilesFailedError(
             f"{len(problems)} problem(s) in window {fetched.get('window')}: " + "; ".join(problems),
             [*not_loaded, *too_many],
         )
-    log.info("check passed: %s", summary)
-    return summary
+    return report

@@ -40,12 +40,15 @@ from .layout import (
 )
 from .names import file_rank
 from .sql import quote
+from .utc import to_utc
 
 log = logging.getLogger(__name__)
 
 INCOMING = "_ss_incoming"  # temporary tables: private to the connection
 REPLACED = "_ss_replaced"
-RETRYABLE = {1205, 1213, 2006, 2013}  # lock wait timeout, deadlock, server gone, lost connection
+# Server gone, lost connection, and MySQL 8's "disconnected because of inactivity" (wait_timeout).
+LOST_CONNECTION = {2006, 2013, 4031}
+RETRYABLE = {1205, 1213} | LOST_CONNECTION  # + lock wait timeout, deadlock
 ER_LOCAL_INFILE = {1148, 2068, 3948}  # LOAD DATA LOCAL refused by client or server
 # A MEMORY table stores VARCHAR at full width: a row of _ss_incoming takes about this many bytes.
 MEMORY_ROW_BYTES = 4 * tables.SESSION_ID.length + 64
@@ -115,6 +118,12 @@ class Loader:
                     f"the database has no {missing[0]} table: run `session-stream init-db`"
                     " (it creates the tables, or brings an older warehouse up to date)"
                 )
+            pending = schema.pending_migrations(conn)
+            if pending:
+                raise ConfigError(
+                    f"the database schema is older than this version (migration {pending[0].version},"
+                    f" {pending[0].name!r}, is not applied): run `session-stream init-db`"
+                )
             cur = conn.cursor()
             cur.execute("SELECT DATABASE(), @@log_bin, @@binlog_format, @@max_heap_table_size")
             database, log_bin, binlog_format, max_heap = cur.fetchone()
@@ -142,6 +151,31 @@ class Loader:
                 pass
             self._conn = None
 
+    def _live_conn(self):
+        """The connection, reopened first if the server dropped it while it sat idle between
+        files (wait_timeout, KILL): a dropped connection is noticed here, not mid-load."""
+        if self._conn is not None:
+            try:
+                self._conn.ping()
+            except MySQLdb.Error as exc:
+                log.info("the MySQL connection was dropped (%s); reconnecting", _describe(exc))
+                self.close()
+        return self.conn
+
+    def _outside_load(self, work: Callable):
+        """Run `work(conn)`, a short statement outside any load (ledger reads, marking a file
+        failed), reconnecting once if the connection is lost on the way. Never called while the
+        load lock is held: a new connection would not hold the lock."""
+        conn = self._live_conn()
+        try:
+            return work(conn)
+        except MySQLdb.OperationalError as exc:
+            if not (exc.args and exc.args[0] in LOST_CONNECTION):
+                raise
+            log.info("the MySQL connection was lost (%s); reconnecting", _describe(exc))
+            self.close()
+            return work(self.conn)
+
     def _reset(self) -> None:
         """Drop a connection that failed mid-transaction; the server rolls it back."""
         if self._conn is not None:
@@ -152,19 +186,52 @@ class Loader:
 
     # --- ledger ---------------------------------------------------------------------------
     def ledger(self, names: Iterable[str]) -> dict[str, dict]:
+        """The ledger rows of `names` (absent names have none), by file name."""
         names = list(names)
-        out: dict[str, dict] = {}
-        cur = self.conn.cursor(MySQLdb.cursors.DictCursor)
-        for i in range(0, len(names), 1000):
-            chunk = names[i : i + 1000]
-            marks = ", ".join(["%s"] * len(chunk))
+        return self._outside_load(lambda conn: _read_ledger(conn, names))
+
+    def record_failure(
+        self, name: str, size: int, window_start: datetime | None, error: str
+    ) -> None:
+        """Mark a file failed, so the next run tries it again. Nothing of this attempt was
+        loaded; rows from an earlier, successful load of the file stay until one succeeds."""
+
+        def write(conn):
+            cur = conn.cursor()
+            # failed_since is set before status: MySQL assigns left to right, so it still sees
+            # whether the file was failing already.
             cur.execute(
-                f"SELECT * FROM {quote(tables.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk
+                f"INSERT INTO {quote(tables.LEDGER_TABLE)}"
+                " (file_name, size, window_start, status, error, failed_since)"
+                " VALUES (%s, %s, %s, 'failed', %s, UTC_TIMESTAMP(3))"
+                " ON DUPLICATE KEY UPDATE failed_since = IF(status = 'failed',"
+                " COALESCE(failed_since, UTC_TIMESTAMP(3)), UTC_TIMESTAMP(3)),"
+                " attempts = attempts + 1, error = VALUES(error),"
+                " size = VALUES(size), status = 'failed'",
+                (name, size, window_start, error[:60000]),
             )
-            for row in cur.fetchall():
-                out[row["file_name"]] = row
-        cur.close()
-        return out
+            cur.close()
+
+        self._outside_load(write)
+
+    def failing(self, since: datetime, until: datetime) -> list[dict]:
+        """The files the ledger marks failed whose window starts in [since, until), newest
+        first: file_name, size, window_start, attempts, failed_since, last_attempt, error."""
+
+        def read(conn):
+            cur = conn.cursor(MySQLdb.cursors.DictCursor)
+            cur.execute(
+                "SELECT file_name, size, window_start, attempts, failed_since,"
+                f" loaded_at AS last_attempt, error FROM {quote(tables.LEDGER_TABLE)}"
+                " WHERE status = 'failed' AND window_start >= %s AND window_start < %s"
+                " ORDER BY window_start DESC, file_name DESC",
+                (_naive_utc(since), _naive_utc(until)),
+            )
+            rows = list(cur.fetchall())
+            cur.close()
+            return rows
+
+        return self._outside_load(read)
 
     def pending(self, files: Iterable[tuple[str, int]], force: bool = False) -> list[str]:
         """Names of the files that still need loading: not loaded, or loaded with another size."""
@@ -173,21 +240,6 @@ class Loader:
             return [name for name, _ in files]
         done = self.ledger(name for name, _ in files)
         return [name for name, size in files if not is_loaded(done.get(name), size)]
-
-    def record_failure(
-        self, name: str, size: int, window_start: datetime | None, error: str
-    ) -> None:
-        """Mark a file failed, so the next run tries it again. Nothing of this attempt was
-        loaded; rows from an earlier, successful load of the file stay until one succeeds."""
-        cur = self.conn.cursor()
-        cur.execute(
-            f"INSERT INTO {quote(tables.LEDGER_TABLE)} (file_name, size, window_start, status, error)"
-            " VALUES (%s, %s, %s, 'failed', %s)"
-            " ON DUPLICATE KEY UPDATE attempts = attempts + 1, error = VALUES(error),"
-            " size = VALUES(size), status = 'failed'",
-            (name, size, window_start, error[:60000]),
-        )
-        cur.close()
 
     # --- loading --------------------------------------------------------------------------
     def load(
@@ -201,6 +253,7 @@ class Loader:
         """Load one split file; never raises for a problem with the file itself (see FileOutcome)."""
         started = time.perf_counter()
         try:
+            self._live_conn()
             outcome = self._load_with_retries(split, size, window_start, force)
         except ConfigError:
             raise
@@ -245,7 +298,7 @@ class Loader:
             )
         try:
             if not force:
-                done = self.ledger([split.source_name]).get(split.source_name)
+                done = _read_ledger(conn, [split.source_name]).get(split.source_name)
                 if is_loaded(done, size):
                     return FileOutcome(split.source_name, "skipped", rejects=done["rejects"] or 0)
             self._prepare_temp_tables(cur, split.sessions)
@@ -363,7 +416,7 @@ class Loader:
             + " rejects = VALUES(rejects), split_seconds = VALUES(split_seconds),"
             # a reload may leave sessions of the earlier version: the horizon only grows
             " horizon = GREATEST(COALESCE(horizon, VALUES(horizon)), COALESCE(VALUES(horizon), horizon)),"
-            " load_seconds = VALUES(load_seconds), error = NULL,"
+            " load_seconds = VALUES(load_seconds), error = NULL, failed_since = NULL,"
             + "".join(
                 f" {quote(c)} = VALUES({quote(c)}),"
                 for c in (tables.UNKNOWN_KEYS_COLUMN, tables.MISSING_KEYS_COLUMN)
@@ -409,6 +462,26 @@ class Loader:
 def _json_counts(counts: dict[str, int]) -> str | None:
     """Key counts as the ledger keeps them: a JSON object, or NULL when there are none."""
     return orjson.dumps(counts).decode() if counts else None
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """A DATETIME parameter: UTC, without tzinfo (the session's time zone is UTC)."""
+    return to_utc(moment).replace(tzinfo=None)
+
+
+def _read_ledger(conn, names: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    cur = conn.cursor(MySQLdb.cursors.DictCursor)
+    for i in range(0, len(names), 1000):
+        chunk = names[i : i + 1000]
+        marks = ", ".join(["%s"] * len(chunk))
+        cur.execute(
+            f"SELECT * FROM {quote(tables.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk
+        )
+        for row in cur.fetchall():
+            out[row["file_name"]] = row
+    cur.close()
+    return out
 
 
 def _describe(exc: BaseException) -> str:

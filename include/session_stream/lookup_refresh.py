@@ -8,19 +8,26 @@ leaves the previous contents (../shared/CONTRACT.md, "Output: metadata lookups")
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import MySQLdb
 
 from .errors import ConfigError
-from .lookups import BY_KIND, BadMetadataError, Lookup, lookup_ddl, row_values
+from .lookups import BY_KIND, REFRESHES_TABLE, BadMetadataError, Lookup, lookup_ddl, row_values
 from .metadata import KINDS, MetadataApiError, MetadataClient
 from .sql import quote
+from .utc import to_utc
 
 log = logging.getLogger(__name__)
 
 NEW_SUFFIX, OLD_SUFFIX = "__new", "__old"
 LOCK_SECONDS = 300
+ER_NO_SUCH_TABLE = 1146
+
+# Throttling of the refresh that new session data triggers (refresh_due).
+THROTTLED_RUN_TYPES = {"asset_triggered"}
+DEFAULT_MIN_INTERVAL_HOURS = 6.0
+MIN_INTERVAL_VARIABLE = "monetate_metadata_min_interval_hours"  # read by the DAG
 
 
 def refresh_lookup(conn, client: MetadataClient, kind: str) -> int:
@@ -55,11 +62,83 @@ def refresh_lookup(conn, client: MetadataClient, kind: str) -> int:
         # One statement, atomic: readers see the old table or the new one, never neither.
         cur.execute(f"RENAME TABLE {quote(live)} TO {quote(old)}, {quote(new)} TO {quote(live)}")
         cur.execute(f"DROP TABLE {quote(old)}")
+        _record_refresh(conn, lookup, rows)
     finally:
         cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
         cur.close()
     log.info("refreshed %s: %d rows", live, rows)
     return rows
+
+
+def _record_refresh(conn, lookup: Lookup, rows: int) -> None:
+    cur = conn.cursor()
+    try:
+        cur.execute(
+            f"INSERT INTO {quote(REFRESHES_TABLE)} (kind, lookup_table, refreshed_at, row_count)"
+            " VALUES (%s, %s, UTC_TIMESTAMP(3), %s) ON DUPLICATE KEY UPDATE"
+            " lookup_table = VALUES(lookup_table), refreshed_at = VALUES(refreshed_at),"
+            " row_count = VALUES(row_count)",
+            (lookup.kind, lookup.table, rows),
+        )
+        conn.commit()
+    except MySQLdb.ProgrammingError as exc:
+        if exc.args[0] != ER_NO_SUCH_TABLE:
+            raise
+        # A warehouse whose init-db predates migration 4: the refresh stands, untimed.
+        log.info("%s is missing (run `session-stream init-db`); refresh time not kept", exc)
+    finally:
+        cur.close()
+
+
+def last_refreshes(conn, kinds=KINDS) -> tuple[dict[str, datetime | None], datetime]:
+    """When each kind was last refreshed (None: never, as far as the warehouse knows), and the
+    database's clock now, both naive UTC."""
+    cur = conn.cursor()
+    cur.execute("SELECT UTC_TIMESTAMP(3)")
+    (now,) = cur.fetchone()
+    found: dict[str, datetime] = {}
+    try:
+        cur.execute(f"SELECT kind, refreshed_at FROM {quote(REFRESHES_TABLE)}")
+        found = dict(cur.fetchall())
+    except MySQLdb.ProgrammingError as exc:
+        if exc.args[0] != ER_NO_SUCH_TABLE:
+            raise
+    finally:
+        cur.close()
+    return {kind: found.get(kind) for kind in kinds}, now
+
+
+def refresh_due(
+    conn,
+    run_type,
+    *,
+    min_interval_hours: float = DEFAULT_MIN_INTERVAL_HOURS,
+    kinds=KINDS,
+    now: datetime | None = None,
+) -> tuple[bool, str]:
+    """Whether a run of the metadata DAG refreshes, and why, in a sentence for its log.
+
+    Runs triggered by new data (Asset events, up to one per load) refresh at most once per
+    `min_interval_hours`, counted from the oldest kind's last refresh, to spare the API quota;
+    scheduled and manual runs always refresh. `now` defaults to the database's clock.
+    """
+    run_type = str(getattr(run_type, "value", run_type) or "")
+    if run_type not in THROTTLED_RUN_TYPES:
+        return True, f"a {run_type or 'manual'} run always refreshes"
+    interval = timedelta(hours=min_interval_hours)
+    last, db_now = last_refreshes(conn, kinds)
+    now = to_utc(now or db_now)
+    never = [kind for kind, at in last.items() if at is None]
+    if never:
+        return True, f"never refreshed: {', '.join(never)}"
+    oldest = to_utc(min(last.values()))
+    if now - oldest >= interval:
+        return True, f"the oldest refresh is from {oldest:%Y-%m-%d %H:%M} UTC, over {interval} ago"
+    return False, (
+        f"refreshed at {oldest:%Y-%m-%d %H:%M} UTC, under {interval} ago: new data refreshes the"
+        f" lookups at most every {interval} (Variable {MIN_INTERVAL_VARIABLE}); the next one"
+        f" from {oldest + interval:%Y-%m-%d %H:%M} UTC, the daily run at 05:00 UTC regardless"
+    )
 
 
 def _drop_quietly(conn, table: str) -> None:

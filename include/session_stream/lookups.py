@@ -139,6 +139,21 @@ assert set(BY_KIND) == set(KINDS), "one lookup table per Metadata API kind"
 # -- DDL --------------------------------------------------------------------------------------
 
 
+# When each lookup table was last refreshed whole, even to no rows: the Asset-triggered
+# refresh runs at most once per interval (lookup_refresh.refresh_due).
+REFRESHES_TABLE = "session_stream_lookup_refreshes"
+
+
+def refreshes_ddl() -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {quote(REFRESHES_TABLE)} (
+  `kind` VARCHAR(64) NOT NULL,
+  `lookup_table` VARCHAR(64) NOT NULL,
+  `refreshed_at` DATETIME(3) NOT NULL,
+  `row_count` INT UNSIGNED NOT NULL,
+  PRIMARY KEY (`kind`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+
+
 def lookup_ddl(lookup: Lookup, table: str | None = None, *, if_not_exists: bool = True) -> str:
     cols = []
     for f in lookup.fields:

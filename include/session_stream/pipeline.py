@@ -7,25 +7,30 @@ benchmark; the DAG does the same per batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import multiprocessing
+import os
 import shutil
-import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import tables
-from .errors import BadInputError
+from .errors import BadInputError, LoadError, SessionStreamError
 from .keycounts import KeyCounts
 from .layout import SplitResult
 from .load import FileOutcome, Loader
 from .names import window_start
 from .split import split_file
+from .workers import scratch_folder, worker_pool
 
 log = logging.getLogger(__name__)
+
+STARTED = ".started"  # <split folder>.started: a worker began splitting that file; holds its pid
 
 
 @dataclass
@@ -69,7 +74,13 @@ class Summary:
         return self.sessions / self.seconds if self.seconds else 0.0
 
 
+class SplitWorkerDied(LoadError):
+    """The worker process splitting a file died (killed, out of memory, crashed)."""
+
+
 def _split_job(src: str, out_dir: str) -> str:
+    # The marker says which files a worker held when the pool broke (see _split_ahead).
+    _marker(Path(out_dir)).write_text(str(os.getpid()))
     split_file(Path(src), Path(out_dir))
     return out_dir
 
@@ -97,11 +108,10 @@ def load_files(
             summary.add(outcome)
             if on_file:
                 on_file(p, outcome)
-    own_dir = work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="session-stream-")) if own_dir else Path(work_dir)
-    try:
+    with contextlib.ExitStack() as stack:
+        work = Path(work_dir) if work_dir else stack.enter_context(scratch_folder())
         for path, split_or_error in _split_ahead(todo, work, workers):
-            if isinstance(split_or_error, BadInputError):
+            if isinstance(split_or_error, SessionStreamError):
                 message = str(split_or_error)
                 log.error("%s", message)
                 loader.record_failure(path.name, sizes[path], window_start(path.name), message)
@@ -115,49 +125,116 @@ def load_files(
             summary.add(outcome)
             if on_file:
                 on_file(path, outcome)
-    finally:
-        if own_dir:
-            shutil.rmtree(work, ignore_errors=True)
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 
 
-def _split_here(i: int, path: Path, work: Path) -> Path | BadInputError:
+Split = Path | SessionStreamError  # the split's folder, or why the file has none
+
+
+def _split_here(i: int, path: Path, work: Path) -> Split:
     try:
-        return Path(_split_job(str(path), str(work / f"{i:06d}")))
+        return Path(_split_job(str(path), str(_out_dir(work, i))))
     except BadInputError as exc:
         return exc
+    finally:
+        _marker(_out_dir(work, i)).unlink(missing_ok=True)
 
 
-def _split_ahead(
-    paths: list[Path], work: Path, workers: int
-) -> Iterator[tuple[Path, Path | BadInputError]]:
-    """Yield (path, split dir or the error) in order, splitting up to `workers + 1` files ahead."""
+def _out_dir(work: Path, i: int) -> Path:
+    return work / f"{i:06d}"
+
+
+def _marker(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + STARTED)
+
+
+def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[Path, Split]]:
+    """Yield (path, split folder or the error) in order, splitting up to `workers + 1` files ahead.
+
+    A worker that dies breaks the whole pool (the executor fails every call not yet done and
+    stops the other workers). The files whose split had started then fail with
+    SplitWorkerDied (the file may be what killed it: never retried within the run); the
+    others go to a new pool. A pool that breaks before any split started (workers that
+    cannot start) is given up: the rest is split here.
+    """
     if workers <= 0 or len(paths) < 2:
         for i, p in enumerate(paths):
             yield p, _split_here(i, p, work)
         return
-    # spawn, not fork: the parent holds a MySQL connection a forked child must not share.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending: list[tuple[Path, Future]] = []
-        it = iter(enumerate(paths[1:], start=1))
+    todo = deque(enumerate(paths[1:], start=1))
+    ahead: deque[list] = deque()  # [i, path, Future or Split], in order
+    pool = None
 
-        def submit_next():
-            try:
-                i, p = next(it)
-            except StopIteration:
-                return
-            pending.append((p, pool.submit(_split_job, str(p), str(work / f"{i:06d}"))))
+    def submit(i: int, p: Path) -> Future | Split | None:
+        if pool is None:
+            return _split_here(i, p, work)
+        try:
+            return pool.submit(_split_job, str(p), str(_out_dir(work, i)))
+        except BrokenProcessPool:
+            return None  # a worker died meanwhile: submitted again to the next pool
 
-        for _ in range(workers + 1):
-            submit_next()
+    def fill() -> None:
+        while todo and len(ahead) < workers + 1:
+            i, p = todo.popleft()
+            ahead.append([i, p, submit(i, p)])
+
+    try:
+        pool = worker_pool(workers)
+        fill()
         # The first file is split here while the workers start up, so MySQL starts sooner.
         yield paths[0], _split_here(0, paths[0], work)
-        while pending:
-            p, fut = pending.pop(0)
+        while ahead:
+            i, p, job = ahead[0]
             try:
-                result: Path | BadInputError = Path(fut.result())
+                if job is None:
+                    raise BrokenProcessPool("the pool broke before this file was submitted")
+                if isinstance(job, Future):
+                    job = Path(job.result())
             except BadInputError as exc:
-                result = exc
-            submit_next()
-            yield p, result
+                job = exc
+            except BrokenProcessPool:
+                pool = _replace_broken_pool(pool, ahead, work, workers)
+                for entry in ahead:
+                    if entry[2] is None:
+                        entry[2] = submit(entry[0], entry[1])
+                continue
+            ahead.popleft()
+            _marker(_out_dir(work, i)).unlink(missing_ok=True)
+            fill()
+            yield p, job
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _replace_broken_pool(pool, ahead: deque[list], work: Path, workers: int):
+    """After a worker died: fail the files the pool held, mark the others for resubmission
+    (None), and return a new pool, or None to split the rest in this process."""
+    pool.shutdown(wait=True, cancel_futures=True)
+    held = 0
+    for entry in ahead:
+        i, p, job = entry
+        if not isinstance(job, Future):
+            continue
+        if (
+            job.done()
+            and not job.cancelled()
+            and not isinstance(job.exception(), BrokenProcessPool)
+        ):
+            continue  # split, or failed on its own, before the pool broke
+        marker = _marker(_out_dir(work, i))
+        if marker.exists():
+            held += 1
+            pid = marker.read_text().strip() or "?"
+            shutil.rmtree(_out_dir(work, i), ignore_errors=True)
+            entry[2] = SplitWorkerDied(
+                f"{p.name}: the split worker process (pid {pid}) died while splitting it "
+                "(killed, or out of memory?); nothing of it was loaded, a later run retries it"
+            )
+        else:
+            entry[2] = None
+    if not held:
+        log.warning("split workers could not start; splitting in this process instead")
+        return None
+    return worker_pool(workers)

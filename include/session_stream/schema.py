@@ -185,14 +185,50 @@ def _to_monetate_schema(conn) -> None:
     migrate.to_monetate_schema(conn)
 
 
+def has_column(conn, table: str, column: str) -> bool:
+    cur = conn.cursor()
+    cur.execute(
+        "SELECT COUNT(*) FROM information_schema.columns"
+        " WHERE table_schema = DATABASE() AND table_name = %s AND column_name = %s",
+        (table, column),
+    )
+    (found,) = cur.fetchone()
+    cur.close()
+    return bool(found)
+
+
+def _add_column(conn, table: str, column: str, definition: str) -> None:
+    """ALTER TABLE ... ADD COLUMN, once (MySQL has no ADD COLUMN IF NOT EXISTS)."""
+    if not has_column(conn, table, column):
+        cur = conn.cursor()
+        cur.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column)} {definition}")
+        cur.close()
+
+
+def _ledger_failed_since(conn) -> None:
+    # When a file's current run of failures began (UTC), for `check`'s list of files still
+    # failing; NULL while it is loaded. `attempts` counts the tries.
+    _add_column(conn, tables.LEDGER_TABLE, "failed_since", "DATETIME(3) NULL AFTER `attempts`")
+
+
+def _lookup_refreshes(conn) -> None:
+    from . import lookups  # imported late, like migration 2
+
+    cur = conn.cursor()
+    cur.execute(lookups.refreshes_ddl())
+    cur.close()
+
+
 # Migrations 1 and 2 build from the spec, so a new database gets the current shape from them and
 # migration 3 finds nothing to convert; a database made before migration 3 is converted by it.
 MIGRATIONS: list[Migration] = [
     Migration(1, "session tables, ledger and rejects", _create_core_tables),
     Migration(2, "metadata lookups and BI views", _create_lookups_and_views),
     Migration(
-        3, "Monetate's 35 session columns, child tables read through views", _to_monetate_schema
+        3, "Monetate's session columns, child tables read through views", _to_monetate_schema
     ),
+    Migration(4, "ledger: failed_since", _ledger_failed_since),
+    Migration(5, "when each lookup was last refreshed", _lookup_refreshes),
 ]
 
 
@@ -232,6 +268,22 @@ def init_db(conn) -> list[Migration]:
     finally:
         cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
         cur.close()
+
+
+def pending_migrations(conn) -> list[Migration]:
+    """Migrations the connected database has not applied yet (without creating anything)."""
+    cur = conn.cursor()
+    cur.execute(
+        "SELECT COUNT(*) FROM information_schema.tables"
+        " WHERE table_schema = DATABASE() AND table_name = %s",
+        (tables.MIGRATIONS_TABLE,),
+    )
+    done: set[int] = set()
+    if cur.fetchone()[0]:
+        cur.execute(f"SELECT version FROM {quote(tables.MIGRATIONS_TABLE)}")
+        done = {row[0] for row in cur.fetchall()}
+    cur.close()
+    return [m for m in MIGRATIONS if m.version not in done]
 
 
 def missing_tables(conn) -> list[str]:

@@ -80,6 +80,7 @@ def test_params_have_working_defaults(dagbag):
     assert params["batch_size"] == 16
     assert params["start"] is None and params["end"] is None
     assert params["force"] is False
+    assert params["sweep_days"] == 30 and params["sweep_max_files"] == 16
     assert set(params) >= {"drop_url", "settle_seconds", "max_rejects", "staging_url"}
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 from airflow_harness import conn_env, mysql_conn_env
 from warehouse import query
 
 from session_stream import lookups
+
+DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
 OBJECTS = {
     "customtarget": [{"id": 11, "title": "Loyalty tier"}],
@@ -18,13 +24,10 @@ OBJECTS = {
 }
 
 
-def test_dag_fills_the_lookup_tables(
-    airflow_home, metadata_server, monetate_key_pair, fresh_db_url
-):
-    metadata_server.objects.update(OBJECTS)
+def api_env(metadata_server, monetate_key_pair, db_url) -> dict[str, str]:
     private_pem, _ = monetate_key_pair
-    env = {
-        **mysql_conn_env(fresh_db_url),
+    return {
+        **mysql_conn_env(db_url),
         **conn_env(
             "monetate_api",
             conn_type="generic",
@@ -39,6 +42,13 @@ def test_dag_fills_the_lookup_tables(
             },
         ),
     }
+
+
+def test_dag_fills_the_lookup_tables(
+    airflow_home, metadata_server, monetate_key_pair, fresh_db_url
+):
+    metadata_server.objects.update(OBJECTS)
+    env = api_env(metadata_server, monetate_key_pair, fresh_db_url)
     result = airflow_home.run("dags", "test", "monetate_metadata_refresh", "2026-11-20", env=env)
     assert result.returncode == 0, result.explain()
     counts = {
@@ -50,3 +60,47 @@ def test_dag_fills_the_lookup_tables(
         ("Add to cart",),
         ("Checkout",),
     ]
+
+
+@pytest.fixture(scope="module")
+def metadata_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER / "monetate_metadata_refresh.py"))
+    assert bag.import_errors == {}
+    return bag.dags["monetate_metadata_refresh"]
+
+
+def test_every_refresh_waits_for_the_due_check(metadata_dag):
+    due = metadata_dag.get_task("due")
+    assert "ShortCircuit" in type(due).__name__
+    refreshes = {t.task_id for t in metadata_dag.tasks if t.task_id.startswith("refresh_")}
+    assert len(refreshes) == len(lookups.LOOKUPS)
+    assert due.downstream_task_ids == refreshes
+
+
+def test_new_data_refreshes_at_most_once_per_interval_daily_and_manual_runs_always(
+    airflow_home, metadata_server, monetate_key_pair, fresh_db_url, metadata_dag, monkeypatch
+):
+    metadata_server.objects.update(OBJECTS)
+    env = api_env(metadata_server, monetate_key_pair, fresh_db_url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    due = metadata_dag.get_task("due").python_callable
+
+    def run(run_type: str) -> bool:
+        return due(dag_run=SimpleNamespace(run_type=run_type))
+
+    assert run("asset_triggered") is True  # never refreshed
+    result = airflow_home.run("dags", "test", "monetate_metadata_refresh", "2026-11-21", env=env)
+    assert result.returncode == 0, result.explain()
+    assert "refreshing: a manual run always refreshes" in result.output
+    assert run("asset_triggered") is False  # refreshed a moment ago: the API is spared
+    assert run("scheduled") is True and run("manual") is True
+    monkeypatch.setenv("AIRFLOW_VAR_MONETATE_METADATA_MIN_INTERVAL_HOURS", "0")
+    assert run("asset_triggered") is True
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("AIRFLOW_VAR_MONETATE_METADATA_MIN_INTERVAL_HOURS", "six")
+    with pytest.raises(AirflowFailException, match="must be a number of hours"):
+        run("asset_triggered")

@@ -7,6 +7,7 @@ Each run is compared with the engine loading the same files straight into a refe
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -92,6 +93,9 @@ def test_hourly_runs_load_their_window_once_even_when_rerun_or_overlapping(
 
     first = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
     assert first.returncode == 0 and first.run_state == "success", first.explain()
+    # check's log ends with the run's report
+    assert "session_stream run report" in first.output, first.explain()
+    assert re.search(r"loaded by this run\s+│\s+4 ", first.output), first.explain()
     hour0 = in_hours(drop, 0)
     assert len(hour0) == 4
     assert_same_warehouse(fresh_db_url, reference(hour0), hour0)

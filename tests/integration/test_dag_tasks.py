@@ -3,7 +3,9 @@ area and the real MariaDB."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -180,7 +182,7 @@ def test_check_shows_the_keys_the_files_carried_that_the_spec_does_not_know(env,
     # The sample's quirky sessions carry keys Monetate might add one day, top level and nested.
     unknown = summary[tables.UNKNOWN_KEYS_COLUMN]
     assert {"session.x_debug", "session.schema_version", "cart_lines[].color_name"} <= set(unknown)
-    assert unknown["session.x_debug"]["files"] == 4
+    assert unknown["session.x_debug"] == 11  # sessions, over the run's 4 files
     assert "keys the spec does not know (not stored): " in caplog.text
     assert "session.x_debug: 11 sessions in 4 files" in caplog.text
     assert summary[tables.MISSING_KEYS_COLUMN] == {}, "the sample sends every expected key"
@@ -272,3 +274,231 @@ def test_the_look_back_picks_up_a_late_file_of_an_earlier_hour(env):
     )
     assert fetched["fetched"] == [target.name]
     assert parse_name(target.name)[0] < next_hour.start
+
+
+# ---------------------------------------------------------------- the sweep of failed files
+
+
+def run_window(env, window, prefix, **kwargs):
+    """Like run(), for any window; returns (fetched, errors, load results)."""
+    fetched = dag_tasks.fetch(
+        env.drop, env.loader, env.staging, window, prefix=prefix, settle_seconds=0, **kwargs
+    )
+    errors, results = [], []
+    for batch in fetched["batches"]:
+        try:
+            results.append(
+                dag_tasks.load_batch(
+                    dag_tasks.split_batch(batch, env.staging), env.staging, env.loader
+                )
+            )
+        except dag_tasks.FilesFailedError as exc:
+            errors.append(exc)
+    return fetched, errors, results
+
+
+def later_hour(days: int, hour: int = 5) -> dag_tasks.Window:
+    start = datetime(2026, 11, 1, hour, tzinfo=UTC) + timedelta(days=days)
+    return dag_tasks.Window(start, start + timedelta(hours=1))
+
+
+def failing_since(url, name):
+    return warehouse.query(
+        url,
+        f"SELECT failed_since, attempts FROM `{tables.LEDGER_TABLE}` WHERE file_name = %s",
+        (name,),
+    )[0]
+
+
+def test_a_backfilled_days_failed_file_is_retried_by_a_later_scheduled_run_and_ends_loaded(env):
+    bad = env.paths[1]
+    whole = bad.read_bytes()
+    truncate_file(bad)  # cut short while the backfill ran
+    _, errors, _ = run_window(env, HOUR0, "backfill")  # a backfill: no sweep
+    assert [e.files for e in errors] == [[bad.name]]
+    first_failure, _ = failing_since(env.url, bad.name)
+    assert first_failure is not None
+    bad.write_bytes(whole)  # the whole file is there now
+
+    # Two days later, far outside the 3-hour look-back: a scheduled run an hour after the failure.
+    in_an_hour = datetime.now(UTC) + timedelta(hours=1)
+    fetched, errors, _ = run_window(env, later_hour(2), "scheduled", sweep=True, now=in_an_hour)
+    assert errors == []
+    assert fetched["listed"] == 0 and fetched["retried"] == fetched["fetched"] == [bad.name]
+    assert ledger(env.url) == {p.name: ("loaded", 2 if p == bad else 1) for p in env.paths}
+    assert failing_since(env.url, bad.name)[0] is None  # not failing any more
+    dag_tasks.check(fetched, env.loader)  # passes
+
+    again, _, _ = run_window(env, later_hour(2, 6), "scheduled2", sweep=True, now=in_an_hour)
+    assert again["retried"] == [] and again["fetched"] == []
+
+
+def test_only_scheduled_runs_sweep():
+    from airflow.utils.types import DagRunType
+
+    assert dag_tasks.sweeps(DagRunType.SCHEDULED) and dag_tasks.sweeps("scheduled")
+    for other in (DagRunType.MANUAL, DagRunType.BACKFILL_JOB, DagRunType.ASSET_TRIGGERED, None):
+        assert not dag_tasks.sweeps(other)
+
+
+def test_a_file_that_keeps_failing_is_retried_less_often_and_listed_but_not_alerted_again(
+    env, caplog
+):
+    bad = env.paths[2]
+    truncate_file(bad)
+    run_window(env, HOUR0, "backfill")
+    since, attempts = failing_since(env.url, bad.name)
+    assert attempts == 1
+    now = datetime.now(UTC)
+
+    # Not yet due: its one attempt was a moment ago.
+    fetched, _, _ = run_window(env, later_hour(1), "s1", sweep=True, now=now)
+    assert fetched["retried"] == []
+    # Due an hour later; failing again fails neither the load nor check, and check lists it.
+    fetched, errors, results = run_window(
+        env, later_hour(1, 6), "s2", sweep=True, now=now + timedelta(hours=1)
+    )
+    assert fetched["retried"] == [bad.name] and errors == []
+    assert results[0]["still_failing"] == [bad.name]
+    assert failing_since(env.url, bad.name) == (since, 2)  # still failing since the first time
+    with caplog.at_level("WARNING", logger="session_stream.dag_tasks"):
+        dag_tasks.check(fetched, env.loader)
+    listed = [r.getMessage() for r in caplog.records if "still failing" in r.getMessage()]
+    assert len(listed) == 1
+    assert (
+        f"{bad.name} failing since {since.replace(tzinfo=UTC).isoformat()}" in listed[0]
+        and "(2 attempt(s))" in listed[0]
+    )
+    assert "cannot be read to its end" in listed[0]
+    # After two attempts (the second one just now, by the database's clock) it waits two hours.
+    fetched, _, _ = run_window(
+        env, later_hour(1, 7), "s3", sweep=True, now=now + timedelta(hours=1)
+    )
+    assert fetched["retried"] == []
+    fetched, _, _ = run_window(
+        env, later_hour(1, 8), "s4", sweep=True, now=now + timedelta(hours=2)
+    )
+    assert fetched["retried"] == [bad.name]
+
+
+def test_the_sweep_is_bounded_newest_first_within_its_days(tmp_path, fresh_db_url):
+    conn = db.connect(fresh_db_url)
+    schema.init_db(conn)
+    conn.close()
+    days = [date(2026, 11, d) for d in (1, 10, 20, 25)]
+    paths = []
+    for i, day in enumerate(days):
+        paths += write_drop(tmp_path / "drop", day, sessions=40, files=2, hours=1, seed=20 + i)
+    loader = Loader(lambda: db.connect(fresh_db_url))
+    drop = open_drop(str(tmp_path / "drop"))
+    try:
+        for p in paths:  # every file failed once, in a backfill long ago
+            loader.record_failure(p.name, p.stat().st_size, parse_name(p.name)[0], "boom")
+        sweep = dict(
+            drop=drop,
+            loader=loader,
+            until=datetime(2026, 11, 28, tzinfo=UTC),
+            skip={paths[-1].name},  # listed by the run itself
+            now=datetime.now(UTC) + timedelta(hours=2),
+        )
+        found = dag_tasks.sweep_failed(
+            since=datetime(2026, 11, 5, tzinfo=UTC), max_files=3, **sweep
+        )
+        # Newest first: day 25's other file, then day 20's two; day 10 waits, day 1 is too old.
+        assert [f.name for f in found] == [paths[6].name, paths[5].name, paths[4].name]
+        found = dag_tasks.sweep_failed(
+            since=datetime(2026, 11, 5, tzinfo=UTC), max_files=100, **sweep
+        )
+        assert {f.name for f in found} == {p.name for p in paths[2:7]}
+        assert (
+            dag_tasks.sweep_failed(since=datetime(2026, 11, 5, tzinfo=UTC), max_files=0, **sweep)
+            == []
+        )
+    finally:
+        loader.close()
+        drop.close()
+
+
+# ---------------------------------------------------------------- the run's quality report
+
+
+def test_check_returns_the_runs_report_from_the_ledger_and_its_log_ends_with_the_table(env, caplog):
+    bad = env.paths[3]
+    truncate_file(bad)
+    run_window(env, HOUR0, "backfill")  # 3 loaded, `bad` failed (and alerted)
+    done = write_drop(env.tmp / "drop", DAY, sessions=30, files=1, start_hour=3, hours=1, seed=40)
+    run_window(env, later_hour(0, 3), "hour3", lookback_hours=0)  # loaded before the run below
+    # Hour 4 with a 2-hour look-back: its own file, a late file of hour 2, the one of hour 3
+    # loaded already, and hour 0's failed file retried by the sweep (and failing again).
+    own = write_drop(env.tmp / "drop", DAY, sessions=30, files=1, start_hour=4, hours=1, seed=41)
+    late = write_drop(env.tmp / "late", DAY, sessions=20, files=1, start_hour=2, hours=1, seed=42)
+    late_in_drop = env.tmp / "drop" / late[0].relative_to(env.tmp / "late")
+    late_in_drop.write_bytes(late[0].read_bytes())
+    fetched, errors, _ = run_window(
+        env,
+        later_hour(0, 4),
+        "scheduled",
+        lookback_hours=2,
+        sweep=True,
+        now=datetime.now(UTC) + timedelta(hours=1),
+    )
+    assert errors == [] and sorted(fetched["fetched"]) == sorted(
+        [own[0].name, late_in_drop.name, bad.name]
+    )
+    assert done[0].name not in fetched["fetched"]
+    with caplog.at_level("INFO", logger="session_stream.dag_tasks"):
+        report = dag_tasks.check(fetched, env.loader)
+
+    row = warehouse.query(
+        env.url,
+        f"SELECT SUM(sessions), SUM(rejects), SUM(rows_offers) FROM `{tables.LEDGER_TABLE}`"
+        " WHERE file_name IN (%s, %s)",
+        (own[0].name, late_in_drop.name),
+    )[0]
+    assert (report["loaded"], report["failed"], report["skipped"]) == (2, 1, 1)
+    assert report["listed"] == 3 and report["fetched"] == 3
+    assert (report["sessions"], report["rejects"]) == (row[0], row[1]) and row[0] > 0
+    assert report["rows"]["session_offers"] == row[2]
+    assert set(report["rows"]) == {t.name for t in tables.TABLES}
+    assert report["late_files"] == [late_in_drop.name]
+    assert report["retried"] == [bad.name] and report["failed_files"] == [bad.name]
+    # The sample's quirky sessions carry keys the spec does not know; none lacks an expected key.
+    assert report["unknown_keys"]["session.x_debug"] > 0 and report["missing_keys"] == {}
+    [failing] = report["still_failing"]
+    assert report["still_failing_total"] == 1
+    assert (failing["file"], failing["attempts"]) == (bad.name, 2)
+    assert failing["failing_since"].startswith(str(datetime.now(UTC).year))
+    assert "cannot be read" in failing["error"]
+    assert json.loads(json.dumps(report)) == report  # XCom- and Asset-extra-safe
+
+    last = caplog.records[-1].getMessage()
+    assert last.startswith("run report\n")
+    assert re.search(r"loaded by this run\s+│\s+2 ", last)
+    assert bad.name in last.split("files still failing (1")[1]
+
+
+def test_the_report_sums_the_ledgers_unknown_and_missing_keys(env):
+    fetched, _ = run(env)
+    names = fetched["fetched"]
+    conn = db.connect(env.url)
+    cur = conn.cursor()
+    # The ledger's counts by JSON path, per file, set by hand for exact sums.
+    per_file = [
+        ('{"session.new_field": 3, "cart_lines[].discount": 1}', '{"session.city": 1}'),
+        ('{"session.new_field": 2}', None),
+        (None, '{"session.city": 1, "session.region": 1}'),
+        (None, None),
+    ]
+    for name, (unknown, missing) in zip(names, per_file, strict=True):
+        cur.execute(
+            f"UPDATE `{tables.LEDGER_TABLE}` SET unknown_keys = %s, missing_keys = %s"
+            " WHERE file_name = %s",
+            (unknown, missing, name),
+        )
+    conn.close()
+    from session_stream.report import format_report, run_report
+
+    report = run_report(fetched, env.loader)
+    assert report["unknown_keys"] == {"session.new_field": 5, "cart_lines[].discount": 1}
+    assert report["missing_keys"] == {"session.city": 2, "session.region": 1}
+    assert "session.new_field 5, cart_lines[].discount 1" in format_report(report)

@@ -384,6 +384,21 @@ def test_missing_db_setting_and_uninitialised_database(url, drop, fresh_db_url):
     assert result.returncode == 2 and "init-db" in result.stderr
 
 
+def test_a_schema_behind_this_version_says_to_run_init_db(drop, fresh_db_url):
+    conn = db.connect(fresh_db_url)
+    schema.init_db(conn)
+    latest = schema.MIGRATIONS[-1]
+    conn.cursor().execute(
+        f"DELETE FROM {tables.MIGRATIONS_TABLE} WHERE version = %s", (latest.version,)
+    )
+    conn.close()
+    result = run_cli("load", "--db", fresh_db_url, str(drop))
+    assert result.returncode == 2, result.stderr
+    assert f"migration {latest.version}" in result.stderr and "init-db" in result.stderr
+    assert run_cli("init-db", "--db", fresh_db_url).returncode == 0
+    assert run_cli("load", "-q", "--db", fresh_db_url, str(drop)).returncode == 0
+
+
 def test_local_infile_off_is_reported(url, drop):
     admin = db.connect(url)
     cur = admin.cursor()

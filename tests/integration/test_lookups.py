@@ -410,3 +410,49 @@ def test_client_from_connection_reads_the_airflow_connection_fields(
         assert client.fetch("account") == [{"id": 1, "name": "acme.com"}]
     with pytest.raises(ConfigError, match="no private key"):
         lookup_refresh.client_from_connection("u", "", {"retailer_shortname": "r"})
+
+
+# ---------------------------------------------------------------- refresh throttle
+
+
+def test_new_data_refreshes_the_lookups_at_most_once_per_interval(
+    conn, metadata_server, metadata_client_factory
+):
+    new_data = "asset_triggered"
+    assert lookup_refresh.refresh_due(conn, new_data) == (
+        True,
+        "never refreshed: customtarget, pageevent, variant, experience-summary, account",
+    )
+    metadata_server.objects.update(api_objects())
+    metadata_server.objects["customtarget"] = []  # a kind with no objects is refreshed too
+    lookup_refresh.refresh_lookups(conn, metadata_client_factory())
+    last, now = lookup_refresh.last_refreshes(conn)
+    assert all(now - at < dt.timedelta(minutes=1) for at in last.values())
+
+    due, why = lookup_refresh.refresh_due(conn, new_data)
+    assert not due and "at most every 6:00:00" in why
+    for always in ("scheduled", "manual", None):
+        assert lookup_refresh.refresh_due(conn, always)[0], always
+    oldest = min(last.values())
+    assert not lookup_refresh.refresh_due(conn, new_data, now=oldest + dt.timedelta(hours=5.9))[0]
+    assert lookup_refresh.refresh_due(conn, new_data, now=oldest + dt.timedelta(hours=6))[0]
+    assert lookup_refresh.refresh_due(conn, new_data, min_interval_hours=0)[0]
+    assert not lookup_refresh.refresh_due(conn, new_data, min_interval_hours=48)[0]
+
+    # The oldest kind counts: one refreshed long ago makes the next trigger refresh.
+    rows(
+        conn,
+        f"UPDATE {lookups.REFRESHES_TABLE} SET refreshed_at = refreshed_at - INTERVAL 7 HOUR"
+        " WHERE kind = 'variant'",
+    )
+    due, why = lookup_refresh.refresh_due(conn, new_data)
+    assert due and "over 6:00:00 ago" in why
+
+
+def test_a_refresh_works_on_a_warehouse_without_the_refresh_times(
+    conn, metadata_server, metadata_client_factory
+):
+    rows(conn, f"DROP TABLE {lookups.REFRESHES_TABLE}")  # init-db from before migration 4
+    metadata_server.objects.update(api_objects())
+    assert lookup_refresh.refresh_lookup(conn, metadata_client_factory(), "pageevent") == 2
+    assert lookup_refresh.refresh_due(conn, "asset_triggered")[0]

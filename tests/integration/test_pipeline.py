@@ -1,0 +1,232 @@
+"""What the CLI's pipeline survives (issue 10, finding 10): a connection the server drops between
+files, a split worker that dies, and `kill -9` of the load itself."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+
+import psutil
+import pytest
+from warehouse import query
+
+from session_stream import cli, db, schema, tables
+from session_stream.load import Loader
+from session_stream.pipeline import load_files
+from session_stream.sample import truncate_file, write_drop
+from session_stream.workers import reclaim_abandoned, scratch_folder
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2026, 11, 1)
+CLI = [sys.executable, "-m", "session_stream.cli"]
+
+
+@pytest.fixture
+def url(fresh_db_url):
+    conn = db.connect(fresh_db_url)
+    schema.init_db(conn)
+    conn.close()
+    return fresh_db_url
+
+
+def ledger(url: str) -> dict[str, tuple]:
+    rows = query(url, f"SELECT file_name, status, error FROM `{tables.LEDGER_TABLE}`")
+    return {name: (status, error) for name, status, error in rows}
+
+
+def kill_connection(url: str, thread_id: int) -> None:
+    """KILL CONNECTION from another session, and wait until the server has closed it."""
+    admin = db.connect(url)
+    cur = admin.cursor()
+    cur.execute(f"KILL CONNECTION {int(thread_id)}")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE id = %s", (thread_id,)
+        )
+        if cur.fetchone()[0] == 0:
+            break
+        time.sleep(0.02)
+    admin.close()
+
+
+# ---------------------------------------------------------------- a dropped connection
+
+
+def test_a_connection_killed_between_files_is_reopened_before_the_ledger_is_written(url, tmp_path):
+    good1, bad, good2 = write_drop(tmp_path / "drop", DAY, sessions=90, files=3, hours=1, seed=5)
+    truncate_file(bad)
+    loader = Loader(lambda: db.connect(url))
+    thread_ids = []
+
+    def between_files(path, outcome):
+        # After each file the connection sits idle; the server kills it (as wait_timeout would).
+        thread_ids.append(loader.conn.thread_id())
+        kill_connection(url, thread_ids[-1])
+
+    try:
+        summary = load_files([good1, bad, good2], loader, workers=0, on_file=between_files)
+    finally:
+        loader.close()
+    assert (summary.loaded, summary.failed) == (2, 1), summary.failures
+    found = ledger(url)
+    assert found[good1.name] == ("loaded", None) and found[good2.name] == ("loaded", None)
+    # the failure was written on a new connection, with the file's own reason
+    assert found[bad.name][0] == "failed" and "cannot be read" in found[bad.name][1]
+    assert len(set(thread_ids)) == 3  # a new connection for each file after a kill
+
+
+def test_a_connection_closed_by_wait_timeout_is_reopened(url, tmp_path):
+    good1, bad, good2 = write_drop(tmp_path / "drop", DAY, sessions=60, files=3, hours=1, seed=7)
+    truncate_file(bad)
+
+    def connect_with_a_short_wait_timeout():
+        conn = db.connect(url)
+        conn.cursor().execute("SET SESSION wait_timeout = 1")
+        return conn
+
+    loader = Loader(connect_with_a_short_wait_timeout)
+    try:
+        summary = load_files(
+            [good1, bad, good2], loader, workers=0, on_file=lambda *_: time.sleep(2.5)
+        )
+    finally:
+        loader.close()
+    assert (summary.loaded, summary.failed) == (2, 1), summary.failures
+    assert ledger(url)[bad.name][0] == "failed"
+
+
+def test_the_cli_reconnects_after_a_kill_without_a_traceback(url, tmp_path, monkeypatch, capsys):
+    paths = write_drop(tmp_path / "drop", DAY, sessions=90, files=3, hours=1, seed=6)
+    truncate_file(paths[1])
+    original_load, original_failure = Loader.load, Loader.record_failure
+
+    def killed_first(method):
+        def wrapper(self, *args, **kwargs):
+            if self._conn is not None:  # the connection of the previous file, idle since
+                kill_connection(url, self._conn.thread_id())
+            return method(self, *args, **kwargs)
+
+        return wrapper
+
+    # As in a fresh process: cli.main's logging setup writes to this test's stderr, not to a
+    # stream an earlier in-process CLI call left behind.
+    monkeypatch.setattr(logging.root, "handlers", [])
+    monkeypatch.setattr(Loader, "load", killed_first(original_load))
+    monkeypatch.setattr(Loader, "record_failure", killed_first(original_failure))
+    status = cli.main(["load", "--db", url, "--jobs", "0", str(tmp_path / "drop")])
+    out = capsys.readouterr()
+    assert status == 1, out  # one file failed, the others loaded
+    assert "Traceback" not in out.out + out.err
+    assert "2 loaded, 0 skipped, 1 failed" in out.out
+    assert ledger(url)[paths[1].name][0] == "failed"
+
+
+# ---------------------------------------------------------------- a split worker that dies
+
+
+def test_a_killed_split_worker_fails_its_file_and_the_run_goes_on(url, tmp_path):
+    paths = write_drop(tmp_path / "drop", DAY, sessions=24_000, files=6, hours=2, seed=8)
+    work = tmp_path / "work"
+    work.mkdir()
+    victim = paths[2]  # split by a worker (the first file is split in this process)
+    killed = []
+
+    def kill_the_worker():
+        deadline = time.time() + 60
+        while time.time() < deadline and not (work / "000002").exists():
+            time.sleep(0.002)
+        for child in psutil.Process().children():
+            if "spawn_main" in " ".join(child.cmdline()):
+                child.kill()
+                killed.append(child.pid)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    loader = Loader(lambda: db.connect(url))
+    try:
+        summary = load_files(paths, loader, workers=1, work_dir=work)
+    finally:
+        loader.close()
+        killer.join()
+    assert killed, "the worker was never seen splitting its file"
+    assert [name for name, _ in summary.failures] == [victim.name]
+    assert (summary.loaded, summary.failed) == (5, 1)  # the rest went on, in a new pool
+    status, error = ledger(url)[victim.name]
+    assert status == "failed"
+    assert f"split worker process (pid {killed[0]}) died" in error
+    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == "zombie"
+    assert list(work.iterdir()) == []  # no split folder or marker left behind
+
+
+# ---------------------------------------------------------------- kill -9 of a CLI load
+
+
+def alive(process: psutil.Process) -> bool:
+    """Running, and not a zombie waiting for init to reap it (is_running sees pid reuse)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_kill_9_of_a_cli_load_leaves_no_worker_and_its_temp_folder_is_reclaimed(url, tmp_path):
+    drop = tmp_path / "drop"
+    write_drop(drop, DAY, sessions=60_000, files=6, hours=2, seed=9)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    stderr = tmp_path / "stderr"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(
+            [*CLI, "load", "-q", "--jobs", "1", "--db", url, str(drop)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    deadline = time.time() + 60
+    # Files after the first are split by the worker: wait until it writes one.
+    while time.time() < deadline and not list(tmp.glob("session-stream-*/00000[1-9]")):
+        assert proc.poll() is None, f"the load ended first: {stderr.read_text()}"
+        time.sleep(0.01)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert any("multiprocessing" in " ".join(c.cmdline()) for c in children), [
+        c.cmdline() for c in children
+    ]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    deadline = (
+        time.time() + 15
+    )  # a loaded machine: the kernel's SIGKILL is immediate, init's reaping is not
+    while time.time() < deadline and any(alive(c) for c in children):
+        time.sleep(0.05)
+    assert [(c.pid, c.cmdline()) for c in children if alive(c)] == []
+    abandoned = list(tmp.glob("session-stream-*"))
+    assert len(abandoned) == 1, abandoned  # kill -9 gave the load no chance to remove it
+
+    again = subprocess.run(
+        [*CLI, "load", "-q", "--jobs", "1", "--db", url, str(drop)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    assert list(tmp.iterdir()) == []  # the abandoned folder was reclaimed, its own removed
+    assert {s for s, _ in ledger(url).values()} == {"loaded"}, ledger(url)
+
+
+def test_a_live_loads_scratch_folder_is_never_reclaimed(tmp_path):
+    with scratch_folder(tmp_path) as mine:
+        (mine / "split").mkdir()
+        assert reclaim_abandoned(tmp_path) == []
+        assert mine.is_dir()
+    assert list(tmp_path.iterdir()) == []
