@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -114,8 +113,21 @@ def resolve_window(
 
 
 def staging_prefix(run_id: str) -> str:
-    """A key prefix for one run's staged files (run ids hold ':' and '+', awkward in paths and keys)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") or "run"
+    """The key prefix of one run's staged files: one safe segment under `runs/` whatever the run
+    id holds (see roots.run_prefix), so cleaning up a run removes only what it staged."""
+    from .roots import run_prefix
+
+    return run_prefix(run_id)
+
+
+def checked_prefix(prefix: str) -> str:
+    """A run prefix read back from XCom, refused unless it has the form staging_prefix makes:
+    tasks write and delete under it."""
+    from .roots import is_run_prefix
+
+    if not is_run_prefix(prefix):
+        raise ConfigError(f"refusing staging prefix {prefix!r}: not one this DAG made")
+    return prefix
 
 
 def raw_key(prefix: str, name: str) -> str:
@@ -153,12 +165,17 @@ def fetch(
     force: bool = False,
 ) -> dict:
     """List, keep what is pending and settled, stage it, and plan the batches."""
+    from .drop import RefusedFile
     from .settle import settled
 
     scope = window.widened(lookback_hours)
     listed = drop.list_files(scope.start, scope.end)
-    pending_names = set(loader.pending([(f.name, f.size) for f in listed], force=force))
-    pending = [f for f in listed if f.name in pending_names]
+    # Entries the drop will not read (a symlink out of a local drop, a FIFO): failed in the
+    # ledger with the reason, reported by the run, never silently skipped.
+    refused = {f.name: (f, f.refused) for f in listed if f.refused}
+    readable = [f for f in listed if not f.refused]
+    pending_names = set(loader.pending([(f.name, f.size) for f in readable], force=force))
+    pending = [f for f in readable if f.name in pending_names]
     if recheck_after is None:
         # A store that gives no mtime cannot show a file's age: look at its size twice instead.
         recheck_after = 5.0 if any(f.mtime is None for f in pending) else 0.0
@@ -172,7 +189,11 @@ def fetch(
         for f in ready:
             key = raw_key(prefix, f.name)
             in_place = _local_path(staging, key)  # a local area: download straight into it
-            local = drop.download(f, in_place or Path(tmp) / f.name)
+            try:
+                local = drop.download(f, in_place or Path(tmp) / f.name)
+            except RefusedFile as exc:  # swapped for something else since it was listed
+                refused[f.name] = (f, str(exc))
+                continue
             if in_place is None:
                 staging.put_file(local, key)
                 local.unlink()  # a long backfill must not hold every file on local disk
@@ -184,14 +205,19 @@ def fetch(
                 }
             )
 
+    for name, (f, why) in refused.items():
+        log.error("%s refused: %s", name, why)
+        loader.record_failure(name, f.size, f.window_start, f"refused: {why}")
+
     batches = [{"prefix": prefix, "files": b} for b in plan_batches(staged, batch_size)]
     result = {
         "window": [window.start.isoformat(), window.end.isoformat()],
         "scope": [scope.start.isoformat(), scope.end.isoformat()],
         "prefix": prefix,
         "listed": len(listed),
-        "already_loaded": len(listed) - len(pending),
+        "already_loaded": len(readable) - len(pending),
         "waiting": [f.name for f in waiting],
+        "refused": {name: why for name, (_, why) in refused.items()},
         "fetched": [f["name"] for f in staged],
         "batches": batches,
     }
@@ -212,7 +238,7 @@ def split_batch(batch: dict, staging) -> dict:
     """Split every staged file of a batch; unreadable files are passed on as failed, not raised."""
     from .split import split_file
 
-    prefix = batch["prefix"]
+    prefix = checked_prefix(batch["prefix"])
     done, failed = [], []
     with tempfile.TemporaryDirectory(prefix="session_stream_split_") as tmp:
         for item in batch["files"]:
@@ -249,7 +275,7 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
     from .layout import SplitResult
     from .load import is_loaded
 
-    prefix = split["prefix"]
+    prefix = checked_prefix(split["prefix"])
     failures: dict[str, str] = {}
     loaded, skipped = [], []
     rows: dict[str, int] = {}
@@ -332,15 +358,26 @@ def _remove_staged(staging, prefix: str, name: str) -> None:
             pass
 
 
-def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, staging=None) -> dict:
+def check(
+    fetched: dict,
+    loader,
+    *,
+    max_rejects: int = DEFAULT_MAX_REJECTS,
+    staging=None,
+    prefix: str | None = None,
+) -> dict:
     """Every fetched file must be in the ledger as loaded, with at most `max_rejects` rejects.
 
-    With `staging`, the run's staging prefix (by now only empty folders) is removed too.
+    With `staging`, the run's staging prefix (by now only empty folders) is removed too: `prefix`
+    (the DAG derives it from the run id) or the one fetch reported, if it is one fetch makes.
+    Refused drop entries fail the check too.
     """
-    if staging is not None and fetched.get("prefix"):
-        staging.delete(fetched["prefix"])
+    prefix = prefix or fetched.get("prefix")
+    if staging is not None and prefix:
+        staging.delete(checked_prefix(prefix))
     names = list(fetched.get("fetched") or [])
     waiting = list(fetched.get("waiting") or [])
+    refused = dict(fetched.get("refused") or {})
     ledger = loader.ledger(names) if names else {}
     not_loaded = {
         n: (ledger.get(n) or {}).get("error") or "not in the ledger"
@@ -357,6 +394,7 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
         "listed": fetched.get("listed", 0),
         "loaded": len(names) - len(not_loaded),
         "waiting": waiting,
+        "refused": sorted(refused),
         "rejects": sum((ledger.get(n) or {}).get("rejects") or 0 for n in names),
     }
     if waiting:
@@ -365,7 +403,8 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
             len(waiting),
             ", ".join(waiting),
         )
-    problems = [f"{n} not loaded ({e})" for n, e in not_loaded.items()]
+    problems = [f"{n} refused ({why})" for n, why in refused.items()]
+    problems += [f"{n} not loaded ({e})" for n, e in not_loaded.items()]
     problems += [
         f"{n} has {r} rejects (max_rejects={max_rejects}; see session_stream_rejects)"
         for n, r in too_many.items()
@@ -373,7 +412,7 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
     if problems:
         raise FilesFailedError(
             f"{len(problems)} problem(s) in window {fetched.get('window')}: " + "; ".join(problems),
-            [*not_loaded, *too_many],
+            [*refused, *not_loaded, *too_many],
         )
     log.info("check passed: %s", summary)
     return summary
