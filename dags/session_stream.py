@@ -41,8 +41,9 @@ next run; a file that fails is marked failed and retried by the next run.
 **Configuration**: Variable `session_stream_drop_url` (`sftp://user@host/path`,
 `s3://bucket/prefix`, a local folder); connections `session_stream_mysql`,
 `session_stream_sftp` (SFTP login and host key), `aws_default` (S3, `endpoint_url` extra
-honoured); optional Variable `session_stream_staging_url` (an `s3://` prefix when tasks run on
-different workers). Alerts: connection `smtp_default` + Variable `session_stream_alert_to`,
+honoured); optional Variable `session_stream_staging_url` (the staging root; an `s3://` prefix
+when tasks run on different workers). The params `drop_url` and `staging_url` may only narrow
+to a folder inside these (or inside a root listed in Variable `session_stream_drop_roots`). Alerts: connection `smtp_default` + Variable `session_stream_alert_to`,
 and/or `session_stream_slack` (incoming webhook).
 
 **Reload a range**: trigger with params `start` and `end` (ISO-8601, UTC), and `force` to
@@ -78,7 +79,10 @@ def _fail_fast(exc: dag_tasks.FilesFailedError):
     },
     params={
         "drop_url": Param(
-            "", type="string", description="Overrides the Variable session_stream_drop_url"
+            "",
+            type="string",
+            description="A folder inside the Variable session_stream_drop_url (or a root in "
+            "session_stream_drop_roots) to read instead; nothing outside them",
         ),
         "start": Param(
             None, type=["null", "string"], description="Reload from (ISO-8601, UTC); needs end"
@@ -94,7 +98,9 @@ def _fail_fast(exc: dag_tasks.FilesFailedError):
         ),
         "force": Param(False, type="boolean", description="Reload files the ledger shows loaded"),
         "staging_url": Param(
-            "", type="string", description="Overrides the Variable session_stream_staging_url"
+            "",
+            type="string",
+            description="A folder inside the staging root (Variable session_stream_staging_url)",
         ),
     },
 )
@@ -152,13 +158,17 @@ def session_stream():
 
     # none_failed: a run with nothing new (split and load skipped) still checks, quietly.
     @task(trigger_rule="none_failed")
-    def check(summary: dict) -> dict:
+    def check(summary: dict, run_id=None) -> dict:
         params = _params()
         loader = open_loader()
         try:
             with open_staging_area(params) as staging:
                 return dag_tasks.check(
-                    summary, loader, max_rejects=params["max_rejects"], staging=staging
+                    summary,
+                    loader,
+                    max_rejects=params["max_rejects"],
+                    staging=staging,
+                    prefix=dag_tasks.staging_prefix(run_id),
                 )
         except dag_tasks.FilesFailedError as exc:
             _fail_fast(exc)
