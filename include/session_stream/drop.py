@@ -70,6 +70,11 @@ class DropUrl:
                 raise ConfigError(
                     f"S3 drop URL needs a bucket: s3://bucket/prefix, got {mask_url(url)!r}"
                 )
+            if "@" in parts.netloc or ":" in parts.netloc:
+                raise ConfigError(
+                    f"S3 drop URL {mask_url(url)!r} names a bucket only (s3://bucket/prefix): "
+                    "credentials come from the aws_default connection or the boto3 chain"
+                )
             return cls("s3", unquote(parts.path), host=parts.netloc)
         if scheme == "sftp":
             try:

@@ -297,6 +297,11 @@ def open_staging(url: str, *, s3: S3Options | None = None) -> StagingArea:
             raise ConfigError(
                 f"S3 staging URL needs a bucket: s3://bucket/prefix, got {mask_url(url)!r}"
             )
+        if "@" in parts.netloc or ":" in parts.netloc:
+            raise ConfigError(
+                f"S3 staging URL {mask_url(url)!r} names a bucket only (s3://bucket/prefix): "
+                "credentials come from the aws_default connection or the boto3 chain"
+            )
         return S3Staging(parts.netloc, unquote(parts.path), s3)
     if scheme == "file":
         return LocalStaging(unquote(parts.path))
