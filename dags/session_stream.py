@@ -7,7 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
-from session_stream_airflow import open_drop_location, open_loader, open_staging_area
+from session_stream_airflow import (
+    check_locations,
+    open_drop_location,
+    open_loader,
+    open_staging_area,
+)
 from session_stream_alerts import notify_failure
 
 from session_stream import dag_tasks
@@ -112,6 +117,7 @@ def session_stream():
         window = dag_tasks.resolve_window(
             params, data_interval_start, data_interval_end, logical_date
         )
+        check_locations(params)  # a param outside the admin's roots fails before anything runs
         loader = open_loader(init=True)
         try:
             with open_drop_location(params) as drop, open_staging_area(params) as staging:

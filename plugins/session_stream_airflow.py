@@ -146,6 +146,13 @@ def s3_options() -> S3Options:
     )
 
 
+def check_locations(params: dict) -> None:
+    """Refuse a run whose drop_url or staging_url param leaves the roots, before anything is
+    touched (the warehouse, the drop, the staging area)."""
+    drop_url(params)
+    staging_url(params)
+
+
 def open_drop_location(params: dict) -> DropLocation:
     url = drop_url(params)
     return open_drop(
