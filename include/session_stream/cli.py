@@ -303,14 +303,23 @@ def cmd_refresh_metadata(args) -> int:
 
 
 def cmd_grants(args) -> int:
-    from .privileges import grant_statements
+    from .privileges import apply_grants, grant_statements
 
     if not (args.owner or args.loader or args.analyst):
         raise ConfigError("name at least one of --owner, --loader, --analyst")
-    for line in grant_statements(
-        args.database, owner=args.owner, loader=args.loader, analyst=args.analyst
-    ):
+    url = db_url(args) if (args.apply or not args.database) else None
+    statements = grant_statements(
+        args.database or url.database, owner=args.owner, loader=args.loader, analyst=args.analyst
+    )
+    for line in statements:
         out.print(line, markup=False)
+    if args.apply:
+        conn = db.connect(url)
+        try:
+            apply_grants(conn, statements)
+        finally:
+            conn.close()
+        err.print(f"applied {len(statements)} GRANT statement(s) as {url}")
     return 0
 
 
@@ -372,10 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
         "analysts read the session tables, the BI views and the lookups, not the rejected raw "
         "lines. Run the analyst's grants after init-db, and again after a migration.",
     )
-    p.add_argument("--database", required=True, help="the warehouse database (schema) name")
+    p.add_argument(
+        "--database", help="the warehouse database (schema) name (default: the --db URL's)"
+    )
     p.add_argument("--owner", metavar="USER[@HOST]", help="the schema owner (runs init-db)")
     p.add_argument("--loader", metavar="USER[@HOST]", help="the loader (CLI load, the DAGs)")
     p.add_argument("--analyst", metavar="USER[@HOST]", help="a read-only BI user")
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="also run them on --db, as a user allowed to grant them (the schema owner WITH "
+        "GRANT OPTION, or an admin)",
+    )
+    add_db_arguments(p)
     p.set_defaults(func=cmd_grants)
 
     from . import sample

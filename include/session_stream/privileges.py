@@ -178,3 +178,21 @@ def grant_statements(
                 f"GRANT {', '.join(ANALYST_RIGHTS)} ON {db}.{quote(name)} TO {account(analyst)};"
             )
     return out
+
+
+def apply_grants(conn, statements: list[str]) -> None:
+    """Run GRANT statements; a user not allowed to grant gets one ConfigError saying so."""
+    cur = conn.cursor()
+    try:
+        for statement in statements:
+            cur.execute(statement.rstrip(";"))
+    except MySQLdb.Error as exc:
+        code = exc.args[0] if exc.args else None
+        if code not in DENIED | {1410}:  # 1410: you are not allowed to create a user with GRANT
+            raise
+        raise ConfigError(
+            f"MySQL user {current_user(conn)} may not grant these rights ({exc.args[-1]}): "
+            "apply them as the schema owner holding GRANT OPTION, or as an admin"
+        ) from None
+    finally:
+        cur.close()
