@@ -114,7 +114,9 @@ def test_a_data_only_loader_backfills_with_narrowed_params_and_a_victim_named_ru
             "may not carry a password",
         ),
         ({"drop_url": "s3://another-bucket/raw"}, None, "outside the allowed roots"),
-        # '..', percent-encoding, other hosts, userinfo tricks...: tests/unit/test_roots.py
+        # a file: URL climbing out with a percent-encoded '..'
+        ({"staging_url": "file://{staging}/%2e%2e/victim"}, None, "'..' is not allowed"),
+        # other hosts, ports, users, userinfo tricks, s3://bucket/../x: tests/unit/test_roots.py
     ],
 )
 def test_hostile_params_fail_the_run_at_once_and_touch_nothing(

@@ -4,6 +4,9 @@ a file the loader did not ask to load, and going on without the TLS they were to
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import MySQLdb
@@ -44,6 +47,22 @@ def test_the_loader_sends_no_file_when_the_server_asks_for_one_while_connecting(
     assert server.requests, "the fake server did not get to ask"
     assert server.received_bytes() == b""
     assert "\n" not in str(refused.value)
+
+
+def test_the_cli_load_sends_the_hostile_server_nothing_and_says_so_in_one_line(
+    fake_mysql, secret_file, tmp_path
+):
+    server = fake_mysql(wants_file=lambda query: str(secret_file))
+    result = subprocess.run(
+        [sys.executable, "-m", "session_stream.cli", "load", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, db.DB_ENV: server.url()},
+    )
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert server.requests and server.received_bytes() == b""
 
 
 def test_the_guard_refuses_even_where_the_library_would_accept(fake_mysql, secret_file):

@@ -72,6 +72,7 @@ S3_ROOT = "s3://acme-monetate/raw/session_stream"
         "s3://acme-monetate/raw",  # wider than the root
         "s3://acme-monetate/raw/session_stream_x",  # shares the text prefix only
         "s3://acme-monetate/raw/session_stream/../../finance",
+        "s3://acme-monetate/../x",
         "s3://acme-monetate/raw/session_stream/%2e%2e/%2e%2e/finance",  # percent-encoded '..'
         "s3://acme-monetate/raw/session_stream/./x",
         "s3://acme-monetate@evil-bucket/raw/session_stream",  # userinfo that names the bucket
