@@ -13,9 +13,10 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, d
 from airflow.sdk.exceptions import AirflowFailException
 from session_stream_alerts import notify_failure
 
-from session_stream import db, lookup_refresh, lookups, schema
+from session_stream import lookup_refresh, lookups
 from session_stream.errors import ConfigError
 from session_stream.metadata import KINDS
+from session_stream.privileges import migrate_if_pending
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,13 @@ revoked or refused API key (403) fails at once without retries, and alerts.
 
 
 def _refresh(kind: str) -> int:
-    from airflow.providers.mysql.hooks.mysql import MySqlHook
     from airflow.sdk import BaseHook
+    from session_stream_airflow import mysql_connect
 
     api = BaseHook.get_connection(API_CONN_ID)
-    conn = MySqlHook(mysql_conn_id=MYSQL_CONN_ID).get_conn()
+    conn = mysql_connect(local_infile=False)  # TLS extras honoured; no LOAD DATA LOCAL here
     try:
-        db.prepare_session(conn)
-        schema.init_db(conn)  # the views come with the schema; no-op when up to date
+        migrate_if_pending(conn)  # the views come with the schema; no DDL when up to date
         with lookup_refresh.client_from_connection(
             api.login, api.password, api.extra_dejson
         ) as client:
@@ -72,8 +72,8 @@ def _refresh(kind: str) -> int:
 
 
 def _due(run_type) -> bool:
-    from airflow.providers.mysql.hooks.mysql import MySqlHook
     from airflow.sdk import Variable
+    from session_stream_airflow import mysql_connect
 
     text = Variable.get(lookup_refresh.MIN_INTERVAL_VARIABLE, default=None)
     try:
@@ -82,9 +82,8 @@ def _due(run_type) -> bool:
         raise AirflowFailException(
             f"Variable {lookup_refresh.MIN_INTERVAL_VARIABLE} must be a number of hours, got {text!r}"
         ) from None
-    conn = MySqlHook(mysql_conn_id=MYSQL_CONN_ID).get_conn()
+    conn = mysql_connect(local_infile=False)
     try:
-        db.prepare_session(conn)
         due, why = lookup_refresh.refresh_due(conn, run_type, min_interval_hours=hours)
     finally:
         conn.close()

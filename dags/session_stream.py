@@ -7,7 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
-from session_stream_airflow import open_drop_location, open_loader, open_staging_area
+from session_stream_airflow import (
+    check_locations,
+    open_drop_location,
+    open_loader,
+    open_staging_area,
+)
 from session_stream_alerts import notify_failure
 
 from session_stream import dag_tasks
@@ -44,8 +49,9 @@ retry files marked failed in earlier windows (`sweep_days`, newest first, at mos
 **Configuration**: Variable `session_stream_drop_url` (`sftp://user@host/path`,
 `s3://bucket/prefix`, a local folder); connections `session_stream_mysql`,
 `session_stream_sftp` (SFTP login and host key), `aws_default` (S3, `endpoint_url` extra
-honoured); optional Variable `session_stream_staging_url` (an `s3://` prefix when tasks run on
-different workers). Alerts: connection `smtp_default` + Variable `session_stream_alert_to`,
+honoured); optional Variable `session_stream_staging_url` (the staging root; an `s3://` prefix
+when tasks run on different workers). The params `drop_url` and `staging_url` may only narrow
+to a folder inside these (or inside a root listed in Variable `session_stream_drop_roots`). Alerts: connection `smtp_default` + Variable `session_stream_alert_to`,
 and/or `session_stream_slack` (incoming webhook).
 
 **Reload a range**: trigger with params `start` and `end` (ISO-8601, UTC), and `force` to
@@ -81,7 +87,10 @@ def _fail_fast(exc: dag_tasks.FilesFailedError):
     },
     params={
         "drop_url": Param(
-            "", type="string", description="Overrides the Variable session_stream_drop_url"
+            "",
+            type="string",
+            description="A folder inside the Variable session_stream_drop_url (or a root in "
+            "session_stream_drop_roots) to read instead; nothing outside them",
         ),
         "start": Param(
             None, type=["null", "string"], description="Reload from (ISO-8601, UTC); needs end"
@@ -109,7 +118,9 @@ def _fail_fast(exc: dag_tasks.FilesFailedError):
             description="At most this many such files per run, newest first (0: no sweep)",
         ),
         "staging_url": Param(
-            "", type="string", description="Overrides the Variable session_stream_staging_url"
+            "",
+            type="string",
+            description="A folder inside the staging root (Variable session_stream_staging_url)",
         ),
     },
 )
@@ -127,6 +138,7 @@ def session_stream():
         window = dag_tasks.resolve_window(
             params, data_interval_start, data_interval_end, logical_date
         )
+        check_locations(params)  # a param outside the admin's roots fails before anything runs
         loader = open_loader(init=True)
         try:
             with open_drop_location(params) as drop, open_staging_area(params) as staging:
@@ -176,13 +188,17 @@ def session_stream():
 
     # none_failed: a run with nothing new (split and load skipped) still checks, quietly.
     @task(trigger_rule="none_failed")
-    def check(summary: dict) -> dict:
+    def check(summary: dict, run_id=None) -> dict:
         params = _params()
         loader = open_loader()
         try:
             with open_staging_area(params) as staging:
                 return dag_tasks.check(
-                    summary, loader, max_rejects=params["max_rejects"], staging=staging
+                    summary,
+                    loader,
+                    max_rejects=params["max_rejects"],
+                    staging=staging,
+                    prefix=dag_tasks.staging_prefix(run_id),
                 )
         except dag_tasks.FilesFailedError as exc:
             _fail_fast(exc)

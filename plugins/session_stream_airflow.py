@@ -3,12 +3,18 @@ engine's objects (drop location, staging area, loader). Called inside tasks, nev
 
 | what            | where it comes from                                                       |
 |-----------------|---------------------------------------------------------------------------|
-| drop location   | param `drop_url`, else Variable `session_stream_drop_url`                 |
+| drop location   | Variable `session_stream_drop_url`; a run's param `drop_url` may only     |
+|                 | narrow it, or a root in Variable `session_stream_drop_roots`, to a folder |
+|                 | inside (roots.py)                                                         |
 | SFTP login      | connection `session_stream_sftp` (login, password, extras below)          |
 | S3 credentials  | connection `aws_default` (extra `endpoint_url`, `region_name`), else boto3 |
-| staging area    | param `staging_url`, else Variable `session_stream_staging_url`, else a    |
-|                 | folder under $AIRFLOW_HOME (fine while every task runs on one machine)    |
-| MySQL           | connection `session_stream_mysql`                                         |
+| staging area    | Variable `session_stream_staging_url` (the staging ROOT), else a folder   |
+|                 | under $AIRFLOW_HOME; a run's param `staging_url` may only narrow it       |
+| MySQL           | connection `session_stream_mysql`; extras `ssl` (dict: ca, capath, cert,  |
+|                 | key, cipher) and `ssl_mode` as in the MySQL provider                      |
+
+Params come from whoever triggers a run, so they never widen what these settings allow: see
+roots.py. Variables and connections are the admin's.
 
 SFTP connection extras (names as in the SSH provider): `private_key` (key text), `key_file`
 (path), `private_key_passphrase`, `host_key` (the server's public key, "ssh-ed25519 AAAA..."),
@@ -17,18 +23,22 @@ SFTP connection extras (names as in the SSH provider): `private_key` (key text),
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from session_stream import schema
+from session_stream import db
 from session_stream.drop import DropLocation, DropUrl, open_drop
 from session_stream.drop_sftp import SftpCredentials
 from session_stream.errors import ConfigError
 from session_stream.load import Loader
+from session_stream.privileges import migrate_if_pending
+from session_stream.roots import as_text, configured_roots, narrow, parse_location
 from session_stream.s3 import S3Options
 from session_stream.staging import StagingArea, open_staging
 
 DROP_URL_VARIABLE = "session_stream_drop_url"
+DROP_ROOTS_VARIABLE = "session_stream_drop_roots"
 STAGING_URL_VARIABLE = "session_stream_staging_url"
 SFTP_CONN_ID = "session_stream_sftp"
 AWS_CONN_ID = "aws_default"
@@ -55,24 +65,50 @@ def _truthy(value) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-def drop_url(params: dict) -> str:
-    url = (params.get("drop_url") or "").strip() or (_variable(DROP_URL_VARIABLE) or "").strip()
-    if not url:
+def _mask(secret: str | None) -> None:
+    """Have Airflow mask a secret we found ourselves (a password in a URL) in every task log."""
+    if secret:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(secret)
+
+
+def drop_url(params: dict) -> DropUrl:
+    """The run's drop location: the Variable's, or the param's when it lies inside a root."""
+    configured = (_variable(DROP_URL_VARIABLE) or "").strip()
+    roots = ([configured] if configured else []) + configured_roots(_variable(DROP_ROOTS_VARIABLE))
+    for root in roots:
+        _mask(DropUrl.parse(root).password)
+    param = (params.get("drop_url") or "").strip()
+    if param:
+        try:
+            _mask(DropUrl.parse(param).password)  # refused below, but never logged
+        except ConfigError:
+            pass
+        return narrow(param, roots, "drop_url")
+    if not configured:
         raise ConfigError(
-            f"no drop location: set the Airflow Variable {DROP_URL_VARIABLE} (or the run's param drop_url) "
+            f"no drop location: set the Airflow Variable {DROP_URL_VARIABLE} "
             "to sftp://user@host/path, s3://bucket/prefix or a local folder"
         )
-    return url
+    return parse_location(configured, f"Variable {DROP_URL_VARIABLE}")
 
 
-def staging_url(params: dict) -> str:
-    url = (params.get("staging_url") or "").strip() or (
-        _variable(STAGING_URL_VARIABLE) or ""
-    ).strip()
+def staging_root() -> str:
+    url = (_variable(STAGING_URL_VARIABLE) or "").strip()
     if url:
         return url
     home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
     return str(Path(home) / "session_stream" / "staging")
+
+
+def staging_url(params: dict) -> str:
+    """The staging root, or the param's narrower folder or prefix inside it."""
+    root = staging_root()
+    param = (params.get("staging_url") or "").strip()
+    if not param:
+        return root
+    return as_text(narrow(param, [root], "staging_url"))
 
 
 def sftp_credentials() -> SftpCredentials | None:
@@ -110,8 +146,15 @@ def s3_options() -> S3Options:
     )
 
 
+def check_locations(params: dict) -> None:
+    """Refuse a run whose drop_url or staging_url param leaves the roots, before anything is
+    touched (the warehouse, the drop, the staging area)."""
+    drop_url(params)
+    staging_url(params)
+
+
 def open_drop_location(params: dict) -> DropLocation:
-    url = DropUrl.parse(drop_url(params))
+    url = drop_url(params)
     return open_drop(
         url,
         sftp=sftp_credentials() if url.scheme == "sftp" else None,
@@ -124,27 +167,64 @@ def open_staging_area(params: dict) -> StagingArea:
     return open_staging(url, s3=s3_options() if url.lower().startswith("s3://") else None)
 
 
-def mysql_connect():
-    """A MySQLdb connection with LOAD DATA LOCAL allowed.
+def mysql_url(conn) -> db.DbUrl:
+    """The engine's DbUrl from an Airflow MySQL connection, with its TLS extras: `ssl` (a dict,
+    or its JSON text: ca, capath, cert, key, cipher) and `ssl_mode` (DISABLED ... VERIFY_IDENTITY),
+    the names the MySQL provider uses. A CA without an ssl_mode means VERIFY_CA, as in MySQL's
+    own clients (the provider would encrypt without checking the server)."""
+    extra = conn.extra_dejson
+    ssl = extra.get("ssl")
+    if isinstance(ssl, str):
+        try:
+            ssl = json.loads(ssl)
+        except ValueError:
+            raise ConfigError(
+                f"connection {MYSQL_CONN_ID}: extra ssl must be a JSON object like "
+                '{"ca": "/path/ca.pem"}'
+            ) from None
+    ssl_mode = extra.get("ssl_mode")
+    if ssl is True and not ssl_mode:
+        ssl_mode = "REQUIRED"
+    if ssl not in (None, True, False) and not isinstance(ssl, dict):
+        raise ConfigError(
+            f"connection {MYSQL_CONN_ID}: extra ssl must be an object (ca, cert, key)"
+        )
+    mode, files = db.tls_settings(ssl_mode, ssl if isinstance(ssl, dict) else None)
+    if not conn.schema:
+        raise ConfigError(
+            f"connection {MYSQL_CONN_ID} names no database: set its schema to the warehouse database"
+        )
+    return db.DbUrl(
+        host=conn.host or "localhost",
+        port=int(conn.port or 3306),
+        user=conn.login or "",
+        password=conn.password or "",
+        database=conn.schema,
+        ssl_mode=mode,
+        ssl=files,
+    )
 
-    The constructor kwarg is what works: provider 6.7 ignores the connection extra `local_infile`.
-    """
-    from airflow.providers.mysql.hooks.mysql import MySqlHook
 
-    if _connection(MYSQL_CONN_ID) is None:
+def mysql_connect(*, local_infile: bool = True):
+    """A connection to the warehouse through `session_stream_mysql`, made by the engine (so TLS
+    is checked and LOAD DATA LOCAL sends only the staged files: see mysql_guard), not by
+    MySqlHook.get_conn(), which would enable LOAD DATA LOCAL for any file the server names."""
+    conn = _connection(MYSQL_CONN_ID)
+    if conn is None:
         raise ConfigError(
             f"no Airflow connection {MYSQL_CONN_ID}: create it (type MySQL), "
             "e.g. AIRFLOW_CONN_SESSION_STREAM_MYSQL='mysql://user:password@host:3306/database'"
         )
-    return MySqlHook(mysql_conn_id=MYSQL_CONN_ID, local_infile=True).get_conn()
+    return db.connect(mysql_url(conn), local_infile=local_infile)
 
 
 def open_loader(*, init: bool = False) -> Loader:
-    """The engine's loader on `session_stream_mysql`; `init` first creates or migrates the tables."""
+    """The engine's loader on `session_stream_mysql`; `init` first applies pending migrations
+    (none pending: no DDL, so a loader with data rights only will do)."""
     if init:
         conn = mysql_connect()
         try:
-            schema.init_db(conn)
+            migrate_if_pending(conn)
         finally:
             conn.close()
     return Loader(mysql_connect)

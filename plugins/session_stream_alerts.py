@@ -20,6 +20,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from session_stream.redact import mask_url
+
 log = logging.getLogger(__name__)
 
 SMTP_CONN_ID = "smtp_default"
@@ -93,6 +95,7 @@ def build_report(context: dict) -> FailureReport:
         if isinstance(exception, BaseException)
         else str(exception or "unknown error")
     )
+    error = mask_url(error)  # a URL quoted in an error never shows its password in an alert
     if len(error) > MAX_ERROR_CHARS:
         error = error[:MAX_ERROR_CHARS] + " …"
     return FailureReport(

@@ -309,7 +309,19 @@ def url_with_password(url: db.DbUrl) -> str:
     from urllib.parse import quote
 
     auth = quote(url.user, safe="") + (":" + quote(url.password, safe="") if url.password else "")
-    return f"mysql://{auth}@{url.host}:{url.port}/{quote(url.database, safe='')}"
+    tls = tls_query(url)
+    return f"mysql://{auth}@{url.host}:{url.port}/{quote(url.database, safe='')}{tls}"
+
+
+def tls_query(url: db.DbUrl) -> str:
+    """The URL's TLS settings as its query string again (MySQL's option names), or ''."""
+    from urllib.parse import urlencode
+
+    names = {v: k for k, v in db.SSL_FILES.items()}
+    options = ([("ssl-mode", url.ssl_mode)] if url.ssl_mode else []) + [
+        (names[k], v) for k, v in url.ssl
+    ]
+    return f"?{urlencode(options)}" if options else ""
 
 
 # ---------------------------------------------------------------- init-db
@@ -346,6 +358,8 @@ def airflow_env(home: Path, database: Database, drop: Path) -> dict[str, str]:
         "password": url.password,
         "schema": url.database,
     }
+    if url.ssl_mode or url.ssl:  # TLS as SESSION_STREAM_DB asked for it, in the provider's extras
+        connection["extra"] = {"ssl_mode": url.ssl_mode, "ssl": dict(url.ssl)}
     return {
         **base,
         "AIRFLOW_HOME": str(home),

@@ -29,6 +29,18 @@ DAG_ID = "session_stream"
 LOAD_POOL = "session_stream_load"
 
 
+# `airflow ...` with the next run's id taken from argv[1] (see AirflowHome.dags_test).
+RUN_ID_WRAPPER = """
+import sys
+from airflow.models.dagrun import DagRun
+run_id = sys.argv.pop(1)
+DagRun.generate_run_id = staticmethod(lambda **kwargs: run_id)
+sys.argv[0] = "airflow"
+from airflow.__main__ import main
+main()
+"""
+
+
 def airflow_env(home: Path) -> dict[str, str]:
     """What every Airflow process of the tests needs: its home, our folders, no examples."""
     pythonpath = [str(REPO / "include"), str(REPO / "plugins")]
@@ -114,9 +126,16 @@ class AirflowHome:
     env: dict[str, str]
 
     def run(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+        python: list[str] | None = None,
     ) -> DagTestResult:
+        """`airflow <args>`; with `python`, `python -c <python[0]> <python[1:]> <args>` instead."""
         command = [str(AIRFLOW), *args]
+        if python:
+            command = [sys.executable, "-c", python[0], *python[1:], *args]
         proc = subprocess.run(
             command,
             env={**os.environ, **self.env, **(env or {})},
@@ -134,19 +153,30 @@ class AirflowHome:
         *,
         env: dict[str, str] | None = None,
         conf: dict | None = None,
+        run_id: str | None = None,
         timeout: float = 300,
     ) -> DagTestResult:
         """`airflow dags test session_stream <date>`; exit code 1 when a task failed.
 
         Retries are switched off (AIRFLOW_VAR_SESSION_STREAM_RETRIES=0) unless `env` says otherwise:
         `dags test` would otherwise sit out the retry delays of a task meant to fail.
+
+        `run_id` gives the run the id a REST API caller could choose (`dags test` makes its own):
+        the same command, with DagRun.generate_run_id returning it, and Airflow's own run-id
+        checks loosened as an admin could loosen them.
         """
         args = ["dags", "test", DAG_ID, logical_date]
         if conf:
             args += ["-c", json.dumps(conf)]
-        return self.run(
-            *args, env={**var_env(session_stream_retries=0), **(env or {})}, timeout=timeout
-        )
+        env = {**var_env(session_stream_retries=0), **(env or {})}
+        if run_id is None:
+            return self.run(*args, env=env, timeout=timeout)
+        env = {
+            **env,
+            "AIRFLOW__CORE__ALLOW_DOUBLE_DOT_IN_IDS": "True",
+            "AIRFLOW__SCHEDULER__ALLOWED_RUN_ID_PATTERN": "^.+$",
+        }
+        return self.run(*args, env=env, timeout=timeout, python=[RUN_ID_WRAPPER, run_id])
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 # Fixture modules of their own (servers for SFTP and S3, Airflow harness): append, don't reorder.
-pytest_plugins: list[str] = ["metadata_server", "servers", "airflow_harness"]
+pytest_plugins: list[str] = [
+    "metadata_server",
+    "servers",
+    "airflow_harness",
+    "fake_mysql",
+    "accounts",
+]
 
 TEST_SERVER = os.environ.get("SESSION_STREAM_TEST_SERVER", "mysql://root@127.0.0.1:3306/test")
 

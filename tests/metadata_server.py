@@ -74,6 +74,7 @@ class FakeMonetate:
     requests: list[Seen] = field(default_factory=list)
     tokens: set[str] = field(default_factory=set)
     base_url: str = ""
+    next_base: str | None = None  # where `meta.next` points (default: this server's API)
     stopping: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -160,8 +161,9 @@ class FakeMonetate:
         chunk = items[(page - 1) * size : page * size]
         meta = {"code": 200, "count": len(chunk)}
         if page * size < len(items):
+            base = self.next_base or self.api_base
             meta["next"] = (
-                f"{self.api_base}/{self.retailer}/production/metadata/{kind}?page={page + 1}&page_size={size}"
+                f"{base}/{self.retailer}/production/metadata/{kind}?page={page + 1}&page_size={size}"
             )
         return 200, {"meta": meta, "data": chunk}
 

@@ -2,7 +2,8 @@
 
     python bootstrap.py sftp-init      keys for the sample SFTP server, and a sample day of files
     python bootstrap.py airflow-init   migrate Airflow's database, then create the admin user, the
-                                       connections, Variables and pool, and the warehouse tables
+                                       connections, Variables and pool, the warehouse tables and
+                                       the loader's and analyst's table-level rights (as owner)
     python bootstrap.py exec CMD ...   run CMD with SESSION_STREAM_DB built from the WAREHOUSE_* values
 
 Secrets go from the environment to Airflow in a private temporary file or on stdin, never as
@@ -49,10 +50,11 @@ def _read(path: str, what: str, read: Callable[[str], str]) -> str:
         raise SetupError(f"cannot read {what} at {path}: {exc.strerror}") from None
 
 
-def warehouse_url(env: Mapping[str, str]) -> str:
-    """The loader's mysql:// URL (the form SESSION_STREAM_DB takes), password percent-encoded."""
-    user = quote(env.get("WAREHOUSE_LOADER_USER") or "loader", safe="")
-    password = quote(_need(env, "WAREHOUSE_LOADER_PASSWORD"), safe="")
+def warehouse_url(env: Mapping[str, str], role: str = "LOADER") -> str:
+    """The loader's (or the owner's) mysql:// URL, the form SESSION_STREAM_DB takes, password
+    percent-encoded."""
+    user = quote(env.get(f"WAREHOUSE_{role}_USER") or role.lower(), safe="")
+    password = quote(_need(env, f"WAREHOUSE_{role}_PASSWORD"), safe="")
     host = env.get("WAREHOUSE_HOST") or "mysql"
     port = env.get("WAREHOUSE_PORT") or "3306"
     database = env.get("WAREHOUSE_DATABASE") or "warehouse"
@@ -210,7 +212,8 @@ def airflow_init(env: Mapping[str, str]) -> None:
     conns, values, slots = connections(env), variables(env), pool_slots(env)
     admin_user = env.get("AIRFLOW_ADMIN_USER") or "admin"
     admin_password = _need(env, "AIRFLOW_ADMIN_PASSWORD")
-    db_url = warehouse_url(env)
+    owner_url = warehouse_url(env, "OWNER")
+    warehouse_url(env)  # the loader's password must be set too
 
     _run(["airflow", "db", "migrate"])
     # Creates the user only if missing (the command reads the password, then skips an existing
@@ -236,8 +239,17 @@ def airflow_init(env: Mapping[str, str]) -> None:
             "Concurrent loads into the MySQL warehouse",
         ]
     )
-    # init-db reads the URL from SESSION_STREAM_DB, so the password stays off its command line.
-    _run(["session-stream", "init-db"], env={**os.environ, "SESSION_STREAM_DB": db_url})
+    # As the schema owner, the only account with DDL rights: the tables, then the loader's and
+    # the analyst's table-level rights on them. The URL goes in SESSION_STREAM_DB, so the
+    # password stays off the command lines.
+    as_owner = {**os.environ, "SESSION_STREAM_DB": owner_url}
+    _run(["session-stream", "init-db"], env=as_owner)
+    loader = env.get("WAREHOUSE_LOADER_USER") or "loader"
+    analyst = env.get("WAREHOUSE_ANALYST_USER") or "analyst"
+    _run(
+        ["session-stream", "grants", "--apply", "--loader", loader, "--analyst", analyst],
+        env=as_owner,
+    )
     print(
         f"airflow-init done: connections {', '.join(sorted(conns))}; pool {LOAD_POOL} ({slots} slots)"
     )

@@ -17,23 +17,91 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import db, schema, tables
+from . import db, tables
 from .errors import ConfigError, SessionStreamError
+from .redact import mask_text
 
 PRIVATE_KEY_ENV = "MONETATE_PRIVATE_KEY"
 API_USER_ENV = "MONETATE_API_USER"
 RETAILER_ENV = "MONETATE_RETAILER"
-DB_HELP = f"warehouse URL, {db.URL_FORM} (default: ${db.DB_ENV})"
+DB_HELP = (
+    f"warehouse URL, {db.URL_FORM}, TLS with ?ssl-mode=VERIFY_IDENTITY&ssl-ca=FILE "
+    f"(default: ${db.DB_ENV}); leave the password out of it: see --password-file"
+)
+PASSWORD_WARNING = (
+    "warning: the database password was given on the command line, where other users of this "
+    f"machine can read it (ps, /proc) and your shell history keeps it: set {db.DB_PASSWORD_ENV}, "
+    "or use --password-file or --password-prompt"
+)
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)  # one line per line in logs and pipes
 
 
+def hide_command_line_password(argv: list[str], *, retitle: bool = True) -> bool:
+    """When a --db URL on the command line holds a password: overwrite this process's command line
+    (what ps and /proc/<pid>/cmdline show) with the password masked, and warn. Returns whether
+    there was one. The command line is visible until this runs, and in the shell's history: the
+    warning says how to keep the password off it altogether."""
+    given = [
+        a for i, a in enumerate(argv) if a.startswith("--db=") or (i and argv[i - 1] == "--db")
+    ]
+    userinfo = [a.split("://", 1)[-1].split("@", 1)[0] for a in given if "@" in a]
+    if not any(u.partition(":")[2] for u in userinfo):
+        return False
+    try:
+        import setproctitle
+    except ImportError:  # not installed with the engine alone: the warning still stands
+        retitle = False
+    if retitle:
+        setproctitle.setproctitle(" ".join(mask_text(a) for a in ["session-stream", *argv]))
+    err.print(PASSWORD_WARNING, soft_wrap=True)
+    return True
+
+
+def db_url(args) -> db.DbUrl:
+    """The warehouse URL with the password from, first match wins: --password-file,
+    --password-prompt, the URL itself, $SESSION_STREAM_DB_PASSWORD."""
+    password = None
+    if getattr(args, "password_file", None):
+        try:
+            lines = Path(args.password_file).read_text().splitlines()
+            password = lines[0] if lines else ""
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read --password-file {args.password_file}: {exc.strerror}"
+            ) from None
+    elif getattr(args, "password_prompt", False):
+        import getpass
+
+        url = db.DbUrl.parse(args.db)
+        password = getpass.getpass(f"password for {url.user}@{url.host}: ")
+    return db.DbUrl.parse(args.db, password=password)
+
+
+def add_db_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=os.environ.get(db.DB_ENV), help=DB_HELP)
+    p.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="read the database password from FILE (its first line), not from the URL",
+    )
+    p.add_argument(
+        "--password-prompt",
+        action="store_true",
+        help=f"ask for the database password (default: the URL's, else ${db.DB_PASSWORD_ENV})",
+    )
+
+
 def cmd_init_db(args) -> int:
-    conn = db.connect(args.db)
-    applied = schema.init_db(conn)
-    conn.close()
-    url = db.DbUrl.parse(args.db)
+    from .privileges import migrate_if_pending
+
+    url = db_url(args)
+    conn = db.connect(url)
+    try:
+        applied = migrate_if_pending(conn)
+    finally:
+        conn.close()
     if applied:
         for m in applied:
             out.print(f"applied migration {m.version}: {m.name}")
@@ -55,17 +123,29 @@ def cmd_split(args) -> int:
 
 
 def cmd_load(args) -> int:
-    from .drop import list_tree
-    from .load import Loader
+    from .drop import scan_tree
+    from .load import FileOutcome, Loader
+    from .names import window_start
     from .pipeline import load_files
 
     paths: list[Path] = []
+    refused: list[tuple[Path, str]] = []
     for source in args.source:
-        paths.extend(list_tree(Path(source)))
-    url = db.DbUrl.parse(args.db)
+        found, not_read = scan_tree(Path(source))
+        paths.extend(found)
+        refused.extend(not_read)
+    url = db_url(args)
     loader = Loader(lambda: db.connect(url))
     loader.connect_now()  # fail fast on config problems, before any splitting starts
-    if not paths:
+    # Entries a drop folder holds that are not regular files inside it (a symlink out of it,
+    # a FIFO): failed in the ledger with the reason and in the summary, never read.
+    refusals = []
+    for path, why in refused:
+        size = path.lstat().st_size
+        loader.record_failure(path.name, size, window_start(path.name), f"refused: {why}")
+        err.print(f"[red]refused[/] {path}: {why}", soft_wrap=True)
+        refusals.append(FileOutcome(path.name, "failed", error=f"refused: {why}"))
+    if not paths and not refusals:
         err.print(f"no Monetate files found under {', '.join(args.source)}")
         return 0
 
@@ -95,6 +175,8 @@ def cmd_load(args) -> int:
 
         summary = load_files(paths, loader, force=args.force, workers=args.jobs, on_file=on_file)
     loader.close()
+    for outcome in refusals:
+        summary.add(outcome)
     print_summary(summary)
     return 1 if summary.failed else 0
 
@@ -160,7 +242,7 @@ def add_refresh_metadata(subparsers) -> None:
         description="Fetch every object of each kind from the Monetate Metadata API and replace "
         "its lookup table atomically; a failure leaves the previous contents.",
     )
-    p.add_argument("--db", help=f"database URL {db.URL_FORM} (default: ${db.DB_ENV})")
+    add_db_arguments(p)
     p.add_argument("--api-user", help=f"Monetate API username (default: ${API_USER_ENV})")
     p.add_argument(
         "--private-key-file",
@@ -227,7 +309,7 @@ def cmd_refresh_metadata(args) -> int:
         timeout=args.timeout,
         max_wait_seconds=args.max_wait,
     )
-    conn = db.connect(args.db)
+    conn = db.connect(db_url(args))
     try:
         with client:
             for kind in args.kinds:
@@ -235,6 +317,27 @@ def cmd_refresh_metadata(args) -> int:
                 print(f"{kind:<20} {BY_KIND[kind].table:<26} {rows:>8} rows")
     finally:
         conn.close()
+    return 0
+
+
+def cmd_grants(args) -> int:
+    from .privileges import apply_grants, grant_statements
+
+    if not (args.owner or args.loader or args.analyst):
+        raise ConfigError("name at least one of --owner, --loader, --analyst")
+    url = db_url(args) if (args.apply or not args.database) else None
+    statements = grant_statements(
+        args.database or url.database, owner=args.owner, loader=args.loader, analyst=args.analyst
+    )
+    for line in statements:
+        out.print(line, markup=False)
+    if args.apply:
+        conn = db.connect(url)
+        try:
+            apply_grants(conn, statements)
+        finally:
+            conn.close()
+        err.print(f"applied {len(statements)} GRANT statement(s) as {url}")
     return 0
 
 
@@ -254,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create every table of the data contract, the ledger and the rejects table, "
         "applying numbered migrations not yet applied. Safe to run again.",
     )
-    p.add_argument("--db", default=os.environ.get(db.DB_ENV), help=DB_HELP)
+    add_db_arguments(p)
     p.set_defaults(func=cmd_init_db)
 
     p = sub.add_parser(
@@ -265,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         "session wins. Exit status 0 only when every file loaded.",
     )
     p.add_argument("source", nargs="+", help="a .json.gz file or a folder laid out YYYY/MM/DD/")
-    p.add_argument("--db", default=os.environ.get(db.DB_ENV), help=DB_HELP)
+    add_db_arguments(p)
     p.add_argument(
         "--force", action="store_true", help="reload files even if the ledger says they are loaded"
     )
@@ -288,6 +391,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (replaced)")
     p.set_defaults(func=cmd_split)
 
+    p = sub.add_parser(
+        "grants",
+        help="print the GRANT statements for the schema owner, the loader and the analysts",
+        description="Print, for an admin to run, the least rights each user needs: the schema "
+        "owner runs init-db; the loader loads (data rights only, plus the lookup tables' swap); "
+        "analysts read the session tables, the BI views and the lookups, not the rejected raw "
+        "lines. Run the analyst's grants after init-db, and again after a migration.",
+    )
+    p.add_argument(
+        "--database", help="the warehouse database (schema) name (default: the --db URL's)"
+    )
+    p.add_argument("--owner", metavar="USER[@HOST]", help="the schema owner (runs init-db)")
+    p.add_argument("--loader", metavar="USER[@HOST]", help="the loader (CLI load, the DAGs)")
+    p.add_argument("--analyst", metavar="USER[@HOST]", help="a read-only BI user")
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="also run them on --db, as a user allowed to grant them (the schema owner WITH "
+        "GRANT OPTION, or an admin)",
+    )
+    add_db_arguments(p)
+    p.set_defaults(func=cmd_grants)
+
     from . import sample
 
     p = sub.add_parser(
@@ -309,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hide_command_line_password(sys.argv[1:] if argv is None else argv, retitle=argv is None)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -318,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SessionStreamError as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(mask_text(str(exc)))}", soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -180,8 +179,21 @@ def sweep_failed(
 
 
 def staging_prefix(run_id: str) -> str:
-    """A key prefix for one run's staged files (run ids hold ':' and '+', awkward in paths and keys)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") or "run"
+    """The key prefix of one run's staged files: one safe segment under `runs/` whatever the run
+    id holds (see roots.run_prefix), so cleaning up a run removes only what it staged."""
+    from .roots import run_prefix
+
+    return run_prefix(run_id)
+
+
+def checked_prefix(prefix: str) -> str:
+    """A run prefix read back from XCom, refused unless it has the form staging_prefix makes:
+    tasks write and delete under it."""
+    from .roots import is_run_prefix
+
+    if not is_run_prefix(prefix):
+        raise ConfigError(f"refusing staging prefix {prefix!r}: not one this DAG made")
+    return prefix
 
 
 def raw_key(prefix: str, name: str) -> str:
@@ -228,13 +240,18 @@ def fetch(
     before the window's end (and before the look-back) join the work list: at most
     `sweep_max_files`, newest first, each once its retry is due (see retry_due).
     """
+    from .drop import RefusedFile
     from .settle import settled
 
     scope = window.widened(lookback_hours)
     sweep_since = window.end - timedelta(days=sweep_days)
     listed = drop.list_files(scope.start, scope.end)
-    pending_names = set(loader.pending([(f.name, f.size) for f in listed], force=force))
-    pending = [f for f in listed if f.name in pending_names]
+    # Entries the drop will not read (a symlink out of a local drop, a FIFO): failed in the
+    # ledger with the reason, reported by the run, never silently skipped.
+    refused = {f.name: (f, f.refused) for f in listed if f.refused}
+    readable = [f for f in listed if not f.refused]
+    pending_names = set(loader.pending([(f.name, f.size) for f in readable], force=force))
+    pending = [f for f in readable if f.name in pending_names]
     retried = []
     if sweep:
         retried = sweep_failed(
@@ -261,7 +278,11 @@ def fetch(
         for f in ready:
             key = raw_key(prefix, f.name)
             in_place = _local_path(staging, key)  # a local area: download straight into it
-            local = drop.download(f, in_place or Path(tmp) / f.name)
+            try:
+                local = drop.download(f, in_place or Path(tmp) / f.name)
+            except RefusedFile as exc:  # swapped for something else since it was listed
+                refused[f.name] = (f, str(exc))
+                continue
             if in_place is None:
                 staging.put_file(local, key)
                 local.unlink()  # a long backfill must not hold every file on local disk
@@ -274,14 +295,19 @@ def fetch(
                 item["retry"] = True  # failed before; failing again does not fail this run
             staged.append(item)
 
+    for name, (f, why) in refused.items():
+        log.error("%s refused: %s", name, why)
+        loader.record_failure(name, f.size, f.window_start, f"refused: {why}")
+
     batches = [{"prefix": prefix, "files": b} for b in plan_batches(staged, batch_size)]
     result = {
         "window": [window.start.isoformat(), window.end.isoformat()],
         "scope": [scope.start.isoformat(), scope.end.isoformat()],
         "prefix": prefix,
         "listed": len(listed),
-        "already_loaded": len(listed) - len(pending_names),
+        "already_loaded": len(readable) - len(pending_names),
         "waiting": [f.name for f in waiting],
+        "refused": {name: why for name, (_, why) in refused.items()},
         "fetched": [f["name"] for f in staged],
         "retried": [f["name"] for f in staged if f.get("retry")],
         "sweep_since": sweep_since.isoformat(),
@@ -304,7 +330,7 @@ def split_batch(batch: dict, staging) -> dict:
     """Split every staged file of a batch; unreadable files are passed on as failed, not raised."""
     from .split import split_file
 
-    prefix = batch["prefix"]
+    prefix = checked_prefix(batch["prefix"])
     done, failed = [], []
     with tempfile.TemporaryDirectory(prefix="session_stream_split_") as tmp:
         for item in batch["files"]:
@@ -341,7 +367,7 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
     from .layout import SplitResult
     from .load import is_loaded
 
-    prefix = split["prefix"]
+    prefix = checked_prefix(split["prefix"])
     retried = {item["name"] for item in split["files"] + split["failed"] if item.get("retry")}
     failures: dict[str, str] = {}
     loaded, skipped = [], []
@@ -441,19 +467,30 @@ def _remove_staged(staging, prefix: str, name: str) -> None:
             pass
 
 
-def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, staging=None) -> dict:
+def check(
+    fetched: dict,
+    loader,
+    *,
+    max_rejects: int = DEFAULT_MAX_REJECTS,
+    staging=None,
+    prefix: str | None = None,
+) -> dict:
     """Every fetched file must be in the ledger as loaded, with at most `max_rejects` rejects;
     files the sweep retried may fail again (they are listed with every file still failing).
+    Refused drop entries fail the check too.
 
     Returns the run's quality report (report.run_report), whose table ends the log, pass or
-    fail. With `staging`, the run's staging prefix (by now only empty folders) is removed too.
+    fail. With `staging`, the run's staging prefix (by now only empty folders) is removed too:
+    `prefix` (the DAG derives it from the run id) or the one fetch reported.
     """
     from .report import format_report, run_report
 
-    if staging is not None and fetched.get("prefix"):
-        staging.delete(fetched["prefix"])
+    prefix = prefix or fetched.get("prefix")
+    if staging is not None and prefix:
+        staging.delete(checked_prefix(prefix))
     names = list(fetched.get("fetched") or [])
     retried = set(fetched.get("retried") or [])
+    refused = dict(fetched.get("refused") or {})
     ledger = loader.ledger(names) if names else {}
     not_loaded = {
         n: (ledger.get(n) or {}).get("error") or "not in the ledger"
@@ -467,6 +504,7 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
         and (ledger[n].get("rejects") or 0) > max_rejects
     }
     report = run_report(fetched, loader)
+    report["refused"] = sorted(refused)
     # Keys the files carried that the spec does not know, and expected keys their lines lacked
     # (CONTRACT: never dropped silently): the run's log says so the hour they appear.
     for column, label in (
@@ -495,7 +533,8 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
                 for f in report["still_failing"]
             ),
         )
-    problems = [f"{n} not loaded ({e})" for n, e in not_loaded.items()]
+    problems = [f"{n} refused ({why})" for n, why in refused.items()]
+    problems += [f"{n} not loaded ({e})" for n, e in not_loaded.items()]
     problems += [
         f"{n} has {r} rejects (max_rejects={max_rejects}; see session_stream_rejects)"
         for n, r in too_many.items()
@@ -504,6 +543,6 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
     if problems:
         raise FilesFailedError(
             f"{len(problems)} problem(s) in window {fetched.get('window')}: " + "; ".join(problems),
-            [*not_loaded, *too_many],
+            [*refused, *not_loaded, *too_many],
         )
     return report

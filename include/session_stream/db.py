@@ -1,17 +1,38 @@
-"""MySQL connections: URL parsing, connecting with LOAD DATA LOCAL enabled, and clear errors."""
+"""MySQL connections: URL parsing, connecting with LOAD DATA LOCAL enabled, and clear errors.
+
+The URL may ask for TLS with MySQL's own option names as query parameters:
+`mysql://user@host:3306/warehouse?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ssl/mysql-ca.pem`.
+Connections are `mysql_guard.GuardedConnection`s: LOAD DATA LOCAL sends only the file the running
+statement names, and a connection told to require TLS fails without it.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import MySQLdb
 
 from .errors import ConfigError
+from .mysql_guard import LOCAL_INFILE_AUTO, GuardedConnection
 
 DB_ENV = "SESSION_STREAM_DB"
+DB_PASSWORD_ENV = "SESSION_STREAM_DB_PASSWORD"
 URL_FORM = "mysql://user:password@host:port/database"
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+# URL query parameter -> key of mysqlclient's `ssl` dict (mysql_ssl_set)
+SSL_FILES = {
+    "ssl-ca": "ca",
+    "ssl-capath": "capath",
+    "ssl-cert": "cert",
+    "ssl-key": "key",
+    "ssl-cipher": "cipher",
+}
+ENCODE_HINT = (
+    "percent-encode '/', '?', '#', '@' and ':' in the user name and password (p@ss/w -> p%40ss%2Fw), "
+    f"or leave the password out of the URL and set {DB_PASSWORD_ENV}"
+)
 
 # Server error codes a user can act on.
 ER_ACCESS_DENIED = (1045, 1698)
@@ -19,6 +40,31 @@ ER_BAD_DB = 1049
 CR_CONN_HOST_ERROR = 2003
 CR_UNKNOWN_HOST = 2005
 CR_CONNECTION_ERROR = 2002
+CR_SSL_CONNECTION_ERROR = 2026
+
+
+def check_ssl_mode(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    mode = str(value).strip().upper().replace("-", "_")
+    if mode not in SSL_MODES:
+        raise ConfigError(f"ssl-mode must be one of {', '.join(SSL_MODES)}, got {value!r}")
+    return mode
+
+
+def tls_settings(ssl_mode: str | None, ssl: dict | None) -> tuple[str | None, tuple]:
+    """(ssl-mode, ssl files) as the driver gets them. As with MySQL's own clients, a CA without
+    an ssl-mode means VERIFY_CA: a CA is given to verify the server, not to be ignored."""
+    files = {k: str(v) for k, v in (ssl or {}).items() if v not in (None, "")}
+    unknown = sorted(set(files) - set(SSL_FILES.values()))
+    if unknown:
+        raise ConfigError(
+            f"unknown TLS setting {unknown[0]!r}: use {', '.join(SSL_FILES.values())} (ssl-ca, ... in a URL)"
+        )
+    mode = check_ssl_mode(ssl_mode)
+    if mode is None and ("ca" in files or "capath" in files):
+        mode = "VERIFY_CA"
+    return mode, tuple(sorted(files.items()))
 
 
 @dataclass(frozen=True)
@@ -26,19 +72,28 @@ class DbUrl:
     host: str
     port: int
     user: str
-    password: str
+    password: str = field(repr=False)
     database: str
+    ssl_mode: str | None = None  # one of SSL_MODES
+    ssl: tuple[tuple[str, str], ...] = ()  # (key, value) of mysqlclient's ssl dict: ca, cert, ...
 
     @classmethod
-    def parse(cls, url: str | None) -> DbUrl:
+    def parse(cls, url: str | None, *, password: str | None = None) -> DbUrl:
+        """A URL like URL_FORM. The password: `password` when given, else the URL's, else
+        $SESSION_STREAM_DB_PASSWORD. Error messages never quote the URL: it may hold a password."""
         url = url or os.environ.get(DB_ENV)
         if not url:
             raise ConfigError(f"no database given: pass --db {URL_FORM} or set {DB_ENV}")
-        parts = urlsplit(url)
+        parts = urlsplit(url.strip())
         if parts.scheme not in ("mysql", "mariadb", "mysql+mysqldb"):
             raise ConfigError(
                 f"database URL must look like {URL_FORM}, got scheme {parts.scheme!r}"
             )
+        if "@" not in parts.netloc and "@" in (
+            parts.path + parts.fragment + parts.query.split("=", 1)[0]
+        ):
+            # The userinfo ended early at a '/', '?' or '#' that is part of the password.
+            raise ConfigError(f"the database URL cannot be read: {ENCODE_HINT}")
         database = parts.path.lstrip("/")
         if not parts.hostname or not database or "/" in database:
             raise ConfigError(
@@ -46,22 +101,45 @@ class DbUrl:
             )
         try:
             port = parts.port or 3306
-        except ValueError as exc:
-            raise ConfigError(f"database URL has a bad port: {exc}") from None
+        except ValueError:
+            raise ConfigError(
+                f"the database URL's port is not a number from 1 to 65535 ({ENCODE_HINT})"
+            ) from None
+        ssl_mode, ssl = None, {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            key = name.lower().replace("_", "-")
+            if key == "ssl-mode":
+                ssl_mode = value
+            elif key in SSL_FILES:
+                ssl[SSL_FILES[key]] = value
+            else:
+                raise ConfigError(
+                    f"unknown database URL option {name!r}: use ssl-mode, {', '.join(SSL_FILES)}"
+                )
+        ssl_mode, ssl_files = tls_settings(ssl_mode, ssl)
+        if password is None:
+            password = unquote(parts.password) if parts.password is not None else None
+        if password is None:
+            password = os.environ.get(DB_PASSWORD_ENV, "")
         return cls(
             host=parts.hostname,
             port=port,
             user=unquote(parts.username or "root"),
-            password=unquote(parts.password or ""),
+            password=password,
             database=unquote(database),
+            ssl_mode=ssl_mode,
+            ssl=ssl_files,
         )
 
     def __str__(self) -> str:  # never shows the password
         return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
 
 
-def connect(url: DbUrl | str | None, *, database: bool = True) -> MySQLdb.connections.Connection:
-    """Open a connection in UTC with utf8mb4 and LOAD DATA LOCAL allowed on the client side."""
+def connect(
+    url: DbUrl | str | None, *, database: bool = True, local_infile: bool = True
+) -> MySQLdb.connections.Connection:
+    """Open a connection in UTC with utf8mb4 and, unless told otherwise, LOAD DATA LOCAL allowed
+    on the client side for the files our own LOAD DATA statements name (see mysql_guard)."""
     if not isinstance(url, DbUrl):
         url = DbUrl.parse(url)
     kwargs = dict(
@@ -70,14 +148,18 @@ def connect(url: DbUrl | str | None, *, database: bool = True) -> MySQLdb.connec
         user=url.user,
         password=url.password,
         charset="utf8mb4",
-        local_infile=True,
+        local_infile=LOCAL_INFILE_AUTO if local_infile else 0,
         autocommit=True,
         connect_timeout=10,
     )
+    if url.ssl_mode:
+        kwargs["ssl_mode"] = url.ssl_mode
+    if url.ssl:
+        kwargs["ssl"] = dict(url.ssl)
     if database:
         kwargs["database"] = url.database
     try:
-        conn = MySQLdb.connect(**kwargs)
+        conn = GuardedConnection(**kwargs)
     except MySQLdb.OperationalError as exc:
         raise connect_error(exc, url) from None
     prepare_session(conn)
@@ -98,6 +180,12 @@ def connect_error(exc: MySQLdb.OperationalError, url: DbUrl) -> ConfigError:
     if code in (CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST, CR_CONNECTION_ERROR):
         return ConfigError(
             f"cannot reach MySQL at {url.host}:{url.port}: is the server running and the address right?"
+        )
+    if code == CR_SSL_CONNECTION_ERROR:
+        return ConfigError(
+            f"TLS to MySQL at {url.host}:{url.port} failed ({exc.args[-1]}): check ssl-mode and "
+            "ssl-ca (the CA that signed the server's certificate) in the database URL or the "
+            "connection's extras"
         )
     return ConfigError(f"cannot connect to {url}: {exc.args[-1] if exc.args else exc}")
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from .errors import ConfigError
+from .errors import BadInputError, ConfigError
 from .names import day_folders, order_key, parse_name
+from .redact import mask_url
 from .utc import to_utc
 
 if TYPE_CHECKING:
@@ -61,18 +62,28 @@ class DropUrl:
         if scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise ConfigError(
-                    f"file:// URLs must be local (file:///path), got host {parts.netloc!r}"
+                    f"file:// URLs must be local (file:///path), got host {parts.hostname!r}"
                 )
             return cls("file", unquote(parts.path))
         if scheme == "s3":
             if not parts.netloc:
-                raise ConfigError(f"S3 drop URL needs a bucket: s3://bucket/prefix, got {url!r}")
+                raise ConfigError(
+                    f"S3 drop URL needs a bucket: s3://bucket/prefix, got {mask_url(url)!r}"
+                )
+            if "@" in parts.netloc or ":" in parts.netloc:
+                raise ConfigError(
+                    f"S3 drop URL {mask_url(url)!r} names a bucket only (s3://bucket/prefix): "
+                    "credentials come from the aws_default connection or the boto3 chain"
+                )
             return cls("s3", unquote(parts.path), host=parts.netloc)
         if scheme == "sftp":
             try:
                 port = parts.port
             except ValueError:
-                raise ConfigError(f"SFTP drop URL has a bad port: {url!r}") from None
+                raise ConfigError(
+                    f"SFTP drop URL {mask_url(url)!r} has a bad port: percent-encode '/', '?', '#' "
+                    "and '@' in a user name or password"
+                ) from None
             return cls(
                 "sftp",
                 unquote(parts.path),
@@ -81,7 +92,12 @@ class DropUrl:
                 username=unquote(parts.username) if parts.username else None,
                 password=unquote(parts.password) if parts.password else None,
             )
-        raise ConfigError(f"unsupported drop location {url!r}: use {URL_FORMS}")
+        raise ConfigError(f"unsupported drop location {mask_url(url)!r}: use {URL_FORMS}")
+
+
+class RefusedFile(BadInputError):
+    """A drop entry the loader will not read (a symlink out of the drop folder, a device, a FIFO):
+    recorded as failed in the ledger with this reason, and reported by the run."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class DropFile:
     path: str  # relative to the root: 'YYYY/MM/DD/<name>'
     size: int
     mtime: float | None = None  # epoch seconds, when the store tells
+    refused: str | None = None  # why the loader will not read it (see RefusedFile)
 
     @property
     def name(self) -> str:
@@ -192,14 +209,26 @@ def open_drop(
 
 def list_tree(path: Path) -> list[Path]:
     """Monetate files under a local folder laid out YYYY/MM/DD/ (or the file itself), oldest first."""
+    return scan_tree(path)[0]
+
+
+def scan_tree(path: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(Monetate files under a local folder, oldest first; (path, reason) of those refused).
+
+    Inside a folder only regular files that really lie in it are read: a symlink that leads out
+    of it, a FIFO or a device is refused (drop_local.refusal). A file named directly is read as
+    given.
+    """
+    from .drop_local import refusal
+
     path = Path(path).expanduser()
     if path.is_file():
-        return [path]
+        return [path], []
     if not path.is_dir():
         raise ConfigError(
             f"{path} does not exist: give a .json.gz file or a drop folder laid out YYYY/MM/DD/"
         )
-    found = []
+    found, refused = [], []
     for folder, dirs, names in os.walk(path):
         dirs.sort()
         for name in names:
@@ -209,6 +238,11 @@ def list_tree(path: Path) -> list[Path]:
                 if name.endswith(".json.gz"):
                     log.warning("skipping %s: not a Monetate file name", Path(folder, name))
                 continue
-            found.append((key, Path(folder, name)))
+            why = refusal(path, Path(folder, name))
+            if why:
+                refused.append((Path(folder, name), why))
+            else:
+                found.append((key, Path(folder, name)))
     found.sort(key=lambda kp: (kp[0], str(kp[1])))
-    return [p for _, p in found]
+    refused.sort(key=lambda pr: str(pr[0]))
+    return [p for _, p in found], refused

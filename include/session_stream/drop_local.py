@@ -1,13 +1,70 @@
-"""A local folder as the drop location: development, tests, a mounted share."""
+"""A local folder as the drop location: development, tests, a mounted share.
+
+Only regular files that really lie inside the folder are read. A symlink is followed only when
+it leads to a regular file inside the folder (a day folder that links elsewhere counts as
+leading out); FIFOs, devices and sockets are never opened. Such an entry is listed with the
+reason it is refused, so the run reports it and the ledger records it, instead of skipping it
+silently or reading, say, /etc/shadow into the rejects table.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
-from .drop import DropFile, DropLocation
+from .drop import DropFile, DropLocation, RefusedFile
 from .errors import ConfigError
+from .roots import contained
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def refusal(root: Path, path: Path) -> str | None:
+    """Why `path` (under `root`) must not be read, or None for a regular file inside `root`."""
+    try:
+        lst = os.lstat(path)
+    except OSError as exc:
+        return f"cannot be examined: {exc.strerror}"
+    if not contained(path, root):
+        return "a symlink that leads out of the drop folder" + (
+            "" if stat.S_ISLNK(lst.st_mode) else " (through a linked folder)"
+        )
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "a broken symlink"
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        return f"{kind}, not a regular file"
+    return None
+
+
+def open_regular(root: Path, path: Path):
+    """Open `path` for reading only if it is a regular file inside `root`, checked again on the
+    open file itself (the entry may have been swapped since it was listed)."""
+    why = refusal(root, path)
+    if why:
+        raise RefusedFile(f"{path.name} refused: {why}")
+    fd = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RefusedFile(f"{path.name} refused: not a regular file")
+        proc = f"/proc/self/fd/{fd}"
+        if os.path.exists(proc) and not contained(Path(os.readlink(proc)), root):
+            raise RefusedFile(f"{path.name} refused: it leads out of the drop folder")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class LocalDrop(DropLocation):
@@ -24,13 +81,20 @@ class LocalDrop(DropLocation):
         try:
             with os.scandir(self.root / folder) as entries:
                 for e in entries:
-                    if e.is_file(follow_symlinks=True):
-                        st = e.stat()
-                        out.append(DropFile(f"{folder}/{e.name}", st.st_size, st.st_mtime))
+                    if e.is_dir(follow_symlinks=False):
+                        continue
+                    rel = f"{folder}/{e.name}"
+                    why = refusal(self.root, self.root / rel)
+                    try:
+                        st = e.stat(follow_symlinks=why is None)
+                    except OSError:
+                        st = e.stat(follow_symlinks=False)
+                    out.append(DropFile(rel, st.st_size, st.st_mtime, refused=why))
         except FileNotFoundError:
             if not self.root.is_dir():
                 raise ConfigError(f"drop folder {self.root} has disappeared") from None
         return out
 
     def _fetch(self, f: DropFile, local: Path) -> None:
-        shutil.copyfile(self.root / f.path, local)
+        with open_regular(self.root, self.root / f.path) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import jwt
@@ -35,6 +35,17 @@ TOKEN_TTL = 3600  # seconds; the auth API accepts 600..43200
 RENEW_AFTER = 0.9
 
 KEYS_HELP = "Settings > Sites > API Keys in the Monetate platform"
+
+
+def origin(url: str) -> str:
+    """scheme://host:port of a URL, the default port spelled out, for same-origin checks."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(scheme)
+    except ValueError:
+        port = None
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
 class MetadataApiError(SessionStreamError):
@@ -138,6 +149,12 @@ class MetadataClient:
                 return
             # `next` carries its own query (page, page_size); it may be relative.
             url, params = urljoin(url, nxt), None
+            if origin(url) != origin(self.api_base):
+                # The token goes to the API's own origin only, never where a response points.
+                raise MetadataApiError(
+                    f"the Metadata API's next page is on another origin ({origin(url)}, not "
+                    f"{origin(self.api_base)}): not followed, so the API token stays with the API"
+                )
             if url in seen:
                 raise MetadataApiError(f"the Metadata API's paging loops back to {url}")
             seen.add(url)

@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError, LoadError
+from .redact import mask_url
+from .roots import contained
 from .s3 import S3Options, s3_client, s3_config_error
 
 _MISSING_HINT = (
@@ -155,8 +157,16 @@ class LocalStaging(StagingArea):
 
     def delete(self, key_prefix: str) -> None:
         path = self.path_for(key_prefix)
+        if not os.path.lexists(path):
+            return
+        # A folder on the way that links out of the area would make rmtree remove files the
+        # area never held: only what really lies inside the root is deleted.
+        if not contained(path.parent, self.root):
+            raise ConfigError(
+                f"refusing to delete {path}: a folder on its way leads out of the staging area {self.root}"
+            )
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)  # never follows symlinks inside the tree
         else:
             path.unlink(missing_ok=True)
 
@@ -284,10 +294,19 @@ def open_staging(url: str, *, s3: S3Options | None = None) -> StagingArea:
     scheme = parts.scheme.lower()
     if scheme == "s3":
         if not parts.netloc:
-            raise ConfigError(f"S3 staging URL needs a bucket: s3://bucket/prefix, got {url!r}")
+            raise ConfigError(
+                f"S3 staging URL needs a bucket: s3://bucket/prefix, got {mask_url(url)!r}"
+            )
+        if "@" in parts.netloc or ":" in parts.netloc:
+            raise ConfigError(
+                f"S3 staging URL {mask_url(url)!r} names a bucket only (s3://bucket/prefix): "
+                "credentials come from the aws_default connection or the boto3 chain"
+            )
         return S3Staging(parts.netloc, unquote(parts.path), s3)
     if scheme == "file":
         return LocalStaging(unquote(parts.path))
     if scheme == "":
         return LocalStaging(url)
-    raise ConfigError(f"unsupported staging area {url!r}: use a local folder or s3://bucket/prefix")
+    raise ConfigError(
+        f"unsupported staging area {mask_url(url)!r}: use a local folder or s3://bucket/prefix"
+    )

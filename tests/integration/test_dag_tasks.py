@@ -85,11 +85,12 @@ def test_a_manual_run_without_logical_date_takes_the_last_complete_hour():
     )
 
 
-def test_staging_prefix_is_safe_as_a_key():
-    assert (
-        dag_tasks.staging_prefix("scheduled__2026-11-01T01:00:00+00:00")
-        == "scheduled__2026-11-01T01_00_00_00_00"
-    )
+def test_staging_prefix_is_one_safe_segment_under_runs_and_distinct_per_run_id():
+    prefix = dag_tasks.staging_prefix("scheduled__2026-11-01T01:00:00+00:00")
+    assert prefix.startswith("runs/scheduled__2026-11-01T01_00_00_00_00-")
+    # Run ids the readable part maps alike still get their own prefix.
+    assert dag_tasks.staging_prefix("scheduled__2026-11-01T01_00_00_00_00") != prefix
+    assert dag_tasks.checked_prefix(prefix) == prefix
 
 
 # ---------------------------------------------------------------- batches
@@ -134,7 +135,14 @@ def env(tmp_path, fresh_db_url):
     drop.close()
 
 
-def run(env, prefix="run1", **kwargs):
+def P(run_id: str) -> str:
+    return dag_tasks.staging_prefix(run_id)
+
+
+RUN1 = P("run1")
+
+
+def run(env, prefix=RUN1, **kwargs):
     """fetch → split → load for every batch → check, as the DAG chains them; returns (fetched, errors)."""
     fetched = dag_tasks.fetch(
         env.drop, env.loader, env.staging, HOUR0, prefix=prefix, settle_seconds=0, **kwargs
@@ -190,7 +198,7 @@ def test_check_shows_the_keys_the_files_carried_that_the_spec_does_not_know(env,
 
 def test_a_second_run_fetches_nothing(env):
     run(env)
-    fetched, errors = run(env, prefix="run2")
+    fetched, errors = run(env, prefix=P("run2"))
     assert (fetched["listed"], fetched["already_loaded"], fetched["fetched"], errors) == (
         4,
         4,
@@ -208,7 +216,7 @@ def test_a_file_still_being_written_waits_for_the_next_run(env):
         if p != young:
             os.utime(p, (now - 3600, now - 3600))
     fetched = dag_tasks.fetch(
-        env.drop, env.loader, env.staging, HOUR0, prefix="r", settle_seconds=600
+        env.drop, env.loader, env.staging, HOUR0, prefix=P("r"), settle_seconds=600
     )
     assert fetched["waiting"] == [young.name]
     assert young.name not in fetched["fetched"] and len(fetched["fetched"]) == 3
@@ -226,14 +234,14 @@ def test_a_bad_file_fails_alone_is_marked_failed_and_the_next_run_retries_it(env
         dag_tasks.check(fetched, env.loader)
     assert failed.value.files == [bad.name]
 
-    again, errors = run(env, prefix="run2")
+    again, errors = run(env, prefix=P("run2"))
     assert again["fetched"] == [bad.name]
     assert ledger(env.url)[bad.name] == ("failed", 2)
 
 
 def test_a_retried_load_skips_what_the_first_try_loaded(env):
     fetched = dag_tasks.fetch(
-        env.drop, env.loader, env.staging, HOUR0, prefix="r", settle_seconds=0
+        env.drop, env.loader, env.staging, HOUR0, prefix=P("r"), settle_seconds=0
     )
     split = dag_tasks.split_batch(fetched["batches"][0], env.staging)
     first = dag_tasks.load_batch(split, env.staging, env.loader)
@@ -268,7 +276,7 @@ def test_the_look_back_picks_up_a_late_file_of_an_earlier_hour(env):
         env.loader,
         env.staging,
         next_hour,
-        prefix="r2",
+        prefix=P("r2"),
         settle_seconds=0,
         lookback_hours=3,
     )
@@ -282,7 +290,7 @@ def test_the_look_back_picks_up_a_late_file_of_an_earlier_hour(env):
 def run_window(env, window, prefix, **kwargs):
     """Like run(), for any window; returns (fetched, errors, load results)."""
     fetched = dag_tasks.fetch(
-        env.drop, env.loader, env.staging, window, prefix=prefix, settle_seconds=0, **kwargs
+        env.drop, env.loader, env.staging, window, prefix=P(prefix), settle_seconds=0, **kwargs
     )
     errors, results = [], []
     for batch in fetched["batches"]:

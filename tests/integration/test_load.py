@@ -360,16 +360,17 @@ def run_cli(*args, env=None):
 
 
 @pytest.mark.parametrize(
-    ("db_arg", "message"),
+    ("db_arg", "password", "message"),
     [
-        ("postgres://x@h/db", "must look like mysql://"),
-        ("mysql://root@127.0.0.1:1/x", "cannot reach MySQL at 127.0.0.1:1"),
-        ("mysql://root@127.0.0.1:3306/ss_no_such_database", "does not exist"),
-        ("mysql://nobody:wrong@127.0.0.1:3306/test", "refused user"),
+        ("postgres://x@h/db", "", "must look like mysql://"),
+        ("mysql://root@127.0.0.1:1/x", "", "cannot reach MySQL at 127.0.0.1:1"),
+        ("mysql://root@127.0.0.1:3306/ss_no_such_database", "", "does not exist"),
+        # the password from the environment: one on the command line adds a warning line
+        ("mysql://nobody@127.0.0.1:3306/test", "wrong", "refused user"),
     ],
 )
-def test_bad_database_config_is_one_line_and_exit_2(db_arg, message, drop):
-    result = run_cli("load", "--db", db_arg, str(drop))
+def test_bad_database_config_is_one_line_and_exit_2(db_arg, password, message, drop):
+    result = run_cli("load", "--db", db_arg, str(drop), env={db.DB_PASSWORD_ENV: password})
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -36,19 +36,12 @@ AIRFLOW_COMPONENTS = {
     "airflow-worker": "celery",
     "flower": "celery",
 }
-# What the loader needs on the warehouse schema (02-warehouse.sql says why), and what it may have.
-LOADER_NEEDS = {
-    "SELECT",
-    "INSERT",
-    "UPDATE",
-    "DELETE",
-    "CREATE",
-    "DROP",
-    "ALTER",
-    "CREATE TEMPORARY TABLES",
-    "CREATE VIEW",
-}
-LOADER_MAY_HAVE = LOADER_NEEDS | {"INDEX", "SHOW VIEW", "LOCK TABLES", "REFERENCES"}
+# What the loader needs on the whole warehouse schema (02-warehouse.sql says why), and what it
+# may have: data rights only, no DDL (the owner migrates; the lookup tables' swap rights are
+# table-level, granted by airflow-init).
+LOADER_NEEDS = {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE TEMPORARY TABLES"}
+LOADER_MAY_HAVE = LOADER_NEEDS | {"SHOW VIEW", "LOCK TABLES"}
+OWNER_NEEDS = {"CREATE", "DROP", "ALTER", "INDEX", "CREATE VIEW"}
 ANALYST_MAY_HAVE = {"SELECT", "SHOW VIEW"}
 
 
@@ -297,8 +290,11 @@ def test_no_secret_on_a_command_line_after_interpolation():
 
 def test_warehouse_and_sftp_secrets_reach_airflow_init_only(services):
     """Long-running Airflow services get Airflow's own secrets; connection secrets stay in the metastore."""
-    for name in AIRFLOW_COMPONENTS:
+    for name in [*AIRFLOW_COMPONENTS, "cli"]:
         names = set(services[name]["environment"])
+        assert "WAREHOUSE_OWNER_PASSWORD" not in names, name
+        if name == "cli":
+            continue
         assert (
             not {
                 "WAREHOUSE_LOADER_PASSWORD",
@@ -309,6 +305,7 @@ def test_warehouse_and_sftp_secrets_reach_airflow_init_only(services):
             & names
         ), name
     assert "WAREHOUSE_LOADER_PASSWORD" in services["airflow-init"]["environment"]
+    assert "WAREHOUSE_OWNER_PASSWORD" in services["airflow-init"]["environment"]
 
 
 def test_env_example_documents_every_setting_the_compose_file_reads():
@@ -353,24 +350,42 @@ def test_loader_gets_only_what_it_needs_on_the_warehouse_schema():
     assert LOADER_NEEDS <= granted <= LOADER_MAY_HAVE, granted
 
 
-def test_analyst_is_read_only():
-    grants = [g for g in grant_statements(GRANTS_SQL.read_text()) if g[2] == "'analyst'@'%'"]
+def test_owner_may_change_and_grant_on_the_warehouse_schema_only():
+    grants = [g for g in grant_statements(GRANTS_SQL.read_text()) if g[2] == "'owner'@'%'"]
     assert grants
-    for privileges, on, _to, rest in grants:
+    for privileges, on, _to, _rest in grants:
         assert on == "`warehouse`.*"
-        assert privileges <= ANALYST_MAY_HAVE
-        assert "GRANT OPTION" not in rest.upper()
+        assert privileges >= OWNER_NEEDS
+        assert "ALL" not in privileges and "FILE" not in privileges
+
+
+def test_analyst_is_granted_reads_after_init_db_never_the_rejects():
+    from session_stream import tables
+    from session_stream.privileges import grant_statements as generated
+
+    # Nothing schema-wide at the first start: SELECT on warehouse.* would cover the raw lines.
+    assert [g for g in grant_statements(GRANTS_SQL.read_text()) if g[2] == "'analyst'@'%'"] == []
+    for privileges, on, to, rest in grant_statements(
+        "\n".join(generated("warehouse", analyst="analyst"))
+    ):
+        assert to == "'analyst'@'%'" and privileges <= ANALYST_MAY_HAVE
+        assert on.startswith("`warehouse`.`") and "GRANT OPTION" not in rest.upper()
+        assert on not in (
+            f"`warehouse`.`{tables.REJECTS_TABLE}`",
+            f"`warehouse`.`{tables.LEDGER_TABLE}`",
+        )
 
 
 def test_nothing_else_is_granted_and_users_script_grants_nothing():
     assert {g[2] for g in grant_statements(GRANTS_SQL.read_text())} == {
+        "'owner'@'%'",
         "'loader'@'%'",
-        "'analyst'@'%'",
     }
     users = USERS_SH.read_text()
     assert not re.search(r"^\s*GRANT\b", users, re.M | re.I)
     # passwords come from the environment, never written in the file
     assert re.findall(r"IDENTIFIED BY (\$\(.+?\))", users) == [
+        '$(_warehouse_sql_string "$WAREHOUSE_OWNER_PASSWORD")',
         '$(_warehouse_sql_string "$WAREHOUSE_LOADER_PASSWORD")',
         '$(_warehouse_sql_string "$WAREHOUSE_ANALYST_PASSWORD")',
     ]
@@ -378,29 +393,35 @@ def test_nothing_else_is_granted_and_users_script_grants_nothing():
 
 @pytest.fixture
 def accounts():
-    """The grants of 02-warehouse.sql applied on the test server to throwaway accounts and schema."""
+    """02-warehouse.sql applied on the test server to throwaway accounts and schema."""
     from conftest import TEST_SERVER
 
     from session_stream import db
 
     tag = uuid.uuid4().hex[:8]
-    schema, loader, analyst = f"ss_wh_{tag}", f"ss_ld_{tag}", f"ss_an_{tag}"
+    schema = f"ss_wh_{tag}"
+    users = {role: f"ss_{role[:2]}_{tag}" for role in ("owner", "loader", "analyst")}
     password = "pw-" + tag
     root = db.connect(TEST_SERVER, database=False)
     cur = root.cursor()
     created = []
     try:
         cur.execute(f"CREATE DATABASE `{schema}` CHARACTER SET utf8mb4")
-        for user in (loader, analyst):
+        for user in users.values():
             cur.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
             created.append(user)
-        for privileges, _on, to, _rest in grant_statements(GRANTS_SQL.read_text()):
-            user = loader if to == "'loader'@'%'" else analyst
-            cur.execute(f"GRANT {', '.join(sorted(privileges))} ON `{schema}`.* TO '{user}'@'%'")
+        for privileges, _on, to, rest in grant_statements(GRANTS_SQL.read_text()):
+            user = users[to.split("'")[1]]
+            cur.execute(
+                f"GRANT {', '.join(sorted(privileges))} ON `{schema}`.* TO '{user}'@'%' {rest}"
+            )
         base = db.DbUrl.parse(TEST_SERVER)
         yield {
-            role: f"mysql://{user}:{password}@{base.host}:{base.port}/{schema}"
-            for role, user in (("loader", loader), ("analyst", analyst))
+            "users": users,
+            **{
+                role: f"mysql://{user}:{password}@{base.host}:{base.port}/{schema}"
+                for role, user in users.items()
+            },
         }
     finally:
         for user in created:
@@ -410,45 +431,69 @@ def accounts():
 
 
 @pytest.mark.integration
-def test_loader_grants_suffice_for_init_db_loads_and_table_swaps(accounts, tmp_path):
+def test_the_stacks_grants_let_each_account_do_its_job_and_no_more(
+    accounts, tmp_path, metadata_server, metadata_client_factory
+):
+    """What airflow-init does, as the accounts 02-warehouse.sql makes: the owner runs init-db
+    and grants; the loader loads (LOAD DATA LOCAL) and swaps a lookup table in; the analyst
+    reads views but neither the rejected lines nor anything it could change."""
+    from datetime import date
+
     import MySQLdb
 
-    from session_stream import db, schema
+    from session_stream import db, privileges, tables
+    from session_stream.load import Loader
+    from session_stream.lookup_refresh import refresh_lookup
+    from session_stream.pipeline import load_files
+    from session_stream.sample import write_drop
 
+    owner = db.connect(accounts["owner"])
+    privileges.migrate_if_pending(owner)
+    privileges.apply_grants(
+        owner,
+        privileges.grant_statements(
+            db.DbUrl.parse(accounts["owner"]).database,
+            loader=accounts["users"]["loader"],
+            analyst=accounts["users"]["analyst"],
+        ),
+    )
+    owner.close()
+
+    paths = write_drop(
+        tmp_path / "drop", date(2026, 11, 1), sessions=40, files=2, hours=1, bad_lines=1
+    )
+    loader = Loader(lambda: db.connect(accounts["loader"]))
+    try:
+        summary = load_files(paths, loader)  # LOAD DATA LOCAL needs INSERT only (no FILE)
+    finally:
+        loader.close()
+    assert summary.failed == 0 and summary.rejects == 1, summary.failures
+    metadata_server.objects["pageevent"] = [{"id": 1, "title": "Add to cart"}]
     conn = db.connect(accounts["loader"])
     cur = conn.cursor()
-    schema.init_db(conn)  # the engine's own DDL, as the restricted user
-    assert schema.missing_tables(conn) == []
-    # LOAD DATA LOCAL needs INSERT only (no FILE privilege)
-    data = tmp_path / "rows.tsv"
-    data.write_text("1\ta\n2\tb\n")
-    cur.execute(
-        "CREATE TABLE lookup_new (id INT PRIMARY KEY, name VARCHAR(10)) CHARACTER SET utf8mb4"
-    )
-    cur.execute(f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE lookup_new")
-    # the metadata refresh's atomic swap, then the BI view over it
-    cur.execute("CREATE TABLE lookup (id INT PRIMARY KEY, name VARCHAR(10))")
-    cur.execute("RENAME TABLE lookup TO lookup_old, lookup_new TO lookup")
-    cur.execute("DROP TABLE lookup_old")
-    cur.execute("CREATE OR REPLACE VIEW v_lookup AS SELECT id, name FROM lookup")
-    cur.execute("CREATE TEMPORARY TABLE tmp_keys (id INT)")
-    cur.execute("INSERT INTO lookup VALUES (3, 'c') ON DUPLICATE KEY UPDATE name = VALUES(name)")
-    cur.execute("DELETE FROM lookup WHERE id = 3")
-    # ... and nothing outside its schema
-    with pytest.raises(MySQLdb.OperationalError, match="denied"):
-        cur.execute("CREATE DATABASE ss_should_not_exist")
-    with pytest.raises((MySQLdb.OperationalError, MySQLdb.ProgrammingError), match="denied"):
-        cur.execute("SELECT * FROM mysql.user")
+    with metadata_client_factory() as client:
+        assert refresh_lookup(conn, client, "pageevent") == 1  # RENAME TABLE swap
+    for statement in (
+        "CREATE DATABASE ss_should_not_exist",
+        "CREATE TABLE not_ours (id INT)",
+        f"DROP TABLE `{tables.SESSIONS.name}`",
+        "SELECT * FROM mysql.user",
+    ):
+        with pytest.raises((MySQLdb.OperationalError, MySQLdb.ProgrammingError), match="denied"):
+            cur.execute(statement)
     conn.close()
 
     reader = db.connect(accounts["analyst"])
     rcur = reader.cursor()
-    rcur.execute("SELECT COUNT(*) FROM v_lookup")
-    assert rcur.fetchone() == (2,)
-    with pytest.raises(MySQLdb.OperationalError, match="denied"):
-        rcur.execute("INSERT INTO lookup VALUES (9, 'x')")
-    with pytest.raises(MySQLdb.OperationalError, match="denied"):
-        rcur.execute("DROP VIEW v_lookup")
+    rcur.execute("SELECT COUNT(*) FROM v_daily_sessions")
+    assert rcur.fetchone()[0] > 0
+    for statement in (
+        f"SELECT raw_line FROM `{tables.REJECTS_TABLE}`",
+        f"INSERT INTO `{tables.LEDGER_TABLE}` (file_name, size, status) VALUES ('x', 1, 'failed')",
+        "DROP VIEW v_daily_sessions",
+    ):
+        with pytest.raises(MySQLdb.OperationalError, match="denied"):
+            rcur.execute(statement)
     reader.close()
 
 
@@ -466,6 +511,7 @@ def bootstrap():
 
 
 BASE_ENV = {
+    "WAREHOUSE_OWNER_PASSWORD": "owner/secret:1",
     "WAREHOUSE_LOADER_PASSWORD": "p@ss:w/rd",
     "SFTP_USER": "monetate",
     "SFTP_PRIVATE_KEY_FILE": "/keys/id",
@@ -662,13 +708,17 @@ def test_airflow_init_passes_secrets_in_files_stdin_and_env_never_as_arguments(t
         ["airflow", "variables", "import"],
         ["airflow", "pools", "set"],
         ["session-stream", "init-db"],
+        ["session-stream", "grants", "--apply"],
     ]
     assert "ARGV airflow pools set session_stream_load 2 " in log
-    for secret in ("p@ss:w/rd", "admin-secret", "PRIVATE-KEY-TEXT"):
+    assert "ARGV session-stream grants --apply --loader loader --analyst analyst" in log
+    for secret in ("p@ss:w/rd", "owner/secret:1", "admin-secret", "PRIVATE-KEY-TEXT"):
         assert not any(secret in line for line in argv), secret
         assert secret not in result.stdout + result.stderr, secret
     assert "STDIN admin-secret admin-secret" in log  # getpass asks twice
     assert '"password": "p@ss:w/rd"' in log and "PRIVATE-KEY-TEXT" in log  # in the import file
-    assert "DB mysql://loader:p%40ss%3Aw%2Frd@mysql:3306/warehouse" in log
+    # init-db and the grants run as the owner: the loader has no DDL rights
+    assert log.count("DB mysql://owner:owner%2Fsecret%3A1@mysql:3306/warehouse") == 2
+    assert "DB mysql://loader:" not in log
     # the import files are gone
     assert not list(tmp_path.glob("bootstrap-*"))

@@ -182,3 +182,70 @@ def test_connection_refused_is_retried_then_reported(metadata_client_factory):
     client = metadata_client_factory(auth_base="http://127.0.0.1:9/auth/v0", max_wait_seconds=0.3)
     with pytest.raises(MetadataApiError, match="connection failed"):
         client.token()
+
+
+class _Recorder:
+    """A second HTTP server on loopback: another origin, recording the Authorization it gets."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                seen.append(self.headers.get("Authorization"))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"meta": {}, "data": []}')
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    "next_base",
+    [
+        "http://127.0.0.1:{port}/metadata/v1",  # another port
+        "http://localhost:{api_port}/metadata/v1",  # another host name for the same server
+        "https://127.0.0.1:{api_port}/metadata/v1",  # another scheme
+        "http://127.0.0.1:{api_port}@127.0.0.1:{port}/metadata/v1",  # userinfo naming the API
+    ],
+)
+def test_the_token_is_never_sent_where_meta_next_points_off_the_apis_origin(
+    metadata_server, metadata_client_factory, next_base
+):
+    recorder = _Recorder()
+    try:
+        api_port = metadata_server.base_url.rsplit(":", 1)[1]
+        metadata_server.next_base = next_base.format(port=recorder.port, api_port=api_port)
+        metadata_server.objects["customtarget"] = _targets(3)
+        metadata_server.page_limit = 1  # a `next` link after the first page
+        client = metadata_client_factory()
+        with pytest.raises(MetadataApiError, match="another origin") as refused:
+            client.fetch("customtarget")
+        assert "\n" not in str(refused.value) and client._token not in str(refused.value)
+        assert recorder.seen == []
+        assert len(metadata_server.seen("api")) == 1  # the first page only
+    finally:
+        recorder.close()
+
+
+def test_the_same_origin_spelled_differently_is_still_the_same_origin():
+    from session_stream.metadata import origin
+
+    assert origin("https://API.monetate.net/api/x?page=2") == origin(
+        "https://api.monetate.net:443/y"
+    )
+    assert origin("https://api.monetate.net/") != origin("http://api.monetate.net/")
+    assert origin("https://api.monetate.net@evil.example/") == "https://evil.example:443"

@@ -4,6 +4,7 @@
 # (.env); the SQL reaches the server on stdin and docker_process_sql passes root's password in a
 # temporary defaults file, so no password is ever on a command line or in the process list.
 
+: "${WAREHOUSE_OWNER_PASSWORD:?set WAREHOUSE_OWNER_PASSWORD in .env (see .env.example)}"
 : "${WAREHOUSE_LOADER_PASSWORD:?set WAREHOUSE_LOADER_PASSWORD in .env (see .env.example)}"
 : "${WAREHOUSE_ANALYST_PASSWORD:?set WAREHOUSE_ANALYST_PASSWORD in .env (see .env.example)}"
 
@@ -13,8 +14,9 @@ _warehouse_sql_string() {
 	printf "'%s'" "${value//\'/\\\'}"
 }
 
-mysql_note "Creating the warehouse accounts loader and analyst"
+mysql_note "Creating the warehouse accounts owner, loader and analyst"
 docker_process_sql <<EOSQL
+CREATE USER IF NOT EXISTS 'owner'@'%' IDENTIFIED BY $(_warehouse_sql_string "$WAREHOUSE_OWNER_PASSWORD");
 CREATE USER IF NOT EXISTS 'loader'@'%' IDENTIFIED BY $(_warehouse_sql_string "$WAREHOUSE_LOADER_PASSWORD");
 -- BI tools open connection pools; a cap keeps one runaway dashboard from starving the loader.
 CREATE USER IF NOT EXISTS 'analyst'@'%' IDENTIFIED BY $(_warehouse_sql_string "$WAREHOUSE_ANALYST_PASSWORD")
