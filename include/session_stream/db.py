@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 import MySQLdb
 
-from .errors import ConfigError
+from .errors import ConfigError, UnreachableError
 
 DB_ENV = "SESSION_STREAM_DB"
 URL_FORM = "mysql://user:password@host:port/database"
@@ -96,7 +96,7 @@ def connect_error(exc: MySQLdb.OperationalError, url: DbUrl) -> ConfigError:
             f"MySQL refused user {url.user!r} at {url.host}:{url.port}: check the user and password"
         )
     if code in (CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST, CR_CONNECTION_ERROR):
-        return ConfigError(
+        return UnreachableError(
             f"cannot reach MySQL at {url.host}:{url.port}: is the server running and the address right?"
         )
     return ConfigError(f"cannot connect to {url}: {exc.args[-1] if exc.args else exc}")
