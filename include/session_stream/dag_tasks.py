@@ -8,7 +8,8 @@
     load_batch   load each split, record failures in the ledger, remove what was staged, and raise
                  FilesFailedError at the end naming the files that failed
     check        compare the ledger with what was fetched: fail naming files that are not loaded
-                 or have more rejects than allowed
+                 or have more rejects than allowed, or, on a scheduled run, when the drop has
+                 delivered nothing for `silence_hours`
 
 Return values are small dicts of names and counts (they travel as XCom). Files move between
 tasks through the staging area under `<prefix>/raw/<name>` and `<prefix>/split/<name>/`, so tasks
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tables
-from .errors import BadInputError, ConfigError, LoadError
+from .errors import BadInputError, ConfigError, LoadError, SessionStreamError
 from .keycounts import KeyCounts
 from .utc import parse_utc
 
@@ -43,11 +44,26 @@ DEFAULT_MAX_REJECTS = 100
 
 
 class FilesFailedError(LoadError):
-    """Some files of a batch or run did not load; `files` names them (alerts list them)."""
+    """Some files of a batch or run did not load, or loaded with too many rejects.
 
-    def __init__(self, message: str, files: list[str]):
-        super().__init__(message)
-        self.files = list(files)
+    `problems` maps each file name to what is wrong with it (without the name), `files` lists the
+    names, `summary` says what happened to them as a whole: alerts show each file once.
+    """
+
+    def __init__(self, summary: str, problems: dict[str, str]):
+        self.summary = summary
+        self.problems = dict(problems)
+        self.files = list(self.problems)
+        super().__init__(f"{summary}: " + "; ".join(f"{n}: {p}" for n, p in self.problems.items()))
+
+
+class DropSilentError(SessionStreamError):
+    """A scheduled run found no file newer than the silence limit: is Monetate still delivering?"""
+
+
+def without_name(name: str, error: str) -> str:
+    """An error about a file usually starts with its name; drop it where the name is said anyway."""
+    return error[len(name) + 2 :] if error.startswith(f"{name}: ") else error
 
 
 # ---------------------------------------------------------------- the run's window
@@ -153,12 +169,18 @@ def fetch(
     recheck_after: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     force: bool = False,
+    silence_hours: float | None = None,
 ) -> dict:
-    """List, keep what is pending and settled, stage it, and plan the batches."""
+    """List, keep what is pending and settled, stage it, and plan the batches.
+
+    With `silence_hours`, also tell whether the drop has had no file for that long before the
+    window's end (`result["silent"]`, a message, or None); `check` then fails the run.
+    """
     from .settle import settled
 
     scope = window.widened(lookback_hours)
     listed = drop.list_files(scope.start, scope.end)
+    silent = drop_silence(drop, listed, scope, silence_hours) if silence_hours else None
     pending_names = set(loader.pending([(f.name, f.size) for f in listed], force=force))
     pending = [f for f in listed if f.name in pending_names]
     if recheck_after is None:
@@ -195,6 +217,7 @@ def fetch(
         "already_loaded": len(listed) - len(pending),
         "waiting": [f.name for f in waiting],
         "fetched": [f["name"] for f in staged],
+        "silent": silent,
         "batches": batches,
     }
     log.info(
@@ -208,6 +231,25 @@ def fetch(
         len(batches),
     )
     return result
+
+
+def drop_silence(drop, listed: list, scope: Window, hours: float) -> str | None:
+    """A message when no file of the drop has a window start in the `hours` before `scope.end`.
+
+    `listed` is what the run listed over `scope`; only the part of the silence period it does not
+    cover is listed again (one or two day folders).
+    """
+    since = scope.end - timedelta(hours=hours)
+    seen = [f for f in listed if f.window_start >= since]
+    if not seen and since < scope.start:
+        seen = drop.list_files(since, scope.start)
+    if seen:
+        return None
+    return (
+        f"no new file in the drop for {hours:g} hours: none has a window starting in "
+        f"[{since.isoformat()}, {scope.end.isoformat()}); check that Monetate still delivers "
+        f"to {drop.url} (silence_hours={hours:g})"
+    )
 
 
 def split_batch(batch: dict, staging) -> dict:
@@ -273,7 +315,7 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
                 if is_loaded(loader.ledger([name]).get(name), size):
                     skipped.append(name)
                     continue
-                error = f"staged split {staging.url_for(key)} is missing; the next run fetches the file again"
+                error = "its staged split is missing; the next run fetches the file again"
                 loader.record_failure(name, size, window_start, error)
                 failures[name] = error
                 continue
@@ -308,10 +350,9 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
     )
     if failures:
         raise FilesFailedError(
-            f"{len(failures)} of {len(split['files']) + len(split['failed'])} file(s) failed; they are marked failed "
-            "in the ledger and the next run retries them: "
-            + "; ".join(f"{n}: {e}" for n, e in failures.items()),
-            list(failures),
+            f"{len(failures)} of {len(split['files']) + len(split['failed'])} file(s) failed; "
+            "they are marked failed in the ledger and the next run retries them",
+            {n: without_name(n, e) for n, e in failures.items()},
         )
     return {"loaded": loaded, "skipped": skipped, "rows": rows, "rejects": rejects}
 
@@ -349,10 +390,11 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
         for n in names
         if (ledger.get(n) or {}).get("status") != "loaded"
     }
+    # Loaded files with too many rejects stay loaded: nothing retries them, a person looks.
     too_many = {
         n: ledger[n].get("rejects") or 0
         for n in names
-        if n in ledger and (ledger[n].get("rejects") or 0) > max_rejects
+        if n not in not_loaded and (ledger[n].get("rejects") or 0) > max_rejects
     }
     summary = {
         "window": fetched.get("window"),
@@ -379,15 +421,18 @@ def check(fetched: dict, loader, *, max_rejects: int = DEFAULT_MAX_REJECTS, stag
             len(waiting),
             ", ".join(waiting),
         )
-    problems = [f"{n} not loaded ({e})" for n, e in not_loaded.items()]
-    problems += [
-        f"{n} has {r} rejects (max_rejects={max_rejects}; see session_stream_rejects)"
+    problems = {n: f"not loaded ({without_name(n, e)})" for n, e in not_loaded.items()}
+    problems |= {
+        n: f"loaded, but with {r} rejects, more than max_rejects={max_rejects} "
+        "(the lines are in session_stream_rejects)"
         for n, r in too_many.items()
-    ]
+    }
     if problems:
+        window = fetched.get("window") or ["?", "?"]
         raise FilesFailedError(
-            f"{len(problems)} problem(s) in window {fetched.get('window')}: " + "; ".join(problems),
-            [*not_loaded, *too_many],
+            f"{len(problems)} file(s) of window [{window[0]}, {window[1]}) need a look", problems
         )
+    if fetched.get("silent"):
+        raise DropSilentError(fetched["silent"])
     log.info("check passed: %s", summary)
     return summary
