@@ -9,6 +9,7 @@ engine's objects (drop location, staging area, loader). Called inside tasks, nev
 | staging area    | param `staging_url`, else Variable `session_stream_staging_url`, else a    |
 |                 | folder under $AIRFLOW_HOME (fine while every task runs on one machine)    |
 | MySQL           | connection `session_stream_mysql`                                         |
+| drop silence    | Variable `session_stream_silence_hours` (default 6; 0 turns it off)       |
 
 SFTP connection extras (names as in the SSH provider): `private_key` (key text), `key_file`
 (path), `private_key_passphrase`, `host_key` (the server's public key, "ssh-ed25519 AAAA..."),
@@ -21,6 +22,7 @@ import os
 from pathlib import Path
 
 from session_stream import schema
+from session_stream.db import DbUrl, connect_error
 from session_stream.drop import DropLocation, DropUrl, open_drop
 from session_stream.drop_sftp import SftpCredentials
 from session_stream.errors import ConfigError
@@ -30,6 +32,8 @@ from session_stream.staging import StagingArea, open_staging
 
 DROP_URL_VARIABLE = "session_stream_drop_url"
 STAGING_URL_VARIABLE = "session_stream_staging_url"
+SILENCE_HOURS_VARIABLE = "session_stream_silence_hours"
+DEFAULT_SILENCE_HOURS = 6.0
 SFTP_CONN_ID = "session_stream_sftp"
 AWS_CONN_ID = "aws_default"
 MYSQL_CONN_ID = "session_stream_mysql"
@@ -73,6 +77,23 @@ def staging_url(params: dict) -> str:
         return url
     home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
     return str(Path(home) / "session_stream" / "staging")
+
+
+def silence_hours() -> float:
+    """Hours without a new file in the drop after which a scheduled run fails (0: never)."""
+    value = (_variable(SILENCE_HOURS_VARIABLE) or "").strip()
+    if not value:
+        return DEFAULT_SILENCE_HOURS
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if hours < 0:
+        raise ConfigError(
+            f"the Variable {SILENCE_HOURS_VARIABLE} must be a number of hours (0 turns the check "
+            f"off), not {value!r}"
+        )
+    return hours
 
 
 def sftp_credentials() -> SftpCredentials | None:
@@ -129,22 +150,41 @@ def mysql_connect():
 
     The constructor kwarg is what works: provider 6.7 ignores the connection extra `local_infile`.
     """
+    import MySQLdb
     from airflow.providers.mysql.hooks.mysql import MySqlHook
 
-    if _connection(MYSQL_CONN_ID) is None:
+    conn = _connection(MYSQL_CONN_ID)
+    if conn is None:
         raise ConfigError(
             f"no Airflow connection {MYSQL_CONN_ID}: create it (type MySQL), "
             "e.g. AIRFLOW_CONN_SESSION_STREAM_MYSQL='mysql://user:password@host:3306/database'"
         )
-    return MySqlHook(mysql_conn_id=MYSQL_CONN_ID, local_infile=True).get_conn()
+    try:
+        return MySqlHook(mysql_conn_id=MYSQL_CONN_ID, local_infile=True).get_conn()
+    except MySQLdb.OperationalError as exc:
+        # The engine's one-line errors: a refused login is permanent, a server that does not
+        # answer is an UnreachableError (retried).
+        where = DbUrl(
+            conn.host or "localhost",
+            int(conn.port or 3306),
+            conn.login or "",
+            "",
+            conn.schema or "",
+        )
+        raise connect_error(exc, where) from exc
 
 
-def open_loader(*, init: bool = False) -> Loader:
-    """The engine's loader on `session_stream_mysql`; `init` first creates or migrates the tables."""
+def open_loader(*, init: bool = False, lock_timeout: int | None = None) -> Loader:
+    """The engine's loader on `session_stream_mysql`; `init` first creates or migrates the tables.
+
+    `lock_timeout`: seconds a file's load waits for the load lock (another load of the database).
+    """
     if init:
         conn = mysql_connect()
         try:
             schema.init_db(conn)
         finally:
             conn.close()
-    return Loader(mysql_connect)
+    if lock_timeout is None:
+        return Loader(mysql_connect)
+    return Loader(mysql_connect, lock_timeout=lock_timeout)
