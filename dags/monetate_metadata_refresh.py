@@ -6,11 +6,13 @@ views.py (the BI views) and metadata.py (the API client).
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, dag, task
-from airflow.sdk.exceptions import AirflowFailException
-from session_stream_alerts import notify_failure
+from session_stream_airflow import mysql_connect
+from session_stream_alerts import SessionStreamNotifier, raise_for_failed_tasks, stall_deadline
+from session_stream_retry import SessionStreamRetryPolicy
 
 from session_stream import db, lookup_refresh, lookups, schema
 from session_stream.errors import ConfigError
@@ -21,6 +23,12 @@ MYSQL_CONN_ID = "session_stream_mysql"
 # The Asset dags/session_stream.py emits after each load, referenced by name so the two DAG
 # files do not have to agree on its URI.
 SESSION_TABLES = Asset.ref(name="session_stream_tables")
+# A refresh pages through at most a few thousand objects per kind, each request bounded by the
+# client's max_wait_seconds (300 s by default): an hour means the API is not answering.
+REFRESH_TIMEOUT = timedelta(hours=1)
+FINISH_TIMEOUT = timedelta(minutes=10)
+# The refresh normally takes a minute; the same setting as session_stream's stall alert.
+STALL_MINUTES = float(os.environ.get("AIRFLOW_VAR_SESSION_STREAM_STALL_MINUTES") or 60)
 
 DOC = f"""
 ### Monetate Metadata API → lookup tables
@@ -40,16 +48,23 @@ API Keys, extra `retailer_shortname`; optional extras `api_base`, `auth_base`, `
 `max_wait_seconds`. MySQL: connection `{MYSQL_CONN_ID}`.
 
 **Failures**: 5xx and timeouts are retried inside the task, then by Airflow with back-off; a
-revoked or refused API key (403) fails at once without retries, and alerts.
+revoked or refused API key (403), a missing connection or a refused MySQL login fail at once
+without retries. `finish` runs last and fails naming every failed kind: one alert per run.
 """
 
 
 def _refresh(kind: str) -> int:
-    from airflow.providers.mysql.hooks.mysql import MySqlHook
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    api = BaseHook.get_connection(API_CONN_ID)
-    conn = MySqlHook(mysql_conn_id=MYSQL_CONN_ID).get_conn()
+    try:
+        api = BaseHook.get_connection(API_CONN_ID)
+    except AirflowNotFoundException:
+        raise ConfigError(
+            f"no Airflow connection {API_CONN_ID}: create it (login = API user, password = the "
+            "private key PEM, extra retailer_shortname); see the DAG's documentation"
+        ) from None
+    conn = mysql_connect()
     try:
         db.prepare_session(conn)
         schema.init_db(conn)  # the views come with the schema; no-op when up to date
@@ -57,9 +72,6 @@ def _refresh(kind: str) -> int:
             api.login, api.password, api.extra_dejson
         ) as client:
             return lookup_refresh.refresh_lookup(conn, client, kind)
-    except ConfigError as exc:
-        # A revoked key or a wrong setting fails the same way on every retry: stop now.
-        raise AirflowFailException(str(exc)) from exc
     finally:
         conn.close()
 
@@ -81,17 +93,28 @@ def _refresh(kind: str) -> int:
         "retry_delay": timedelta(minutes=2),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),
-        "on_failure_callback": notify_failure,
+        # The same rule and alert as session_stream: permanent errors fail at once, and the
+        # notifier sends one alert per run, from `finish`.
+        "retry_policy": SessionStreamRetryPolicy(),
+        "on_failure_callback": [SessionStreamNotifier()],
     },
+    deadline=stall_deadline(STALL_MINUTES),
 )
 def monetate_metadata_refresh():
-    @task
+    @task(execution_timeout=REFRESH_TIMEOUT)
     def refresh(kind: str) -> int:
         """Returns the rows now in the kind's lookup table."""
         return _refresh(kind)
 
-    for kind in KINDS:
-        refresh.override(task_id=f"refresh_{kind.replace('-', '_')}")(kind)
+    # all_done, downstream of every refresh: one report of every kind that failed.
+    @task(trigger_rule="all_done", retries=0, execution_timeout=FINISH_TIMEOUT)
+    def finish(ti=None, dag=None, logical_date=None) -> None:
+        raise_for_failed_tasks(ti, dag, logical_date)
+
+    refreshes = [
+        refresh.override(task_id=f"refresh_{kind.replace('-', '_')}")(kind) for kind in KINDS
+    ]
+    refreshes >> finish()
 
 
 monetate_metadata_refresh()

@@ -17,7 +17,8 @@ transient); this module adds what only Airflow and the libraries under it raise.
 and its causes are looked at outermost first: the first that says something decides.
 
 `SessionStreamRetryPolicy` applies the rule: `default_args["retry_policy"]` (Airflow 3.3
-evaluates it in the task's own process, with the real exception).
+evaluates it in the task's own process, with the real exception). It also leaves each failed
+try's error in XCom for the run's alert (session_stream_alerts.note_failure).
 """
 
 from __future__ import annotations
@@ -146,10 +147,18 @@ def _classify_one(exc: BaseException) -> str | None:
 
 
 class SessionStreamRetryPolicy(RetryPolicy):
-    """Permanent failures fail the task now; the rest retry with the task's back-off."""
+    """Permanent failures fail the task now; the rest retry with the task's back-off.
+
+    Every failed try passes through here, in the task's process, before Airflow records its
+    state: the one place to note the error for the run's alert, whichever task failed.
+    """
 
     def evaluate(self, exception, try_number, max_tries, context=None) -> RetryDecision:
         kind = classify(exception)
+        if context is not None:
+            from session_stream_alerts import note_failure
+
+            note_failure(context, exception, kind)
         if kind == PERMANENT:
             return RetryDecision.fail(reason="a permanent error: retrying cannot help")
         return RetryDecision.retry(reason="a transient error: retrying with back-off")

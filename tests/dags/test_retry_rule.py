@@ -122,3 +122,28 @@ def test_the_policy_fails_permanent_errors_at_once_and_retries_the_rest():
     assert refused.action == RetryAction.FAIL
     down = policy.evaluate(UnreachableError("cannot reach MySQL"), 1, 3, {"ti": ti})
     assert down.action == RetryAction.RETRY and down.retry_delay is None  # the task's back-off
+
+
+def test_the_policy_notes_each_failed_try_for_the_runs_alert():
+    ti = NotingTI()
+    SessionStreamRetryPolicy().evaluate(
+        FilesFailedError("1 of 4 file(s) failed; they are marked failed", {BAD: "truncated"}),
+        2,
+        3,
+        {"ti": ti},
+    )
+    assert ti.pushed["failure"] == {
+        "error": "1 of 4 file(s) failed; they are marked failed",
+        "kind": PERMANENT,
+        "try_number": 2,
+        "problems": {BAD: "truncated"},
+    }
+
+
+def test_a_note_that_cannot_be_written_does_not_change_the_decision():
+    class BrokenTI(NotingTI):
+        def xcom_push(self, key, value):
+            raise RuntimeError("API server down")
+
+    decision = SessionStreamRetryPolicy().evaluate(ConfigError("bad"), 1, 3, {"ti": BrokenTI()})
+    assert decision.action == RetryAction.FAIL

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import warehouse
@@ -179,6 +180,7 @@ def test_a_truncated_file_fails_the_run_alerts_and_the_other_files_load(
             session_stream_staging_url=tmp_path / "staging",
             session_stream_alert_to="data@example.test",
         ),
+        "AIRFLOW__API__BASE_URL": "https://airflow.example.test",
     }
     result = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
     assert result.returncode == 1 and result.run_state == "failed", result.explain()
@@ -190,17 +192,22 @@ def test_a_truncated_file_fails_the_run_alerts_and_the_other_files_load(
     }
     assert warehouse.dump(fresh_db_url) == warehouse.dump(reference(good))
 
+    # One e-mail for the run, from finish: load[0] failed, check never ran.
     assert len(smtp_sink.messages) == 1, result.explain()
     msg = smtp_sink.messages[0]
     body = msg.get_body(("html",)).get_content()
     assert msg["To"] == "data@example.test"
-    assert "session_stream" in msg["Subject"] and "load[0]" in msg["Subject"]
+    assert "session_stream" in msg["Subject"] and "failed: load[0] (1 file(s))" in msg["Subject"]
+    run = "https://airflow.example.test/dags/session_stream/runs/" + quote(result.run_id)
     for needle in (
         "DAG:   session_stream",
-        "Task:  load[0]",
-        bad.name,
-        "cannot be read to its end",
-        "/dags/session_stream/runs/",
+        "  - load[0], try 1, permanent: 1 of 4 file(s) failed",
+        f"{bad.name}: cannot be read to its end",
+        f"log: {run}/tasks/load/mapped/0?try_number=1",
+        "Not run (an upstream task failed): check",
     ):
         assert needle in body
+    assert body.count(bad.name) == 1  # named once
     assert [p.name for p in good if p.name in body] == []  # only the failed file is named
+    states = airflow_home.task_instances("session_stream", result.run_id)
+    assert states["load[0]"] == ("failed", 1) and states["finish"] == ("failed", 1)
