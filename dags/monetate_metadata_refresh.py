@@ -7,11 +7,13 @@ views.py (the BI views) and metadata.py (the API client).
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, dag, task
-from airflow.sdk.exceptions import AirflowFailException
-from session_stream_alerts import notify_failure
+from session_stream_airflow import mysql_connect
+from session_stream_alerts import SessionStreamNotifier, raise_for_failed_tasks, stall_deadline
+from session_stream_retry import SessionStreamRetryPolicy
 
 from session_stream import lookup_refresh, lookups
 from session_stream.errors import ConfigError
@@ -25,6 +27,12 @@ MYSQL_CONN_ID = "session_stream_mysql"
 # The Asset dags/session_stream.py emits after each load, referenced by name so the two DAG
 # files do not have to agree on its URI.
 SESSION_TABLES = Asset.ref(name="session_stream_tables")
+# A refresh pages through at most a few thousand objects per kind, each request bounded by the
+# client's max_wait_seconds (300 s by default): an hour means the API is not answering.
+REFRESH_TIMEOUT = timedelta(hours=1)
+FINISH_TIMEOUT = timedelta(minutes=10)
+# The refresh normally takes a minute; the same setting as session_stream's stall alert.
+STALL_MINUTES = float(os.environ.get("AIRFLOW_VAR_SESSION_STREAM_STALL_MINUTES") or 60)
 
 DOC = f"""
 ### Monetate Metadata API → lookup tables
@@ -48,15 +56,22 @@ API Keys, extra `retailer_shortname`; optional extras `api_base`, `auth_base`, `
 `max_wait_seconds`. MySQL: connection `{MYSQL_CONN_ID}`.
 
 **Failures**: 5xx and timeouts are retried inside the task, then by Airflow with back-off; a
-revoked or refused API key (403) fails at once without retries, and alerts.
+revoked or refused API key (403), a missing connection or a refused MySQL login fail at once
+without retries. `finish` runs last and fails naming every failed kind: one alert per run.
 """
 
 
 def _refresh(kind: str) -> int:
     from airflow.sdk import BaseHook
-    from session_stream_airflow import mysql_connect
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    api = BaseHook.get_connection(API_CONN_ID)
+    try:
+        api = BaseHook.get_connection(API_CONN_ID)
+    except AirflowNotFoundException:
+        raise ConfigError(
+            f"no Airflow connection {API_CONN_ID}: create it (login = API user, password = the "
+            "private key PEM, extra retailer_shortname); see the DAG's documentation"
+        ) from None
     conn = mysql_connect(local_infile=False)  # TLS extras honoured; no LOAD DATA LOCAL here
     try:
         migrate_if_pending(conn)  # the views come with the schema; no DDL when up to date
@@ -64,22 +79,18 @@ def _refresh(kind: str) -> int:
             api.login, api.password, api.extra_dejson
         ) as client:
             return lookup_refresh.refresh_lookup(conn, client, kind)
-    except ConfigError as exc:
-        # A revoked key or a wrong setting fails the same way on every retry: stop now.
-        raise AirflowFailException(str(exc)) from exc
     finally:
         conn.close()
 
 
 def _due(run_type) -> bool:
     from airflow.sdk import Variable
-    from session_stream_airflow import mysql_connect
 
     text = Variable.get(lookup_refresh.MIN_INTERVAL_VARIABLE, default=None)
     try:
         hours = float(text) if text not in (None, "") else lookup_refresh.DEFAULT_MIN_INTERVAL_HOURS
     except ValueError:
-        raise AirflowFailException(
+        raise ConfigError(
             f"Variable {lookup_refresh.MIN_INTERVAL_VARIABLE} must be a number of hours, got {text!r}"
         ) from None
     conn = mysql_connect(local_infile=False)
@@ -108,23 +119,35 @@ def _due(run_type) -> bool:
         "retry_delay": timedelta(minutes=2),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),
-        "on_failure_callback": notify_failure,
+        # The same rule and alert as session_stream: permanent errors fail at once, and the
+        # notifier sends one alert per run, from `finish`.
+        "retry_policy": SessionStreamRetryPolicy(),
+        "on_failure_callback": [SessionStreamNotifier()],
     },
+    deadline=stall_deadline(STALL_MINUTES),
 )
 def monetate_metadata_refresh():
-    @task.short_circuit
+    @task.short_circuit(execution_timeout=FINISH_TIMEOUT)
     def due(dag_run=None) -> bool:
         """False skips the refresh: new data refreshes the lookups at most once per interval."""
         return _due(dag_run.run_type)
 
-    @task
+    @task(execution_timeout=REFRESH_TIMEOUT)
     def refresh(kind: str) -> int:
         """Returns the rows now in the kind's lookup table."""
         return _refresh(kind)
 
+    # all_done, downstream of every refresh: one report of every kind that failed.
+    @task(trigger_rule="all_done", retries=0, execution_timeout=FINISH_TIMEOUT)
+    def finish(ti=None, dag=None, logical_date=None) -> None:
+        raise_for_failed_tasks(ti, dag, logical_date)
+
     gate = due()
-    for kind in KINDS:
-        gate >> refresh.override(task_id=f"refresh_{kind.replace('-', '_')}")(kind)
+    refreshes = [
+        refresh.override(task_id=f"refresh_{kind.replace('-', '_')}")(kind) for kind in KINDS
+    ]
+    gate >> refreshes
+    [gate, *refreshes] >> finish()
 
 
 monetate_metadata_refresh()

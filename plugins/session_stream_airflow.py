@@ -12,6 +12,7 @@ engine's objects (drop location, staging area, loader). Called inside tasks, nev
 |                 | under $AIRFLOW_HOME; a run's param `staging_url` may only narrow it       |
 | MySQL           | connection `session_stream_mysql`; extras `ssl` (dict: ca, capath, cert,  |
 |                 | key, cipher) and `ssl_mode` as in the MySQL provider                      |
+| drop silence    | Variable `session_stream_silence_hours` (default 6; 0 turns it off)       |
 
 Params come from whoever triggers a run, so they never widen what these settings allow: see
 roots.py. Variables and connections are the admin's.
@@ -40,6 +41,8 @@ from session_stream.staging import StagingArea, open_staging
 DROP_URL_VARIABLE = "session_stream_drop_url"
 DROP_ROOTS_VARIABLE = "session_stream_drop_roots"
 STAGING_URL_VARIABLE = "session_stream_staging_url"
+SILENCE_HOURS_VARIABLE = "session_stream_silence_hours"
+DEFAULT_SILENCE_HOURS = 6.0
 SFTP_CONN_ID = "session_stream_sftp"
 AWS_CONN_ID = "aws_default"
 MYSQL_CONN_ID = "session_stream_mysql"
@@ -109,6 +112,23 @@ def staging_url(params: dict) -> str:
     if not param:
         return root
     return as_text(narrow(param, [root], "staging_url"))
+
+
+def silence_hours() -> float:
+    """Hours without a new file in the drop after which a scheduled run fails (0: never)."""
+    value = (_variable(SILENCE_HOURS_VARIABLE) or "").strip()
+    if not value:
+        return DEFAULT_SILENCE_HOURS
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if hours < 0:
+        raise ConfigError(
+            f"the Variable {SILENCE_HOURS_VARIABLE} must be a number of hours (0 turns the check "
+            f"off), not {value!r}"
+        )
+    return hours
 
 
 def sftp_credentials() -> SftpCredentials | None:
@@ -218,13 +238,18 @@ def mysql_connect(*, local_infile: bool = True):
     return db.connect(mysql_url(conn), local_infile=local_infile)
 
 
-def open_loader(*, init: bool = False) -> Loader:
+def open_loader(*, init: bool = False, lock_timeout: int | None = None) -> Loader:
     """The engine's loader on `session_stream_mysql`; `init` first applies pending migrations
-    (none pending: no DDL, so a loader with data rights only will do)."""
+    (none pending: no DDL, so a loader with data rights only will do).
+
+    `lock_timeout`: seconds a file's load waits for the load lock (another load of the database).
+    """
     if init:
         conn = mysql_connect()
         try:
             migrate_if_pending(conn)
         finally:
             conn.close()
-    return Loader(mysql_connect)
+    if lock_timeout is None:
+        return Loader(mysql_connect)
+    return Loader(mysql_connect, lock_timeout=lock_timeout)

@@ -1,16 +1,36 @@
-"""Failure alerts for the session_stream DAG: e-mail and/or Slack, whichever is configured.
+"""Failure alerts for both DAGs: one message per failed run, through Airflow's notifier mechanism.
 
-`notify_failure` goes in `default_args["on_failure_callback"]`, so it runs for every task (the
-DAG-level failure callback is not reliable in Airflow 3.3). It sends
+How a failure becomes one alert:
 
-- an e-mail through the SMTP connection `smtp_default` to the addresses in the Variable
-  `session_stream_alert_to` (comma-separated; the connection extra `to` also works), and
-- a Slack message through the incoming-webhook connection `session_stream_slack`,
+1. Every failed try passes through the retry rule (session_stream_retry), in the task's own
+   process, before Airflow records its state; `note_failure` leaves the error, the files and the
+   try number in that task instance's XCom `failure` (a retry clears it, so what stays is the
+   last try's).
+2. Each DAG ends with a task `finish` (trigger rule `all_done`, downstream of every task). It
+   starts once every other task instance of the run is done, reads their states from the Task
+   SDK and the notes from XCom, and if any failed raises `RunFailed` naming each failed task
+   with its error and log link, and each failed file once (`raise_for_failed_tasks`).
+3. `SessionStreamNotifier` sits in `default_args["on_failure_callback"]`. It sends the report of
+   `finish`'s `RunFailed`, and stays quiet for the other tasks of a DAG that has a `finish`:
+   their failures are in that report. One alert per failed run, however many tasks, map indexes
+   and tries failed. Add your own notifiers to the same list (they run for every failed task).
 
-each only when its connection exists, and logs a warning when neither is configured. Sending
-never raises: an alert that cannot be delivered must not hide the failure it reports.
+Why a final task rather than a claim row per run: an Airflow 3 task cannot write Airflow's
+database, a claim in the warehouse fails exactly when MySQL is what broke, and the failure
+callback runs after the state is recorded, when the first failing task cannot know which others
+will still fail. `finish` exists once per run and starts only when nothing else can change, so
+the dedup holds under the real scheduler, mapped tasks and retries included, and the list is
+complete. The price: the alert comes when the run is over, bounded by the tasks'
+`execution_timeout`. A run that never gets there (a missing pool, no scheduler slot, a hung
+task) is reported by the deadline alert instead (`AsyncCallback(SessionStreamNotifier, ...)`,
+run by the triggerer; see `stall_deadline`).
 
-`build_report` and `format_text` / `format_html` need only a plain dict, so they are tested alone.
+Channels, each used when its connection exists: e-mail through the SMTP connection
+`smtp_default` to the Variable `session_stream_alert_to` (comma-separated; or the connection
+extra `to`), and Slack through the incoming-webhook connection `session_stream_slack`. Sending
+never raises: an alert that cannot be delivered must not hide the failure; a warning says per
+channel what is missing or what went wrong. Links are built from `[api] base_url`
+(AIRFLOW__API__BASE_URL), the address users open Airflow at.
 """
 
 from __future__ import annotations
@@ -18,7 +38,15 @@ from __future__ import annotations
 import html
 import logging
 import re
+import smtplib
+import ssl
+import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import quote
+
+from airflow.sdk import BaseNotifier
+from airflow.sdk.exceptions import AirflowFailException
 
 from session_stream.redact import mask_url
 
@@ -27,116 +55,438 @@ log = logging.getLogger(__name__)
 SMTP_CONN_ID = "smtp_default"
 SLACK_CONN_ID = "session_stream_slack"
 RECIPIENTS_VARIABLE = "session_stream_alert_to"
+FINISH_TASK_ID = "finish"
+FAILURE_KEY = "failure"  # the XCom key note_failure writes
+DEFAULT_BASE_URL = "http://localhost:8080"
+MAX_ERROR_CHARS = 1500
 
-# Monetate file names (YYYYMMDDTHHMMSS.sssZ_PT15M-<n>.json.gz) or any other *.json[.gz] name
-# quoted in an error message.
-FILE_NAME = re.compile(r"[\w.:+-]+\.json(?:\.gz)?")
-MAX_ERROR_CHARS = 2000
+
+# ---------------------------------------------------------------- what failed
 
 
 @dataclass
-class FailureReport:
+class TaskFailure:
+    task_id: str
+    map_index: int = -1
+    try_number: int | None = None
+    error: str = ""
+    kind: str | None = None  # "permanent" or "transient" (session_stream_retry)
+    problems: dict[str, str] = field(default_factory=dict)  # file name -> what is wrong with it
+
+    @property
+    def label(self) -> str:
+        return f"{self.task_id}[{self.map_index}]" if self.map_index >= 0 else self.task_id
+
+
+@dataclass
+class RunReport:
     dag_id: str
     run_id: str
-    task_id: str
-    map_index: int | None
-    try_number: int | None
-    logical_date: str | None
-    error: str
-    files: list[str] = field(default_factory=list)
-    log_url: str | None = None
+    logical_date: str | None = None
+    failed: list[TaskFailure] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)  # upstream_failed: never started
 
     @property
-    def task_label(self) -> str:
-        if self.map_index is not None and self.map_index >= 0:
-            return f"{self.task_id}[{self.map_index}]"
-        return self.task_id
+    def files(self) -> dict[str, str]:
+        """Every failed file once, with the first problem reported for it."""
+        files: dict[str, str] = {}
+        for failure in self.failed:
+            for name, problem in failure.problems.items():
+                files.setdefault(name, problem)
+        return files
+
+
+class RunFailed(AirflowFailException):
+    """Raised by `finish` when a task of its run failed; carries the run's report.
+
+    An AirflowFailException: `finish` is not retried (a retry would alert a second time).
+    """
+
+    def __init__(self, report: RunReport):
+        self.report = report
+        labels = ", ".join(f.label for f in report.failed)
+        super().__init__(
+            f"{len(report.failed)} task(s) of run {report.run_id} failed: {labels}"
+            + (f"; {len(report.files)} file(s) failed" if report.files else "")
+        )
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an alert. A FilesFailedError gives its summary: the files are listed apart.
+    A URL quoted in an error never shows its password."""
+    text = getattr(exc, "summary", None) or f"{type(exc).__name__}: {exc}"
+    text = mask_url(" ".join(str(text).split()))
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " …"
+
+
+def problems_of(exc: BaseException | None) -> dict[str, str]:
+    """{file: problem} of the engine's FilesFailedError, also when Airflow wrapped it."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        problems = getattr(exc, "problems", None)
+        if isinstance(problems, dict):
+            return {str(k): mask_url(str(v)) for k, v in problems.items()}
+        exc = exc.__cause__ or exc.__context__
+    return {}
+
+
+def note_failure(context, exception: BaseException, kind: str | None) -> None:
+    """Leave this try's failure in XCom for the run's `finish` (called by the retry rule)."""
+    ti = context.get("ti") if hasattr(context, "get") else None
+    if ti is None:
+        return
+    try:
+        ti.xcom_push(
+            key=FAILURE_KEY,
+            value={
+                "error": describe(exception),
+                "kind": kind,
+                "try_number": getattr(ti, "try_number", None),
+                "problems": problems_of(exception),
+            },
+        )
+    except Exception:  # the alert must still go out: finish then says "see the log"
+        log.exception("could not note the failure of %s for the run's alert", ti.task_id)
+
+
+def _task_and_map_index(key: str, task_ids: set[str]) -> tuple[str, int]:
+    """The Task SDK names a mapped task instance '<task_id>_<map_index>'."""
+    if key in task_ids:
+        return key, -1
+    task_id, _, index = key.rpartition("_")
+    if task_id in task_ids and index.isdigit():
+        return task_id, int(index)
+    return key, -1
+
+
+def run_report(ti, dag, logical_date=None) -> RunReport:
+    """What failed in `ti`'s run, from the task states and the XCom notes (see the module doc)."""
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    order = {task_id: i for i, task_id in enumerate(dag.task_ids)}
+    found = []
+    for key, state in states.items():
+        task_id, map_index = _task_and_map_index(key, set(order))
+        if task_id != ti.task_id and state in ("failed", "upstream_failed"):
+            found.append((order.get(task_id, len(order)), map_index, task_id, state))
+    report = RunReport(
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        logical_date=logical_date.isoformat() if hasattr(logical_date, "isoformat") else None,
+    )
+    for _, map_index, task_id, state in sorted(found):
+        if state == "upstream_failed":
+            label = f"{task_id}[{map_index}]" if map_index >= 0 else task_id
+            if label not in report.not_run:
+                report.not_run.append(label)
+            continue
+        note = ti.xcom_pull(task_ids=task_id, key=FAILURE_KEY, map_indexes=map_index) or {}
+        report.failed.append(
+            TaskFailure(
+                task_id=task_id,
+                map_index=map_index,
+                try_number=note.get("try_number"),
+                error=note.get("error")
+                or "no error was noted (killed, timed out by the scheduler, or failed before it "
+                "started): see its log",
+                kind=note.get("kind"),
+                problems=dict(note.get("problems") or {}),
+            )
+        )
+    return report
+
+
+def raise_for_failed_tasks(ti, dag, logical_date=None) -> RunReport:
+    """The body of `finish`: raise RunFailed when a task of the run failed, else return the report."""
+    report = run_report(ti, dag, logical_date)
+    if report.failed:
+        raise RunFailed(report)
+    return report
+
+
+# ---------------------------------------------------------------- what an alert says
+
+
+def base_url() -> tuple[str, bool]:
+    """`[api] base_url` without its trailing slash, and whether it is set at all."""
+    from airflow.sdk.configuration import conf
+
+    value = (conf.get("api", "base_url", fallback="") or "").strip()
+    return (value or DEFAULT_BASE_URL).rstrip("/"), bool(value)
+
+
+def run_url(dag_id: str, run_id: str) -> str:
+    return f"{base_url()[0]}/dags/{dag_id}/runs/{quote(run_id)}"
+
+
+def task_url(dag_id: str, run_id: str, failure: TaskFailure) -> str:
+    """The task instance's page, log included; the same form as Airflow's own `ti.log_url`."""
+    url = f"{run_url(dag_id, run_id)}/tasks/{failure.task_id}"
+    if failure.map_index >= 0:
+        url += f"/mapped/{failure.map_index}"
+    return url + (f"?try_number={failure.try_number}" if failure.try_number else "")
+
+
+@dataclass
+class Alert:
+    subject: str
+    text: str
 
     @property
-    def subject(self) -> str:
-        what = f"{len(self.files)} file(s) failed" if self.files else "task failed"
-        return f"[Airflow] {self.dag_id} {self.task_label} failed ({what}) in run {self.run_id}"
+    def html(self) -> str:
+        return f"<pre>{html.escape(self.text)}</pre>"
 
 
-def failed_files(exception: BaseException | str | None) -> list[str]:
-    """File names the failure is about: the exception's `files` attribute, else names in its text."""
-    if exception is None:
+def _footer() -> list[str]:
+    if base_url()[1]:
         return []
-    # The DAG re-raises file failures as AirflowFailException (no retry) from the engine's error.
-    for exc in (exception, getattr(exception, "__cause__", None)):
-        files = getattr(exc, "files", None)
-        if files:
-            return [str(f) for f in files]
-    seen: dict[str, None] = {}
-    for name in FILE_NAME.findall(str(exception)):
-        seen.setdefault(name, None)
-    return list(seen)
-
-
-def build_report(context: dict) -> FailureReport:
-    """Everything an alert says, from the task context Airflow passes to a callback."""
-    ti = context.get("ti") or context.get("task_instance")
-    dag_run = context.get("dag_run")
-    exception = context.get("exception")
-    task = context.get("task")
-
-    def attr(obj, name, default=None):
-        try:
-            return getattr(obj, name, default) if obj is not None else default
-        except Exception:  # e.g. a property that needs a live API server
-            return default
-
-    dag_id = attr(ti, "dag_id") or attr(context.get("dag"), "dag_id") or "?"
-    run_id = context.get("run_id") or attr(ti, "run_id") or attr(dag_run, "run_id") or "?"
-    task_id = attr(ti, "task_id") or attr(task, "task_id") or "?"
-    logical_date = context.get("logical_date") or attr(dag_run, "logical_date")
-    error = (
-        f"{type(exception).__name__}: {exception}"
-        if isinstance(exception, BaseException)
-        else str(exception or "unknown error")
-    )
-    error = mask_url(error)  # a URL quoted in an error never shows its password in an alert
-    if len(error) > MAX_ERROR_CHARS:
-        error = error[:MAX_ERROR_CHARS] + " …"
-    return FailureReport(
-        dag_id=dag_id,
-        run_id=run_id,
-        task_id=task_id,
-        map_index=attr(ti, "map_index"),
-        try_number=attr(ti, "try_number"),
-        logical_date=logical_date.isoformat()
-        if hasattr(logical_date, "isoformat")
-        else logical_date,
-        error=error,
-        files=failed_files(exception),
-        log_url=attr(ti, "log_url"),
-    )
-
-
-def format_text(report: FailureReport) -> str:
-    lines = [
-        f"DAG:   {report.dag_id}",
-        f"Run:   {report.run_id}",
-        f"Task:  {report.task_label}"
-        + (f" (try {report.try_number})" if report.try_number else ""),
+    return [
+        "",
+        f"(Links use {DEFAULT_BASE_URL}: set [api] base_url, AIRFLOW__API__BASE_URL, to the "
+        "address users open Airflow at.)",
     ]
+
+
+def run_alert(report: RunReport) -> Alert:
+    files = report.files
+    labels = ", ".join(f.label for f in report.failed)
+    subject = f"[Airflow] {report.dag_id} run {report.run_id} failed: {labels}"
+    if files:
+        subject += f" ({len(files)} file(s))"
+    lines = [f"DAG:   {report.dag_id}", f"Run:   {report.run_id}"]
     if report.logical_date:
         lines.append(f"Date:  {report.logical_date}")
-    if report.files:
-        lines.append(f"Failed files ({len(report.files)}):")
-        lines += [f"  - {name}" for name in report.files]
-    lines.append(f"Error: {report.error}")
-    if report.log_url:
-        lines.append(f"Log:   {report.log_url}")
-    if report.files:
+    lines.append(f"Link:  {run_url(report.dag_id, report.run_id)}")
+    lines += ["", f"Failed tasks ({len(report.failed)}):"]
+    for failure in report.failed:
+        tries = f", try {failure.try_number}" if failure.try_number else ""
+        kind = f", {failure.kind}" if failure.kind else ""
+        lines.append(f"  - {failure.label}{tries}{kind}: {failure.error}")
+        lines.append(f"    log: {task_url(report.dag_id, report.run_id, failure)}")
+    if files:
+        lines += ["", f"Failed files ({len(files)}):"]
+        lines += [
+            f"  - {name}: {problem}" if problem else f"  - {name}"
+            for name, problem in files.items()
+        ]
+    if report.not_run:
+        lines += ["", "Not run (an upstream task failed): " + ", ".join(report.not_run)]
+    return Alert(subject, "\n".join(lines + _footer()))
+
+
+def task_alert(context) -> Alert:
+    """One failed task of a DAG without `finish` (or `finish` itself, failing on its own)."""
+    ti = context.get("ti")
+    exception = context.get("exception")
+    failure = TaskFailure(
+        task_id=getattr(ti, "task_id", "?"),
+        map_index=getattr(ti, "map_index", -1)
+        if getattr(ti, "map_index", None) is not None
+        else -1,
+        try_number=getattr(ti, "try_number", None),
+        error=describe(exception)
+        if isinstance(exception, BaseException)
+        else str(exception or "?"),
+        problems=problems_of(exception if isinstance(exception, BaseException) else None),
+    )
+    report = RunReport(
+        dag_id=getattr(ti, "dag_id", "?"), run_id=getattr(ti, "run_id", "?"), failed=[failure]
+    )
+    return run_alert(report)
+
+
+def stall_alert(dag_run: dict, minutes: float, pool: str | None = None) -> Alert:
+    """A run still going `minutes` after it was queued (the deadline alert's context)."""
+    dag_id, run_id = dag_run.get("dag_id", "?"), dag_run.get("dag_run_id", "?")
+    lines = [
+        f"DAG:   {dag_id}",
+        f"Run:   {run_id} ({dag_run.get('run_type', '?')})",
+        f"State: {dag_run.get('state')}, queued {dag_run.get('queued_at')}, "
+        f"started {dag_run.get('start_date')}",
+        f"Link:  {run_url(dag_id, run_id)}",
+        "",
+        f"The run has not finished {minutes:g} minutes after it was queued. It goes on; if it "
+        "fails, that is reported separately. What usually holds a run up:",
+    ]
+    if pool:
         lines.append(
-            "Failed files are marked failed in session_stream_files; the next run retries them."
+            f"  - tasks waiting in state 'scheduled' for the pool {pool}, which does not exist or "
+            f"has no free slot: `airflow pools get {pool}`; create it with "
+            f'`airflow pools set {pool} 2 "session-stream loads"`'
         )
-    return "\n".join(lines)
+    lines += [
+        "  - no scheduler or worker picking tasks up (tasks 'queued' for long)",
+        "  - a task waiting on a server: its log says which",
+    ]
+    subject = f"[Airflow] {dag_id} run {run_id} has not finished after {minutes:g} min"
+    return Alert(subject, "\n".join(lines + _footer()))
 
 
-def format_html(report: FailureReport) -> str:
-    return f"<pre>{html.escape(format_text(report))}</pre>"
+# ---------------------------------------------------------------- stalls
+
+
+def stall_deadline(minutes: float, pool: str | None = None):
+    """A DAG's `deadline`: alert when a run is still going `minutes` after it was queued.
+
+    None when `minutes` is 0, and under `airflow dags test`, which runs no scheduler to watch
+    deadlines and, in Airflow 3.3.2, exits 1 after a successful run of a DAG that has one
+    (apache/airflow#73428: it hands the serialized alerts to a database lookup).
+    """
+    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    if minutes <= 0 or sys.argv[1:3] == ["dags", "test"]:
+        return None
+    kwargs: dict = {"stall_minutes": minutes}
+    if pool:
+        kwargs["pool"] = pool
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(minutes=minutes),
+        # Run by the triggerer (async_notify). Not SyncCallback: in Airflow 3.3.2 the executor runs
+        # it with a token the Execution API refuses for connections, so no e-mail could go out.
+        callback=AsyncCallback(SessionStreamNotifier, kwargs=kwargs),
+    )
+
+
+# ---------------------------------------------------------------- the notifier
+
+
+class SessionStreamNotifier(BaseNotifier):
+    """Sends the run's alert by e-mail and/or Slack (see the module docstring).
+
+    In `default_args["on_failure_callback"]`: the report of `finish`'s RunFailed, nothing for the
+    other tasks of a DAG that has a `finish`, a one-task report otherwise. As a deadline alert's
+    `AsyncCallback(SessionStreamNotifier, kwargs={"stall_minutes": N, "pool": ...})`: the run
+    is still going N minutes after it was queued (a run that has finished was reported already).
+    """
+
+    def __init__(
+        self,
+        *,
+        smtp_conn_id: str = SMTP_CONN_ID,
+        slack_conn_id: str = SLACK_CONN_ID,
+        recipients_variable: str = RECIPIENTS_VARIABLE,
+        stall_minutes: float | None = None,
+        pool: str | None = None,
+        context=None,
+    ):
+        super().__init__(context)
+        self.smtp_conn_id = smtp_conn_id
+        self.slack_conn_id = slack_conn_id
+        self.recipients_variable = recipients_variable
+        self.stall_minutes = stall_minutes
+        self.pool = pool
+
+    def alert_for(self, context) -> Alert | None:
+        """What to send for this callback, or None when another callback reports it."""
+        if "deadline" in context and "ti" not in context:
+            dag_run = dict(context.get("dag_run") or {})
+            if dag_run.get("state") != "running":
+                # Finished (a failure was reported by finish) or still queued behind others
+                # (a backfill waiting for its turn is not stalled).
+                log.info(
+                    "deadline passed for %s in state %s: no alert",
+                    dag_run.get("dag_run_id"),
+                    dag_run.get("state"),
+                )
+                return None
+            return stall_alert(dag_run, self.stall_minutes or 0, self.pool)
+        exception = context.get("exception")
+        if isinstance(exception, RunFailed):
+            return run_alert(exception.report)
+        task = context.get("task")
+        dag = context.get("dag") or getattr(task, "dag", None)
+        task_id = getattr(task, "task_id", None) or getattr(context.get("ti"), "task_id", None)
+        if (
+            dag is not None
+            and FINISH_TASK_ID in getattr(dag, "task_ids", ())
+            and task_id != FINISH_TASK_ID
+        ):
+            log.info("%s failed: the run's alert comes from its task %s", task_id, FINISH_TASK_ID)
+            return None
+        return task_alert(context)
+
+    def notify(self, context) -> None:
+        alert = self.alert_for(context)
+        if alert is not None:
+            self.send(alert)
+
+    async def async_notify(self, context) -> None:
+        """The deadline alert's way in (the triggerer): the hooks are synchronous, so a thread."""
+        import asyncio
+
+        await asyncio.to_thread(self.notify, context)
+
+    # -- channels -------------------------------------------------------------------------
+
+    def send(self, alert: Alert) -> list[str]:
+        """Send on every configured channel; returns the connection ids that delivered it."""
+        sent, problems = [], []
+        for conn_id, send in ((self.smtp_conn_id, self._email), (self.slack_conn_id, self._slack)):
+            conn = _connection(conn_id)
+            if conn is None:
+                problems.append(f"no connection {conn_id}")
+                continue
+            try:
+                problem = send(alert, conn)
+            except Exception as exc:
+                hint = _smtp_hint(conn, exc) if conn_id == self.smtp_conn_id else ""
+                problem = f"sending through {conn_id} failed: {describe(exc)}{hint}"
+                log.exception("could not send the failure alert through connection %s", conn_id)
+            if problem:
+                problems.append(problem)
+            else:
+                sent.append(conn_id)
+        if sent:
+            log.info("failure alert sent via %s: %s", ", ".join(sent), alert.subject)
+        else:
+            log.warning(
+                "no failure alert was sent (%s). E-mail needs the connection %s and the Variable "
+                "%s; Slack needs the connection %s (incoming webhook). The alert:\n%s\n%s",
+                "; ".join(problems),
+                self.smtp_conn_id,
+                self.recipients_variable,
+                self.slack_conn_id,
+                alert.subject,
+                alert.text,
+            )
+        return sent
+
+    def _recipients(self, conn) -> list[str]:
+        from airflow.sdk import Variable
+
+        value = (
+            Variable.get(self.recipients_variable, default=None)
+            or conn.extra_dejson.get("to")
+            or ""
+        )
+        return [a.strip() for a in re.split(r"[,;]", value) if a.strip()]
+
+    def _email(self, alert: Alert, conn) -> str | None:
+        from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+        to = self._recipients(conn)
+        if not to:
+            return (
+                f"connection {self.smtp_conn_id} exists but names nobody to e-mail: set the "
+                f"Variable {self.recipients_variable} to a comma-separated address list"
+            )
+        with SmtpHook(smtp_conn_id=self.smtp_conn_id) as hook:
+            hook.send_email_smtp(
+                to=to,
+                subject=alert.subject,
+                html_content=alert.html,
+                from_email=hook.from_email or f"airflow@{conn.host or 'localhost'}",
+            )
+        return None
+
+    def _slack(self, alert: Alert, conn) -> str | None:
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+        SlackWebhookHook(slack_webhook_conn_id=self.slack_conn_id).send(
+            text=f"*{alert.subject}*\n```{alert.text}```"
+        )
+        return None
 
 
 def _connection(conn_id: str):
@@ -150,66 +500,19 @@ def _connection(conn_id: str):
         return None
 
 
-def _recipients(conn) -> list[str]:
-    from airflow.sdk import Variable
-
-    value = Variable.get(RECIPIENTS_VARIABLE, default=None) or conn.extra_dejson.get("to") or ""
-    return [a.strip() for a in re.split(r"[,;]", value) if a.strip()]
-
-
-def send_email(report: FailureReport, conn) -> bool:
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
-
-    to = _recipients(conn)
-    if not to:
-        log.warning(
-            "connection %s exists but nobody to e-mail: set the Variable %s to a comma-separated address list",
-            SMTP_CONN_ID,
-            RECIPIENTS_VARIABLE,
+def _smtp_hint(conn, exc: BaseException) -> str:
+    """What to change in the SMTP connection when its TLS setting does not match the server."""
+    extra = conn.extra_dejson
+    if isinstance(
+        exc, (ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionResetError)
+    ) and not extra.get("disable_ssl"):
+        return (
+            f" (the SMTP provider opens port {conn.port or 465} with implicit TLS, SMTPS, unless the "
+            'connection extra "disable_ssl" is true: for a server on 587 or 25 set '
+            '{"disable_ssl": true}, which keeps STARTTLS)'
         )
-        return False
-    with SmtpHook(smtp_conn_id=SMTP_CONN_ID) as hook:
-        hook.send_email_smtp(
-            to=to,
-            subject=report.subject,
-            html_content=format_html(report),
-            from_email=hook.from_email or f"airflow@{conn.host or 'localhost'}",
+    if isinstance(exc, smtplib.SMTPNotSupportedError) and not extra.get("disable_tls"):
+        return (
+            ' (the server offers no STARTTLS: for a relay without TLS also set "disable_tls": true)'
         )
-    return True
-
-
-def send_slack(report: FailureReport) -> bool:
-    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
-
-    SlackWebhookHook(slack_webhook_conn_id=SLACK_CONN_ID).send(
-        text=f"*{report.subject}*\n```{format_text(report)}```"
-    )
-    return True
-
-
-def notify_failure(context) -> None:
-    """on_failure_callback: alert on every configured channel; warn when there is none."""
-    report = build_report(dict(context))
-    sent = []
-    channels = {SMTP_CONN_ID: send_email, SLACK_CONN_ID: lambda r, _conn: send_slack(r)}
-    for conn_id, send in channels.items():
-        conn = _connection(conn_id)
-        if conn is None:
-            continue
-        try:
-            if send(report, conn):
-                sent.append(conn_id)
-        except Exception:
-            log.exception("could not send the failure alert through connection %s", conn_id)
-    if sent:
-        log.info("failure alert sent via %s: %s", ", ".join(sent), report.subject)
-    else:
-        log.warning(
-            "no failure alert was sent for %s: create the connection %s (plus the Variable %s) "
-            "or %s (Slack incoming webhook) to get alerts.\n%s",
-            report.task_label,
-            SMTP_CONN_ID,
-            RECIPIENTS_VARIABLE,
-            SLACK_CONN_ID,
-            format_text(report),
-        )
+    return ""

@@ -8,6 +8,7 @@ passed to the subprocess as AIRFLOW_CONN_<ID> (JSON) and AIRFLOW_VAR_<NAME> envi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -115,6 +117,11 @@ class DagTestResult:
         found = re.findall(r"DagRun Finished: .*?state=(\w+)", self.output)
         return found[-1] if found else None
 
+    @property
+    def run_id(self) -> str | None:
+        found = re.findall(r"DagRun Finished: .*?run_id=([^,\s]+)", self.output)
+        return found[-1] if found else None
+
     def explain(self) -> str:
         """The tail of the output, for assertion messages."""
         return f"$ {' '.join(self.command)}\n(exit {self.returncode})\n" + self.output[-6000:]
@@ -178,6 +185,21 @@ class AirflowHome:
         }
         return self.run(*args, env=env, timeout=timeout, python=[RUN_ID_WRAPPER, run_id])
 
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, tuple[str, int]]:
+        """{'task' or 'task[i]': (state, try_number)} of a run, from the metadata database."""
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self.path / "airflow.db")) as db:
+            rows = db.execute(
+                "SELECT task_id, map_index, state, try_number FROM task_instance"
+                " WHERE dag_id = ? AND run_id = ?",
+                (dag_id, run_id),
+            ).fetchall()
+        return {
+            (f"{task}[{index}]" if index >= 0 else task): (state, tries)
+            for task, index, state, tries in rows
+        }
+
 
 @pytest.fixture(scope="session")
 def airflow_home(pytestconfig) -> AirflowHome:
@@ -200,6 +222,9 @@ class SmtpSink:
     host: str
     port: int
     messages: list = field(default_factory=list)  # email.message.EmailMessage, in arrival order
+    logins: list = field(default_factory=list)  # the AUTH login of each message (None: none)
+    received_at: list = field(default_factory=list)  # UTC datetime of each message's arrival
+    ca_file: Path | None = None  # with STARTTLS: the certificate a client must trust
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def conn_env(self, conn_id: str = "smtp_default") -> dict[str, str]:
@@ -220,14 +245,21 @@ class SmtpSink:
     def clear(self) -> None:
         with self._lock:
             self.messages.clear()
+            self.logins.clear()
+            self.received_at.clear()
 
 
-@pytest.fixture
-def smtp_sink():
-    """An aiosmtpd server on loopback that keeps every message it receives."""
+@contextlib.contextmanager
+def running_smtp_sink(tls: Path | None = None):
+    """An aiosmtpd server on loopback that keeps every message it receives.
+
+    With `tls` (a folder), it offers and requires STARTTLS with a certificate for localhost,
+    accepts any login, and writes `tls/ca.pem`: the SSL_CERT_FILE a client trusts it with.
+    """
     from email import message_from_bytes, policy
 
     from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
     from servers import free_port
 
     sink = SmtpSink("127.0.0.1", free_port())
@@ -238,15 +270,84 @@ def smtp_sink():
                 sink.messages.append(
                     message_from_bytes(envelope.original_content, policy=policy.default)
                 )
+                sink.logins.append(session.login_data)
+                sink.received_at.append(datetime.now(UTC))
             return "250 OK"
 
+    kwargs: dict = {}
+    if tls is not None:
+        import ssl
+
+        tls.mkdir(parents=True, exist_ok=True)
+        cert, key = _localhost_certificate(tls)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        sink.ca_file = cert
+        kwargs = dict(
+            tls_context=context,
+            require_starttls=True,
+            # Any login is accepted, and kept: the test checks one was given.
+            authenticator=lambda server, session, envelope, mechanism, auth_data: AuthResult(
+                success=True, auth_data=auth_data
+            ),
+            auth_require_tls=True,
+        )
     # aiosmtpd logs from its own thread, possibly after pytest closed the captured stream.
     mail_log = logging.getLogger("mail.log")
     was_disabled, mail_log.disabled = mail_log.disabled, True
-    controller = Controller(Handler(), hostname=sink.host, port=sink.port)
+    controller = Controller(Handler(), hostname=sink.host, port=sink.port, **kwargs)
     controller.start()
     try:
         yield sink
     finally:
         controller.stop()
         mail_log.disabled = was_disabled
+
+
+def _localhost_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1 (it is its own CA)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "ca.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def smtp_sink():
+    """A plain-SMTP sink on loopback (see running_smtp_sink)."""
+    with running_smtp_sink() as sink:
+        yield sink

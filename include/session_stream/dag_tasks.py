@@ -9,7 +9,8 @@
     load_batch   load each split, record failures in the ledger, remove what was staged, and raise
                  FilesFailedError at the end naming the files that failed
     check        compare the ledger with what was fetched: fail naming files that are not loaded
-                 or have more rejects than allowed; list the files still failing
+                 or have more rejects than allowed, or, on a scheduled run, when the drop has
+                 delivered nothing for `silence_hours`; list the files still failing
 
 Return values are small dicts of names and counts (they travel as XCom). Files move between
 tasks through the staging area under `<prefix>/raw/<name>` and `<prefix>/split/<name>/`, so tasks
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tables
-from .errors import BadInputError, ConfigError, LoadError
+from .errors import BadInputError, ConfigError, LoadError, SessionStreamError
 from .keycounts import KeyCounts
 from .utc import parse_utc, to_utc
 
@@ -47,11 +48,26 @@ RETRY_SLACK = timedelta(minutes=15)  # a run reaches its load some minutes after
 
 
 class FilesFailedError(LoadError):
-    """Some files of a batch or run did not load; `files` names them (alerts list them)."""
+    """Some files of a batch or run did not load, or loaded with too many rejects.
 
-    def __init__(self, message: str, files: list[str]):
-        super().__init__(message)
-        self.files = list(files)
+    `problems` maps each file name to what is wrong with it (without the name), `files` lists the
+    names, `summary` says what happened to them as a whole: alerts show each file once.
+    """
+
+    def __init__(self, summary: str, problems: dict[str, str]):
+        self.summary = summary
+        self.problems = dict(problems)
+        self.files = list(self.problems)
+        super().__init__(f"{summary}: " + "; ".join(f"{n}: {p}" for n, p in self.problems.items()))
+
+
+class DropSilentError(SessionStreamError):
+    """A scheduled run found no file newer than the silence limit: is Monetate still delivering?"""
+
+
+def without_name(name: str, error: str) -> str:
+    """An error about a file usually starts with its name; drop it where the name is said anyway."""
+    return error[len(name) + 2 :] if error.startswith(f"{name}: ") else error
 
 
 # ---------------------------------------------------------------- the run's window
@@ -233,12 +249,15 @@ def fetch(
     sweep_days: float = DEFAULT_SWEEP_DAYS,
     sweep_max_files: int = DEFAULT_SWEEP_MAX_FILES,
     now: datetime | None = None,
+    silence_hours: float | None = None,
 ) -> dict:
     """List, keep what is pending and settled, stage it, and plan the batches.
 
     With `sweep`, files the ledger marks failed whose window started within `sweep_days`
     before the window's end (and before the look-back) join the work list: at most
     `sweep_max_files`, newest first, each once its retry is due (see retry_due).
+    With `silence_hours`, also tell whether the drop has had no file for that long before the
+    window's end (`result["silent"]`, a message, or None); `check` then fails the run.
     """
     from .drop import RefusedFile
     from .settle import settled
@@ -246,6 +265,7 @@ def fetch(
     scope = window.widened(lookback_hours)
     sweep_since = window.end - timedelta(days=sweep_days)
     listed = drop.list_files(scope.start, scope.end)
+    silent = drop_silence(drop, listed, scope, silence_hours) if silence_hours else None
     # Entries the drop will not read (a symlink out of a local drop, a FIFO): failed in the
     # ledger with the reason, reported by the run, never silently skipped.
     refused = {f.name: (f, f.refused) for f in listed if f.refused}
@@ -311,6 +331,7 @@ def fetch(
         "fetched": [f["name"] for f in staged],
         "retried": [f["name"] for f in staged if f.get("retry")],
         "sweep_since": sweep_since.isoformat(),
+        "silent": silent,
         "batches": batches,
     }
     log.info(
@@ -324,6 +345,25 @@ def fetch(
         len(batches),
     )
     return result
+
+
+def drop_silence(drop, listed: list, scope: Window, hours: float) -> str | None:
+    """A message when no file of the drop has a window start in the `hours` before `scope.end`.
+
+    `listed` is what the run listed over `scope`; only the part of the silence period it does not
+    cover is listed again (one or two day folders).
+    """
+    since = scope.end - timedelta(hours=hours)
+    seen = [f for f in listed if f.window_start >= since]
+    if not seen and since < scope.start:
+        seen = drop.list_files(since, scope.start)
+    if seen:
+        return None
+    return (
+        f"no new file in the drop for {hours:g} hours: none has a window starting in "
+        f"[{since.isoformat()}, {scope.end.isoformat()}); check that Monetate still delivers "
+        f"to {drop.url} (silence_hours={hours:g})"
+    )
 
 
 def split_batch(batch: dict, staging) -> dict:
@@ -390,7 +430,7 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
                 if is_loaded(loader.ledger([name]).get(name), size):
                     skipped.append(name)
                     continue
-                error = f"staged split {staging.url_for(key)} is missing; the next run fetches the file again"
+                error = "its staged split is missing; the next run fetches the file again"
                 loader.record_failure(name, size, window_start, error)
                 failures[name] = error
                 continue
@@ -435,10 +475,9 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
     new_failures = {n: e for n, e in failures.items() if n not in retried}
     if new_failures:
         raise FilesFailedError(
-            f"{len(new_failures)} of {len(split['files']) + len(split['failed'])} file(s) failed; they are marked failed "
-            "in the ledger and the next run retries them: "
-            + "; ".join(f"{n}: {e}" for n, e in new_failures.items()),
-            list(new_failures),
+            f"{len(new_failures)} of {len(split['files']) + len(split['failed'])} file(s) failed; "
+            "they are marked failed in the ledger and the next run retries them",
+            {n: without_name(n, e) for n, e in new_failures.items()},
         )
     return {
         "loaded": loaded,
@@ -533,16 +572,20 @@ def check(
                 for f in report["still_failing"]
             ),
         )
-    problems = [f"{n} refused ({why})" for n, why in refused.items()]
-    problems += [f"{n} not loaded ({e})" for n, e in not_loaded.items()]
-    problems += [
-        f"{n} has {r} rejects (max_rejects={max_rejects}; see session_stream_rejects)"
+    problems = {n: f"refused ({why})" for n, why in refused.items()}
+    problems |= {n: f"not loaded ({without_name(n, e)})" for n, e in not_loaded.items()}
+    # Loaded files with too many rejects stay loaded: nothing retries them, a person looks.
+    problems |= {
+        n: f"loaded, but with {r} rejects, more than max_rejects={max_rejects} "
+        "(the lines are in session_stream_rejects)"
         for n, r in too_many.items()
-    ]
+    }
     log.info("run report\n%s", format_report(report))
     if problems:
+        window = fetched.get("window") or ["?", "?"]
         raise FilesFailedError(
-            f"{len(problems)} problem(s) in window {fetched.get('window')}: " + "; ".join(problems),
-            [*refused, *not_loaded, *too_many],
+            f"{len(problems)} file(s) of window [{window[0]}, {window[1]}) need a look", problems
         )
+    if fetched.get("silent"):
+        raise DropSilentError(fetched["silent"])
     return report

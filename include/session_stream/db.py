@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import MySQLdb
 
-from .errors import ConfigError
+from .errors import ConfigError, UnreachableError
 from .mysql_guard import LOCAL_INFILE_AUTO, GuardedConnection
 
 DB_ENV = "SESSION_STREAM_DB"
@@ -178,7 +178,7 @@ def connect_error(exc: MySQLdb.OperationalError, url: DbUrl) -> ConfigError:
             f"MySQL refused user {url.user!r} at {url.host}:{url.port}: check the user and password"
         )
     if code in (CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST, CR_CONNECTION_ERROR):
-        return ConfigError(
+        return UnreachableError(
             f"cannot reach MySQL at {url.host}:{url.port}: is the server running and the address right?"
         )
     if code == CR_SSL_CONNECTION_ERROR:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .drop import DropFile, DropLocation, DropUrl
-from .errors import ConfigError
+from .errors import ConfigError, UnreachableError
 from .keys import paramiko_private_key
 
 if TYPE_CHECKING:  # paramiko is the optional sftp extra, imported when used
@@ -219,12 +219,13 @@ class SftpDrop(DropLocation):
             socket.gaierror,
         ) as exc:
             client.close()
-            raise ConfigError(
+            raise UnreachableError(
                 f"cannot reach SFTP server {self._where} ({exc}): check the host and port and that the server is up"
             ) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            # A reset or a dropped handshake: the refusals a user must fix are caught above.
             client.close()
-            raise ConfigError(f"SSH connection to {self._where} failed: {exc}") from None
+            raise UnreachableError(f"SSH connection to {self._where} failed: {exc}") from None
         sftp.get_channel().settimeout(300)  # a stalled server fails the task instead of hanging it
         self._ssh, self._sftp = client, sftp
 

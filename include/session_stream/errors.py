@@ -8,9 +8,16 @@ class SessionStreamError(Exception):
 
 
 class ConfigError(SessionStreamError):
-    """Bad configuration: a malformed URL, a missing setting, an unreachable server."""
+    """Bad configuration: a malformed URL, a missing setting, refused credentials. Trying again
+    without changing something cannot help."""
 
     exit_code = 2
+
+
+class UnreachableError(ConfigError):
+    """A server that did not answer (down, restarting, wrong address, network trouble). For the
+    CLI it is a ConfigError like the others (exit 2, one line); Airflow retries it with back-off,
+    since the server may be back by the next try."""
 
 
 class BadInputError(SessionStreamError):

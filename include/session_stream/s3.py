@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, UnreachableError
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def s3_config_error(exc: Exception, url: str, endpoint: str | None = None) -> Ex
             "credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or a role)"
         )
     if isinstance(exc, EndpointConnectionError):
-        return ConfigError(f"cannot reach the S3 endpoint for {url}: {exc}")
+        return UnreachableError(f"cannot reach the S3 endpoint for {url}: {exc}")
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code == "NoSuchBucket":

@@ -1,9 +1,8 @@
-"""The failure notifier: what the message says, and which channels it uses."""
+"""The failure notifier: what the run's alert says, when it is sent, and through which channels."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -14,66 +13,196 @@ from session_stream.dag_tasks import FilesFailedError
 
 BAD = "20261101T001500.000Z_PT15M-1793493000205.json.gz"
 OTHER = "20261101T003000.000Z_PT15M-1793493900742.json.gz"
+REJECTS = "20261101T004500.000Z_PT15M-1793494800123.json.gz"
+RUN = "scheduled__2026-11-01T01:00:00+00:00"
+BASE = "https://airflow.example.test/prod"
+TASK_IDS = ["fetch", "split", "load", "check", "finish"]
 
 
-def context(exception, **ti_fields):
-    ti = SimpleNamespace(
-        dag_id="session_stream",
-        run_id="scheduled__2026-11-01T01:00:00+00:00",
-        task_id="load",
-        map_index=2,
-        try_number=1,
-        log_url="http://airflow.example/dags/session_stream/runs/r/tasks/load/mapped/2?try_number=1",
+class RunTI:
+    """The `finish` task instance as the Task SDK shows it: other tasks' states and XCom notes."""
+
+    dag_id, run_id, task_id, map_index, try_number = "session_stream", RUN, "finish", -1, 1
+
+    def __init__(self, states: dict[str, str], notes: dict[tuple[str, int], dict]):
+        self.states, self.notes = states, notes
+
+    def get_task_states(self, dag_id, run_ids):
+        assert (dag_id, run_ids) == (self.dag_id, [self.run_id])
+        return {self.run_id: {**self.states, "finish": "running"}}
+
+    def xcom_pull(self, task_ids, key, map_indexes):
+        assert key == "failure"
+        return self.notes.get((task_ids, map_indexes))
+
+
+DAG = SimpleNamespace(dag_id="session_stream", task_ids=TASK_IDS)
+
+
+def two_loads_failed() -> alerts.RunReport:
+    """load[0] failed on a truncated file, load[2] on two files; check never ran."""
+    ti = RunTI(
+        {
+            "fetch": "success",
+            "split_0": "success",
+            "split_1": "success",
+            "split_2": "success",
+            "load_0": "failed",
+            "load_1": "success",
+            "load_2": "failed",
+            "check": "upstream_failed",
+        },
+        {
+            ("load", 0): {
+                "error": "1 of 4 file(s) failed; they are marked failed in the ledger and the next run retries them",
+                "kind": "permanent",
+                "try_number": 1,
+                "problems": {BAD: "cannot be read to its end (EOFError: truncated)"},
+            },
+            ("load", 2): {
+                "error": "2 of 4 file(s) failed; they are marked failed in the ledger and the next run retries them",
+                "kind": "permanent",
+                "try_number": 1,
+                "problems": {OTHER: "MySQL server has gone away", BAD: "again"},
+            },
+        },
     )
-    for k, v in ti_fields.items():
-        setattr(ti, k, v)
+    return alerts.run_report(ti, DAG)
+
+
+@pytest.fixture
+def base_url(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", BASE + "/")
+
+
+def test_the_run_report_names_every_failed_task_and_file_once(base_url):
+    report = two_loads_failed()
+    assert [f.label for f in report.failed] == ["load[0]", "load[2]"]
+    assert report.not_run == ["check"]
+    alert = alerts.run_alert(report)
+    assert "load[0], load[2]" in alert.subject and "2 file(s)" in alert.subject
+    assert "session_stream" in alert.subject and RUN in alert.subject
+    for name in (BAD, OTHER):
+        assert alert.text.count(name) == 1, alert.text  # each failed file once, with its problem
+    assert f"{BAD}: cannot be read to its end" in alert.text
+    assert "Not run (an upstream task failed): check" in alert.text
+
+
+def test_log_links_are_built_from_the_configured_base_url(base_url):
+    alert = alerts.run_alert(two_loads_failed())
+    run = f"{BASE}/dags/session_stream/runs/scheduled__2026-11-01T01%3A00%3A00%2B00%3A00"
+    assert f"Link:  {run}\n" in alert.text
+    assert f"log: {run}/tasks/load/mapped/0?try_number=1" in alert.text
+    assert f"log: {run}/tasks/load/mapped/2?try_number=1" in alert.text
+    assert "localhost" not in alert.text
+
+
+def test_without_a_base_url_the_alert_says_to_set_it(monkeypatch):
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL", raising=False)
+    alert = alerts.run_alert(two_loads_failed())
+    assert "http://localhost:8080/dags/session_stream/runs/" in alert.text
+    assert "set [api] base_url, AIRFLOW__API__BASE_URL" in alert.text
+
+
+def test_a_max_rejects_failure_does_not_claim_the_files_were_marked_failed(base_url):
+    # check's FilesFailedError for files the ledger has loaded, noted by the retry rule.
+    exc = FilesFailedError(
+        "1 file(s) of window [2026-11-01T00:00:00+00:00, 2026-11-01T01:00:00+00:00) need a look",
+        {
+            REJECTS: "loaded, but with 150 rejects, more than max_rejects=100 "
+            "(the lines are in session_stream_rejects)"
+        },
+    )
+    ti = RunTI(
+        {"fetch": "success", "load_0": "success", "check": "failed"},
+        {("check", -1): {"error": alerts.describe(exc), "try_number": 1, "problems": exc.problems}},
+    )
+    text = alerts.run_alert(alerts.run_report(ti, DAG)).text
+    assert "marked failed" not in text and "retries" not in text
+    assert text.count(REJECTS) == 1 and "loaded, but with 150 rejects" in text
+
+
+def test_a_task_that_left_no_note_is_still_named_with_a_link(base_url):
+    ti = RunTI({"fetch": "failed", "check": "upstream_failed"}, {})
+    report = alerts.run_report(ti, DAG)
+    alert = alerts.run_alert(report)
+    assert [f.label for f in report.failed] == ["fetch"]
+    assert "no error was noted" in alert.text
+    assert "/tasks/fetch\n" in alert.text + "\n"
+
+
+def test_finish_raises_only_when_something_failed():
+    with pytest.raises(alerts.RunFailed) as failed:
+        alerts.raise_for_failed_tasks(RunTI({"fetch": "failed"}, {}), DAG)
+    assert [f.label for f in failed.value.report.failed] == ["fetch"]
+    ok = RunTI({"fetch": "success", "split_0": "skipped", "check": "success"}, {})
+    assert alerts.raise_for_failed_tasks(ok, DAG).failed == []
+
+
+def test_the_html_body_escapes_the_error_text():
+    report = alerts.RunReport(
+        "session_stream", RUN, failed=[alerts.TaskFailure("fetch", error="<script>x</script>")]
+    )
+    assert "<script>" not in alerts.run_alert(report).html
+
+
+# ---------------------------------------------------------------- which callback sends
+
+
+def task_context(task_id: str, exception, dag=DAG) -> dict:
+    ti = SimpleNamespace(
+        dag_id="session_stream", run_id=RUN, task_id=task_id, map_index=-1, try_number=1
+    )
+    return {"ti": ti, "task": SimpleNamespace(task_id=task_id), "dag": dag, "exception": exception}
+
+
+def test_the_notifier_sends_finishs_report_and_nothing_for_the_other_tasks():
+    notifier = alerts.SessionStreamNotifier()
+    report = two_loads_failed()
+    assert notifier.alert_for(task_context("finish", alerts.RunFailed(report))) == alerts.run_alert(
+        report
+    )
+    failed_load = FilesFailedError("1 of 4 file(s) failed", {BAD: "truncated"})
+    assert notifier.alert_for(task_context("load", failed_load)) is None
+
+
+def test_in_a_dag_without_finish_the_notifier_reports_the_task():
+    notifier = alerts.SessionStreamNotifier()
+    dag = SimpleNamespace(dag_id="other", task_ids=["only"])
+    alert = notifier.alert_for(task_context("only", RuntimeError("boom"), dag=dag))
+    assert "only" in alert.subject and "RuntimeError: boom" in alert.text
+
+
+def deadline_context(state: str) -> dict:
     return {
-        "ti": ti,
-        "run_id": ti.run_id,
-        "logical_date": datetime(2026, 11, 1, 1, tzinfo=UTC),
-        "exception": exception,
+        "dag_run": {
+            "dag_id": "session_stream",
+            "dag_run_id": RUN,
+            "state": state,
+            "run_type": "scheduled",
+            "queued_at": "2026-11-01T01:00:02Z",
+            "start_date": "2026-11-01T01:00:03Z" if state != "queued" else None,
+        },
+        "deadline": {"id": "x", "deadline_time": "2026-11-01T02:00:02Z"},
     }
 
 
-def test_report_names_dag_run_task_files_and_log_url():
-    exc = FilesFailedError(f"2 file(s) failed: {BAD}: truncated; {OTHER}: truncated", [BAD, OTHER])
-    report = alerts.build_report(context(exc))
-    text = alerts.format_text(report)
-    assert report.files == [BAD, OTHER]
-    for needle in (
-        "session_stream",
-        "scheduled__2026-11-01T01:00:00+00:00",
-        "load[2]",
-        BAD,
-        OTHER,
-        "truncated",
-    ):
-        assert needle in text
-    assert (
-        "http://airflow.example/dags/session_stream/runs/r/tasks/load/mapped/2?try_number=1" in text
-    )
-    assert "2 file(s) failed" in report.subject and "load[2]" in report.subject
+def test_a_run_still_going_at_its_deadline_alerts_naming_the_pool(base_url):
+    notifier = alerts.SessionStreamNotifier(stall_minutes=60, pool="session_stream_load")
+    alert = notifier.alert_for(deadline_context("running"))
+    assert alert.subject == f"[Airflow] session_stream run {RUN} has not finished after 60 min"
+    assert "airflow pools set session_stream_load 2" in alert.text
+    assert f"{BASE}/dags/session_stream/runs/" in alert.text
 
 
-def test_files_come_from_the_cause_when_airflow_wraps_the_error():
-    try:
-        try:
-            raise FilesFailedError("1 file failed", [BAD])
-        except FilesFailedError as inner:
-            raise RuntimeError("wrapped") from inner
-    except RuntimeError as outer:
-        assert alerts.failed_files(outer) == [BAD]
+@pytest.mark.parametrize("state", ["failed", "success", "queued"])
+def test_a_finished_or_waiting_run_does_not_alert_at_its_deadline(state):
+    # failed: finish reported it; queued: a backfill run waiting for its turn has not stalled.
+    notifier = alerts.SessionStreamNotifier(stall_minutes=60, pool="session_stream_load")
+    assert notifier.alert_for(deadline_context(state)) is None
 
 
-def test_files_are_found_in_the_message_text_when_the_error_has_no_list():
-    exc = RuntimeError(f"could not load {BAD} and {OTHER}; {BAD} again")
-    assert alerts.failed_files(exc) == [BAD, OTHER]
-    assert alerts.failed_files(RuntimeError("MySQL server has gone away")) == []
-
-
-def test_html_body_escapes_the_error_text():
-    report = alerts.build_report(context(RuntimeError("<script>x</script>")))
-    assert "<script>" not in alerts.format_html(report)
+# ---------------------------------------------------------------- channels
 
 
 def logged(caplog, capsys) -> str:
@@ -81,38 +210,85 @@ def logged(caplog, capsys) -> str:
     return caplog.text + capsys.readouterr().out
 
 
+def set_env(monkeypatch, env: dict[str, str]) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+def an_alert() -> alerts.Alert:
+    return alerts.run_alert(
+        alerts.RunReport(
+            "session_stream",
+            RUN,
+            failed=[
+                alerts.TaskFailure(
+                    "load", 0, 1, "1 of 4 file(s) failed", problems={BAD: "truncated"}
+                )
+            ],
+        )
+    )
+
+
 def test_without_any_alert_connection_a_warning_says_what_to_configure(monkeypatch, caplog, capsys):
     monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)
     monkeypatch.delenv("AIRFLOW_CONN_SESSION_STREAM_SLACK", raising=False)
     with caplog.at_level(logging.WARNING, logger=alerts.__name__):
-        alerts.notify_failure(context(FilesFailedError("x", [BAD])))
+        assert alerts.SessionStreamNotifier().send(an_alert()) == []
     text = logged(caplog, capsys)
     assert "no failure alert was sent" in text
-    assert "smtp_default" in text and "session_stream_slack" in text and BAD in text
+    assert "no connection smtp_default" in text and "no connection session_stream_slack" in text
+    assert BAD in text  # the alert itself is in the log
 
 
 def test_email_goes_through_smtp_default_to_the_alert_recipients(monkeypatch, smtp_sink):
-    for name, value in conn_env("smtp_default", **_smtp_fields(smtp_sink)).items():
-        monkeypatch.setenv(name, value)
+    set_env(monkeypatch, smtp_sink.conn_env())
     monkeypatch.setenv(
         "AIRFLOW_VAR_SESSION_STREAM_ALERT_TO", "data@example.test, oncall@example.test"
     )
-    alerts.notify_failure(context(FilesFailedError(f"{BAD}: truncated", [BAD])))
+    assert alerts.SessionStreamNotifier().send(an_alert()) == ["smtp_default"]
     assert len(smtp_sink.messages) == 1
     msg = smtp_sink.messages[0]
     assert msg["To"] == "data@example.test, oncall@example.test"
-    assert "session_stream" in msg["Subject"] and "1 file(s) failed" in msg["Subject"]
+    assert msg["Subject"] == an_alert().subject
     assert BAD in msg.get_body(("html",)).get_content()
 
 
-def test_smtp_without_recipients_warns_instead_of_sending(monkeypatch, smtp_sink, caplog, capsys):
-    for name, value in conn_env("smtp_default", **_smtp_fields(smtp_sink)).items():
-        monkeypatch.setenv(name, value)
+def test_smtp_without_recipients_says_so_instead_of_asking_for_the_connection(
+    monkeypatch, smtp_sink, caplog, capsys
+):
+    set_env(monkeypatch, smtp_sink.conn_env())
     monkeypatch.delenv("AIRFLOW_VAR_SESSION_STREAM_ALERT_TO", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_SESSION_STREAM_SLACK", raising=False)
     with caplog.at_level(logging.WARNING, logger=alerts.__name__):
-        alerts.notify_failure(context(RuntimeError("boom")))
+        alerts.SessionStreamNotifier().send(an_alert())
     assert smtp_sink.messages == []
-    assert "nobody to e-mail" in logged(caplog, capsys)
+    text = logged(caplog, capsys)
+    assert "connection smtp_default exists but names nobody to e-mail" in text
+    assert "no connection smtp_default" not in text
+
+
+def test_smtp_with_the_providers_ssl_default_on_a_plain_port_names_the_extra_to_set(
+    monkeypatch, smtp_sink, caplog, capsys
+):
+    # host and port only: the SMTP provider then speaks implicit TLS, which a plain server refuses.
+    set_env(
+        monkeypatch,
+        conn_env(
+            "smtp_default",
+            conn_type="smtp",
+            host=smtp_sink.host,
+            port=smtp_sink.port,
+            extra={"timeout": 5, "retry_limit": 0},
+        ),
+    )
+    monkeypatch.setenv("AIRFLOW_VAR_SESSION_STREAM_ALERT_TO", "data@example.test")
+    monkeypatch.delenv("AIRFLOW_CONN_SESSION_STREAM_SLACK", raising=False)
+    with caplog.at_level(logging.WARNING, logger=alerts.__name__):
+        assert alerts.SessionStreamNotifier().send(an_alert()) == []
+    text = logged(caplog, capsys)
+    assert "sending through smtp_default failed" in text
+    assert 'unless the connection extra "disable_ssl" is true' in text
+    assert "no connection smtp_default" not in text
 
 
 def test_an_unreachable_mail_server_is_logged_not_raised(monkeypatch, caplog, capsys):
@@ -124,11 +300,10 @@ def test_an_unreachable_mail_server_is_logged_not_raised(monkeypatch, caplog, ca
         "port": free_port(),
         "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 0, "timeout": 2},
     }
-    for name, value in conn_env("smtp_default", **fields).items():
-        monkeypatch.setenv(name, value)
+    set_env(monkeypatch, conn_env("smtp_default", **fields))
     monkeypatch.setenv("AIRFLOW_VAR_SESSION_STREAM_ALERT_TO", "data@example.test")
     with caplog.at_level(logging.WARNING, logger=alerts.__name__):
-        alerts.notify_failure(context(RuntimeError("boom")))  # must not raise
+        alerts.SessionStreamNotifier().send(an_alert())  # must not raise
     assert "could not send the failure alert through connection smtp_default" in logged(
         caplog, capsys
     )
@@ -166,24 +341,18 @@ def slack_sink():
 def test_slack_webhook_gets_the_message_when_its_connection_exists(monkeypatch, slack_sink):
     monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)
     fields = {"conn_type": "slackwebhook", "password": slack_sink.url}
-    for name, value in conn_env("session_stream_slack", **fields).items():
-        monkeypatch.setenv(name, value)
-    alerts.notify_failure(context(FilesFailedError(f"{BAD}: truncated", [BAD])))
+    set_env(monkeypatch, conn_env("session_stream_slack", **fields))
+    assert alerts.SessionStreamNotifier().send(an_alert()) == ["session_stream_slack"]
     assert len(slack_sink.received) == 1
-    assert BAD in slack_sink.received[0]["text"] and "load[2]" in slack_sink.received[0]["text"]
+    text = slack_sink.received[0]["text"]
+    assert BAD in text and "load[0]" in text and text.startswith(f"*{an_alert().subject}*")
 
 
-def _smtp_fields(sink) -> dict:
-    return {
-        "conn_type": "smtp",
-        "host": sink.host,
-        "port": sink.port,
-        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@example.test"},
-    }
-
-
-def test_a_failure_without_files_does_not_claim_files_were_marked_failed():
-    report = alerts.build_report(context(RuntimeError("cannot reach MySQL at 127.0.0.1:3306")))
-    text = alerts.format_text(report)
-    assert report.files == [] and "Failed files" not in text
-    assert "task failed" in report.subject
+def test_the_stall_deadline_is_left_out_of_dags_test_and_when_turned_off(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["airflow", "scheduler"])
+    deadline = alerts.stall_deadline(60, pool="session_stream_load")
+    assert deadline.callback.kwargs == {"stall_minutes": 60, "pool": "session_stream_load"}
+    assert alerts.stall_deadline(0) is None
+    # apache/airflow#73428: `airflow dags test` exits 1 after a good run of a DAG with a deadline.
+    monkeypatch.setattr("sys.argv", ["airflow", "dags", "test", "session_stream", "2026-11-01"])
+    assert alerts.stall_deadline(60) is None

@@ -1,4 +1,5 @@
-"""Every DAG file parses, is known, and every task alerts on failure and retries with back-off."""
+"""Every DAG file parses, is known, and every task alerts on failure, retries transient errors
+with back-off, and has a time limit; each DAG ends with a `finish` task that reports the run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,18 @@ EXPECTED = {
     "session_stream.py": ["session_stream"],
     "monetate_metadata_refresh.py": ["monetate_metadata_refresh"],
 }
-TASKS = {"session_stream": {"fetch", "split", "load", "check"}}
+TASKS = {
+    "session_stream": {"fetch", "split", "load", "check", "finish"},
+    "monetate_metadata_refresh": {
+        "refresh_customtarget",
+        "refresh_pageevent",
+        "refresh_variant",
+        "refresh_experience_summary",
+        "refresh_account",
+        "due",
+        "finish",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +53,64 @@ def test_dags_have_the_expected_tasks(dagbag):
 
 
 def test_every_task_retries_with_exponential_backoff_and_alerts_on_failure(dagbag):
-    from session_stream_alerts import notify_failure
+    from session_stream_alerts import SessionStreamNotifier
+    from session_stream_retry import SessionStreamRetryPolicy
 
     for dag in dagbag.dags.values():
         for t in dag.tasks:
             callbacks = t.on_failure_callback
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
-            assert notify_failure in callbacks, t.task_id
-            assert t.retries > 0, t.task_id
+            assert any(isinstance(c, SessionStreamNotifier) for c in callbacks), t.task_id
+            assert isinstance(t.retry_policy, SessionStreamRetryPolicy), t.task_id
             assert t.retry_exponential_backoff, t.task_id
+            if t.task_id == "finish":
+                assert t.retries == 0  # a retried finish would alert twice
+            else:
+                assert t.retries > 0, t.task_id
+
+
+def test_every_task_has_a_time_limit(dagbag):
+    for dag in dagbag.dags.values():
+        for t in dag.tasks:
+            assert t.execution_timeout is not None, (dag.dag_id, t.task_id)
+            assert timedelta(0) < t.execution_timeout <= timedelta(hours=3), t.task_id
+    # A load waits for the MySQL lock at most LOAD_LOCK_WAIT per file, which the time limit
+    # cannot cut short: the wait must be well inside it.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "session_stream_dag", DAGS_FOLDER / "session_stream.py"
+    )
+    dag_file = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dag_file)
+    load = dagbag.dags["session_stream"].get_task("load")
+    assert load.execution_timeout > dag_file.LOAD_LOCK_WAIT
+
+
+def test_finish_runs_last_whatever_failed_and_reports_every_task(dagbag):
+    for dag in dagbag.dags.values():
+        finish = dag.get_task("finish")
+        assert finish.trigger_rule == "all_done"
+        assert finish.downstream_task_ids == set()
+        # Every other task is a direct upstream: all_done then waits for all of them.
+        assert finish.upstream_task_ids == set(dag.task_ids) - {"finish"}
+
+
+def test_a_run_that_stalls_alerts_through_a_deadline(dagbag):
+    from airflow.sdk import AsyncCallback
+
+    for dag_id in ("session_stream", "monetate_metadata_refresh"):
+        deadline = dagbag.dags[dag_id].deadline
+        alerts = deadline if isinstance(deadline, list) else [deadline]
+        assert len(alerts) == 1, dag_id
+        assert alerts[0].interval == timedelta(minutes=60)
+        # The triggerer runs it: it can read the alert connections (apache/airflow 3.3.2's
+        # executor callbacks cannot).
+        assert isinstance(alerts[0].callback, AsyncCallback)
+        assert alerts[0].callback.path == "session_stream_alerts.SessionStreamNotifier"
+    stream = dagbag.dags["session_stream"].deadline
+    stream = stream[0] if isinstance(stream, list) else stream
+    assert stream.callback.kwargs == {"stall_minutes": 60, "pool": "session_stream_load"}
 
 
 def test_session_stream_schedule_is_hourly_with_an_hour_long_interval_in_utc(dagbag):
@@ -64,14 +125,18 @@ def test_session_stream_schedule_is_hourly_with_an_hour_long_interval_in_utc(dag
     assert dag.doc_md and dag.tags
 
 
-def test_loads_use_the_pool_emit_the_asset_and_check_runs_when_nothing_was_new(dagbag):
+def test_loads_use_the_pool_finish_emits_the_asset_and_check_runs_when_nothing_was_new(dagbag):
     dag = dagbag.dags["session_stream"]
     load = dag.get_task("load")
     assert load.pool == "session_stream_load"
-    assert [a.name for a in load.outlets] == ["session_stream_tables"]
+    # One Asset event per run, from the last task, not one per mapped load.
+    assert {t.task_id: [a.name for a in t.outlets] for t in dag.tasks if t.outlets} == {
+        "finish": ["session_stream_tables"]
+    }
     assert dag.get_task("check").trigger_rule == "none_failed"
     assert dag.get_task("split").upstream_task_ids == {"fetch"}
     assert dag.get_task("load").upstream_task_ids == {"split"}
+    assert "session_stream_load" in dag.doc_md and "2 slots" in dag.doc_md
 
 
 def test_params_have_working_defaults(dagbag):

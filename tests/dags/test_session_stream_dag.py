@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import warehouse
@@ -81,6 +82,19 @@ def assert_same_warehouse(url: str, reference_url: str, files: list[Path]) -> No
     assert rejects(url) == rejects(reference_url) != []
 
 
+def asset_events(airflow_home) -> list[dict]:
+    """The extras of the session_stream_tables Asset events in Airflow's database, oldest first."""
+    import json
+    import sqlite3
+
+    with sqlite3.connect(airflow_home.path / "airflow.db") as db:
+        rows = db.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+            " WHERE a.name = 'session_stream_tables' ORDER BY e.id"
+        ).fetchall()
+    return [json.loads(extra) if isinstance(extra, str) else extra for (extra,) in rows]
+
+
 def test_hourly_runs_load_their_window_once_even_when_rerun_or_overlapping(
     airflow_home, fresh_db_url, reference, tmp_path
 ):
@@ -91,11 +105,16 @@ def test_hourly_runs_load_their_window_once_even_when_rerun_or_overlapping(
         **var_env(session_stream_drop_url=tmp_path / "drop", session_stream_staging_url=staging),
     }
 
+    events_before = len(asset_events(airflow_home))
     first = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
     assert first.returncode == 0 and first.run_state == "success", first.explain()
     # check's log ends with the run's report
     assert "session_stream run report" in first.output, first.explain()
     assert re.search(r"loaded by this run\s+│\s+4 ", first.output), first.explain()
+    # One Asset event for the run, carrying the run's report.
+    events = asset_events(airflow_home)[events_before:]
+    assert len(events) == 1 and events[0]["loaded"] == 4, events
+    assert events[0]["sessions"] > 0 and "session.x_debug" in events[0]["unknown_keys"]
     hour0 = in_hours(drop, 0)
     assert len(hour0) == 4
     assert_same_warehouse(fresh_db_url, reference(hour0), hour0)
@@ -104,6 +123,7 @@ def test_hourly_runs_load_their_window_once_even_when_rerun_or_overlapping(
     again = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
     assert again.returncode == 0 and again.run_state == "success", again.explain()
     assert "4 listed, 4 already loaded, 0 still being written, 0 fetched" in again.output
+    assert len(asset_events(airflow_home)) == events_before + 1, "nothing loaded: no event"
     assert ledger(fresh_db_url) == loaded_first  # same rows, same loaded_at: nothing reloaded
 
     overlapping = airflow_home.dags_test(OVERLAPPING_RUN, env=env, conf=CONF)
@@ -183,6 +203,7 @@ def test_a_truncated_file_fails_the_run_alerts_and_the_other_files_load(
             session_stream_staging_url=tmp_path / "staging",
             session_stream_alert_to="data@example.test",
         ),
+        "AIRFLOW__API__BASE_URL": "https://airflow.example.test",
     }
     result = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
     assert result.returncode == 1 and result.run_state == "failed", result.explain()
@@ -194,17 +215,22 @@ def test_a_truncated_file_fails_the_run_alerts_and_the_other_files_load(
     }
     assert warehouse.dump(fresh_db_url) == warehouse.dump(reference(good))
 
+    # One e-mail for the run, from finish: load[0] failed, check never ran.
     assert len(smtp_sink.messages) == 1, result.explain()
     msg = smtp_sink.messages[0]
     body = msg.get_body(("html",)).get_content()
     assert msg["To"] == "data@example.test"
-    assert "session_stream" in msg["Subject"] and "load[0]" in msg["Subject"]
+    assert "session_stream" in msg["Subject"] and "failed: load[0] (1 file(s))" in msg["Subject"]
+    run = "https://airflow.example.test/dags/session_stream/runs/" + quote(result.run_id)
     for needle in (
         "DAG:   session_stream",
-        "Task:  load[0]",
-        bad.name,
-        "cannot be read to its end",
-        "/dags/session_stream/runs/",
+        "  - load[0], try 1, permanent: 1 of 4 file(s) failed",
+        f"{bad.name}: cannot be read to its end",
+        f"log: {run}/tasks/load/mapped/0?try_number=1",
+        "Not run (an upstream task failed): check",
     ):
         assert needle in body
+    assert body.count(bad.name) == 1  # named once
     assert [p.name for p in good if p.name in body] == []  # only the failed file is named
+    states = airflow_home.task_instances("session_stream", result.run_id)
+    assert states["load[0]"] == ("failed", 1) and states["finish"] == ("failed", 1)

@@ -227,12 +227,14 @@ def test_a_bad_file_fails_alone_is_marked_failed_and_the_next_run_retries_it(env
     truncate_file(bad)
     fetched, errors = run(env)
     assert len(errors) == 1 and errors[0].files == [bad.name]
-    assert bad.name in str(errors[0])
+    assert str(errors[0]).count(bad.name) == 1  # named once, though the split's error names it too
+    assert "cannot be read to its end" in errors[0].problems[bad.name]
     assert ledger(env.url) == {p.name: ("failed" if p == bad else "loaded", 1) for p in env.paths}
     assert staged_files(env) == []
     with pytest.raises(dag_tasks.FilesFailedError) as failed:
         dag_tasks.check(fetched, env.loader)
     assert failed.value.files == [bad.name]
+    assert str(failed.value).count(bad.name) == 1
 
     again, errors = run(env, prefix=P("run2"))
     assert again["fetched"] == [bad.name]
@@ -261,6 +263,35 @@ def test_check_names_files_with_more_rejects_than_allowed(env):
         )
     }
     assert set(failed.value.files) == with_rejects and with_rejects
+    # The ledger has them loaded: the error must not say they were marked failed or will be retried.
+    text = str(failed.value)
+    assert "marked failed" not in text and "retr" not in text
+    assert all(p.startswith("loaded, but with") for p in failed.value.problems.values())
+    assert all(text.count(name) == 1 for name in with_rejects)
+    assert ledger(env.url) == {p.name: ("loaded", 1) for p in env.paths}
+
+
+def test_a_scheduled_run_fails_when_the_drop_has_been_silent_for_too_long(env):
+    run(env)  # hour 0 is in the drop and loaded
+    six_hours_later = dag_tasks.Window(
+        HOUR0.start + timedelta(hours=6), HOUR0.end + timedelta(hours=6)
+    )
+    fetched = dag_tasks.fetch(
+        env.drop, env.loader, env.staging, six_hours_later, prefix="r6", silence_hours=6
+    )
+    # [01:00, 07:00) holds no file; the listing (look-back 3 h) covered only [03:00, 07:00).
+    assert fetched["silent"] and "no new file in the drop for 6 hours" in fetched["silent"]
+    assert str(env.drop.url) in fetched["silent"]
+    with pytest.raises(dag_tasks.DropSilentError, match="check that Monetate still delivers"):
+        dag_tasks.check(fetched, env.loader)
+
+    # Hour 0 is within 7 hours of 07:00: not silent. Nor is a run that does not ask.
+    for kwargs in ({"silence_hours": 7}, {}):
+        fetched = dag_tasks.fetch(
+            env.drop, env.loader, env.staging, six_hours_later, prefix="r7", **kwargs
+        )
+        assert fetched["silent"] is None
+        assert dag_tasks.check(fetched, env.loader)["loaded"] == 0
 
 
 def test_the_look_back_picks_up_a_late_file_of_an_earlier_hour(env):

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from session_stream.drop import DropFile, list_tree, open_drop
 from session_stream.drop_local import LocalDrop
 from session_stream.drop_sftp import SftpCredentials, SftpDrop
-from session_stream.errors import ConfigError
+from session_stream.errors import ConfigError, UnreachableError
 from session_stream.keys import paramiko_private_key
 from session_stream.names import order_key, parse_name
 from session_stream.settle import settled
@@ -215,6 +215,21 @@ def test_s3_refused_credentials_are_a_config_error(s3_server):
         open_drop(f"s3://{bucket}/p", s3=s3_server.options())
 
 
+def test_an_s3_endpoint_that_does_not_answer_is_unreachable():
+    from servers import free_port
+
+    from session_stream.s3 import S3Options
+
+    options = S3Options(
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    with pytest.raises(UnreachableError, match="cannot reach the S3 endpoint"):
+        open_drop("s3://bucket/x", s3=options)
+
+
 def test_missing_local_root_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         open_drop(str(tmp_path / "nope"))
@@ -304,12 +319,14 @@ def test_sftp_wrong_user_key_is_a_config_error(sftp_server):
         open_drop(sftp_server.url, sftp=sftp_server.credentials(private_key=other.decode()))
 
 
-def test_sftp_unreachable_server_is_a_config_error(sftp_server):
+def test_sftp_unreachable_server_is_a_config_error_worth_retrying(sftp_server):
     from servers import free_port
 
     url = f"sftp://root@127.0.0.1:{free_port()}/x"
-    with pytest.raises(ConfigError, match="cannot reach SFTP server"):
+    with pytest.raises(ConfigError, match="cannot reach SFTP server") as raised:
         open_drop(url, sftp=sftp_server.credentials())
+    # A ConfigError for the CLI (exit 2), and the kind Airflow retries: the server may come back.
+    assert isinstance(raised.value, UnreachableError)
 
 
 def test_sftp_missing_root_folder_is_a_config_error(sftp_server):

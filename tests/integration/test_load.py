@@ -377,6 +377,16 @@ def test_bad_database_config_is_one_line_and_exit_2(db_arg, password, message, d
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_server_that_does_not_answer_is_unreachable_and_a_refused_login_is_not():
+    from session_stream.errors import ConfigError, UnreachableError
+
+    with pytest.raises(UnreachableError, match="cannot reach MySQL at 127.0.0.1:1"):
+        db.connect("mysql://root@127.0.0.1:1/x")
+    with pytest.raises(ConfigError, match="refused user") as refused:
+        db.connect("mysql://nobody:wrong@127.0.0.1:3306/test")
+    assert not isinstance(refused.value, UnreachableError)
+
+
 def test_missing_db_setting_and_uninitialised_database(url, drop, fresh_db_url):
     env = {db.DB_ENV: ""}
     result = run_cli("load", str(drop), env=env)
