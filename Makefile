@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: setup test lint bench demo system-deps
+.PHONY: setup test lint bench bench-days demo system-deps
 
 # The system packages each target needs (scripts/system-deps.sh): checked on every run, before the
 # venv is built; as root on Debian/Ubuntu it installs what is missing, otherwise it says what to run.
@@ -36,6 +36,10 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/python -m session_stream.bench
+
+# A warehouse grown day by day (12 days, ~10 M rows): day 12 against day 1, and Monetate's joins.
+bench-days: setup
+	$(VENV)/bin/python -m session_stream.bench --days 12
 
 # A day of sample sessions loaded into MySQL through the real DAG; see scripts/demo.py.
 demo: setup
