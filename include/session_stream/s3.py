@@ -1,9 +1,9 @@
 """S3 clients for the drop location and the staging area, and the S3 errors a user can fix.
 
-The engine never decides where credentials come from: it is handed either `S3Options` (the
-CLI and the tests: plain boto3, its default chain when no keys are given) or a factory that
-makes a ready boto3 client (the DAG: the Amazon provider's S3Hook on `aws_default`, so role
-assumption, profiles and web identity work as Airflow users expect).
+The engine never decides where credentials come from: it is handed either `S3Options` (use
+outside Airflow, and the tests: plain boto3, its default chain when no keys are given) or a
+factory that makes a ready boto3 client (the DAG: the Amazon provider's S3Hook on `aws_default`,
+so role assumption, profiles and web identity work as Airflow users expect).
 """
 
 from __future__ import annotations
