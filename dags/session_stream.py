@@ -80,9 +80,10 @@ unreachable servers, lock waits and timeouts retry with back-off. A run still go
 
 **Configuration**: Variable `session_stream_drop_url` (`sftp://user@host/path`,
 `s3://bucket/prefix`, a local folder); connections `session_stream_mysql`,
-`session_stream_sftp` (SFTP login and host key), `aws_default` (S3, `endpoint_url` extra
-honoured); optional Variable `session_stream_staging_url` (the staging root; an `s3://` prefix
-when tasks run on different workers). The params `drop_url` and `staging_url` may only narrow
+`session_stream_sftp` (SFTP login and host key), `aws_default` (S3, through the Amazon
+provider's hook: keys, `role_arn`, `profile_name`, `endpoint_url`); optional Variable
+`session_stream_staging_url` (the staging root; an `s3://` prefix when tasks run on different
+workers). The params `drop_url` and `staging_url` may only narrow
 to a folder inside these (or inside a root listed in Variable `session_stream_drop_roots`).
 Alerts: connection `smtp_default` + Variable `session_stream_alert_to`,
 and/or `session_stream_slack` (incoming webhook); links use `[api] base_url`.

@@ -7,7 +7,9 @@ engine's objects (drop location, staging area, loader). Called inside tasks, nev
 |                 | narrow it, or a root in Variable `session_stream_drop_roots`, to a folder |
 |                 | inside (roots.py)                                                         |
 | SFTP login      | connection `session_stream_sftp` (login, password, extras below)          |
-| S3 credentials  | connection `aws_default` (extra `endpoint_url`, `region_name`), else boto3 |
+| S3 client       | the Amazon provider's S3Hook on connection `aws_default`: keys,           |
+|                 | role_arn, profile_name, web identity, region_name, endpoint_url (or       |
+|                 | service_config), config_kwargs; without the connection, boto3's chain     |
 | staging area    | Variable `session_stream_staging_url` (the staging ROOT), else a folder   |
 |                 | under $AIRFLOW_HOME; a run's param `staging_url` may only narrow it       |
 | MySQL           | connection `session_stream_mysql`; extras `ssl` (dict: ca, capath, cert,  |
@@ -35,7 +37,7 @@ from session_stream.errors import ConfigError
 from session_stream.load import Loader
 from session_stream.privileges import migrate_if_pending
 from session_stream.roots import as_text, configured_roots, narrow, parse_location
-from session_stream.s3 import S3Options
+from session_stream.s3 import S3ClientFactory, client_config
 from session_stream.staging import StagingArea, open_staging
 
 DROP_URL_VARIABLE = "session_stream_drop_url"
@@ -150,20 +152,22 @@ def sftp_credentials() -> SftpCredentials | None:
     )
 
 
-def s3_options() -> S3Options:
-    """Credentials and endpoint of `aws_default`; without it, boto3's own chain (env, profile, role)."""
-    conn = _connection(AWS_CONN_ID)
-    if conn is None:
-        return S3Options()
-    extra = conn.extra_dejson
-    s3_config = (extra.get("service_config") or {}).get("s3") or {}
-    return S3Options(
-        endpoint_url=s3_config.get("endpoint_url") or extra.get("endpoint_url") or None,
-        region_name=extra.get("region_name") or None,
-        aws_access_key_id=conn.login or extra.get("aws_access_key_id") or None,
-        aws_secret_access_key=conn.password or extra.get("aws_secret_access_key") or None,
-        aws_session_token=extra.get("aws_session_token") or None,
-    )
+def s3_client_factory() -> S3ClientFactory:
+    """Makes S3 clients through the Amazon provider's S3Hook on `aws_default`, so the connection
+    works as it does for the provider's own operators: keys, `role_arn` (assumed, and refreshed
+    before it expires), `profile_name`, web identity, `endpoint_url` (or `service_config.s3`),
+    `region_name`, `config_kwargs`. Without the connection the hook falls back on boto3's chain.
+    The engine's retry and timeout settings apply unless `config_kwargs` sets its own."""
+
+    def make_client():
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        hook = S3Hook(aws_conn_id=AWS_CONN_ID)
+        return hook.get_client_type(
+            region_name=hook.region_name, config=client_config().merge(hook.config)
+        )
+
+    return make_client
 
 
 def check_locations(params: dict) -> None:
@@ -178,13 +182,13 @@ def open_drop_location(params: dict) -> DropLocation:
     return open_drop(
         url,
         sftp=sftp_credentials() if url.scheme == "sftp" else None,
-        s3=s3_options() if url.scheme == "s3" else None,
+        s3=s3_client_factory() if url.scheme == "s3" else None,
     )
 
 
 def open_staging_area(params: dict) -> StagingArea:
     url = staging_url(params)
-    return open_staging(url, s3=s3_options() if url.lower().startswith("s3://") else None)
+    return open_staging(url, s3=s3_client_factory() if url.lower().startswith("s3://") else None)
 
 
 def mysql_url(conn) -> db.DbUrl:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -42,6 +41,7 @@ try:
     from session_stream import db, tables
     from session_stream.errors import ConfigError, SessionStreamError
     from session_stream.load import is_loaded
+    from session_stream.sql import quote
 except ImportError:  # run with a Python that is not the project's venv
     sys.exit("scripts/demo.py needs the project's virtualenv: run `make demo` (it creates .venv/)")
 
@@ -399,14 +399,9 @@ def prepare_airflow(home: Path, env: dict[str, str]) -> None:
 
 @dataclass
 class DagRun:
-    ok: bool
+    ok: bool  # `airflow dags test` exits non-zero when the run failed
     seconds: float
-    fetch_line: str | None  # the fetch task's "N listed, N already loaded, ..." line
     log: Path
-
-
-FETCH_LINE = re.compile(r"window \[.*?\): (\d+ listed, .*? batch\(es\))")
-RUN_STATE = re.compile(r"DagRun Finished: .*?state=(\w+)")
 
 
 def run_dag(s: Settings, env: dict[str, str], home: Path) -> DagRun:
@@ -419,37 +414,29 @@ def run_dag(s: Settings, env: dict[str, str], home: Path) -> DagRun:
     show_command(args[:-1] + [f"'{args[-1]}'"])
     log = home / "last_run.log"
     began = time.monotonic()
-    fetch_line, state = None, None
-    with open(log, "w") as out, console.status("running the DAG") as status:
-        proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for line in proc.stdout:
-            out.write(line)
-            if m := FETCH_LINE.search(line):
-                fetch_line = m.group(1)
-                status.update(f"running the DAG: {fetch_line}")
-            elif m := RUN_STATE.search(line):
-                state = m.group(1)
-        proc.wait()
-    seconds = time.monotonic() - began
-    return DagRun(proc.returncode == 0 and state == "success", seconds, fetch_line, log)
-
-
-EXCEPTION_LINE = re.compile(r"^[\w.]+(?:Error|Exception): .+")
-
-
-def errors_in(log: Path, keep: int = 3) -> list[str]:
-    """The last distinct exception messages of a failed run (its log is hundreds of lines)."""
-    lines = log.read_text(errors="replace").splitlines()
-    found = list(dict.fromkeys(m.group(0) for line in lines if (m := EXCEPTION_LINE.match(line))))
-    return found[-keep:] or lines[-15:]
+    with open(log, "w") as out, console.status(f"running the DAG (log: {log})"):
+        proc = subprocess.run(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return DagRun(proc.returncode == 0, time.monotonic() - began, log)
 
 
 # ---------------------------------------------------------------- what was loaded
 
 
-def ledger(url: db.DbUrl, names: list[str]) -> dict[str, dict]:
+def server_now(url: db.DbUrl):
+    """The server's clock: the ledger's loaded_at is MySQL's, so "changed by this run" is
+    "loaded_at at or after this"."""
+    conn = db.connect(url)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT NOW(3)")
+        return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def ledger(url: db.DbUrl, names: list[str], since) -> tuple[dict[str, dict], dict[str, int]]:
+    """The ledger rows of the sample files (`touched`: the row changed at or after `since`), and
+    the row count of every table."""
     cols = [
         "file_name",
         "status",
@@ -459,52 +446,40 @@ def ledger(url: db.DbUrl, names: list[str]) -> dict[str, dict]:
         "rejects",
         "split_seconds",
         "load_seconds",
-        "attempts",
-        "loaded_at",
         "error",
     ]
-    conn = db.connect(url)
-    cur = conn.cursor()
     marks = ", ".join(["%s"] * len(names))
-    cur.execute(
-        f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{tables.LEDGER_TABLE}` "
-        f"WHERE file_name IN ({marks})",
-        names,
-    )
-    rows = {row[0]: dict(zip(cols, row, strict=True)) for row in cur.fetchall()}
-    conn.close()
-    return rows
-
-
-def table_counts(url: db.DbUrl) -> dict[str, int]:
     conn = db.connect(url)
-    cur = conn.cursor()
-    counts = {}
-    for t in tables.TABLES:
-        cur.execute(f"SELECT COUNT(*) FROM `{t.name}`")
-        counts[t.name] = cur.fetchone()[0]
-    conn.close()
-    return counts
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            f"SELECT {', '.join(quote(c) for c in cols)}, {quote(tables.LOADED_AT_COLUMN)} >= %s"
+            f" FROM {quote(tables.LEDGER_TABLE)} WHERE file_name IN ({marks})",
+            [since, *names],
+        )
+        rows = {r[0]: {**dict(zip(cols, r[:-1], strict=True)), "touched": bool(r[-1])} for r in cur}
+        counts = {}
+        for t in tables.TABLES:
+            cur.execute(f"SELECT COUNT(*) FROM {quote(t.name)}")
+            counts[t.name] = cur.fetchone()[0]
+    finally:
+        conn.close()
+    return rows, counts
 
 
-def print_summary(url: db.DbUrl, files: list[Path], before: dict, after: dict, dag: DagRun) -> None:
-    """The ledger's view of the sample files. A file counts as loaded when the ledger holds it
-    as loaded at its current size; "by this run" when its ledger row changed during the run."""
-
-    def version(row):  # a load updates loaded_at and attempts
-        return (row["status"], row["size"], row["loaded_at"], row["attempts"])
-
-    names = [p.name for p in files]
+def print_summary(url: db.DbUrl, files: list[Path], since, dag: DagRun) -> None:
+    """The ledger's view of the sample files, and what the tables hold now. A file counts as
+    loaded when the ledger holds it as loaded at its current size; "by this run" when its
+    ledger row changed during the run."""
     size = {p.name: p.stat().st_size for p in files}
-    ok = [n for n in names if is_loaded(after.get(n), size[n])]
-    failed = [n for n in names if n in after and n not in ok]
-    now_loaded = [n for n in ok if n not in before or version(before[n]) != version(after[n])]
-    skipped = len(ok) - len(now_loaded)
-    loaded = [after[n] for n in ok]
+    rows, counts = ledger(url, list(size), since)
+    ok = [n for n in size if is_loaded(rows.get(n), size[n])]
+    failed = [n for n in size if n in rows and n not in ok]
+    now_loaded = [n for n in ok if rows[n]["touched"]]
+    loaded = [rows[n] for n in ok]
 
-    counts = table_counts(url)
     table = Table(
-        title=f"ledger ({tables.LEDGER_TABLE}) for the {len(names)} sample files",
+        title=f"ledger ({tables.LEDGER_TABLE}) for the {len(size)} sample files",
         header_style="bold",
     )
     table.add_column("table")
@@ -515,16 +490,17 @@ def print_summary(url: db.DbUrl, files: list[Path], before: dict, after: dict, d
             t.name, f"{sum(r[tables.rows_column(t)] or 0 for r in loaded):,}", f"{counts[t.name]:,}"
         )
     console.print(table)
-    sessions = sum(r["sessions"] or 0 for r in loaded)
-    rejects = sum(r["rejects"] or 0 for r in loaded)
-    split = sum(float(r["split_seconds"] or 0) for r in loaded)
-    load = sum(float(r["load_seconds"] or 0) for r in loaded)
+
+    def total(col: str) -> float:
+        return sum(r[col] or 0 for r in loaded)
+
     console.print(
-        f"files: {len(ok)} of {len(names)} loaded ({len(now_loaded)} by this run, "
-        f"{skipped} skipped as already loaded, {len(failed)} failed) | "
-        f"session versions: {sessions:,} ({counts[tables.SESSIONS.name]:,} distinct sessions in "
-        f"{tables.SESSIONS.name}) | rejects: {rejects:,} | "
-        f"split {split:.1f}s + load {load:.1f}s (ledger) | DAG run {dag.seconds:.0f}s",
+        f"files: {len(ok)} of {len(size)} loaded ({len(now_loaded)} by this run, "
+        f"{len(ok) - len(now_loaded)} skipped as already loaded, {len(failed)} failed) | "
+        f"session versions: {total('sessions'):,} ({counts[tables.SESSIONS.name]:,} distinct "
+        f"sessions in {tables.SESSIONS.name}) | rejects: {total('rejects'):,} | "
+        f"split {total('split_seconds'):.1f}s + load {total('load_seconds'):.1f}s (ledger) | "
+        f"DAG run {dag.seconds:.0f}s",
         soft_wrap=True,
     )
     console.print(
@@ -532,10 +508,8 @@ def print_summary(url: db.DbUrl, files: list[Path], before: dict, after: dict, d
         "child rows (newest wins), so the tables hold fewer rows than were loaded.[/]",
         soft_wrap=True,
     )
-    if dag.fetch_line:
-        console.print(f"[dim]fetch task: {dag.fetch_line}[/]", soft_wrap=True)
     for n in failed:
-        console.print(f"[red]failed[/] {n}: {escape(after[n]['error'] or '')}", soft_wrap=True)
+        console.print(f"[red]failed[/] {n}: {escape(rows[n]['error'] or '')}", soft_wrap=True)
 
 
 # Example queries a user can paste into mysql; the demo test runs every one of them.
@@ -646,21 +620,21 @@ def demo() -> int:
     home = s.home / "airflow"
     env = airflow_env(home, database, s.drop)
     prepare_airflow(home, env)
-    before = ledger(database.url, [p.name for p in files])
+    since = server_now(database.url)
     dag = run_dag(s, env, home)
-    after = ledger(database.url, [p.name for p in files])
     if dag.ok:
         console.print(f"[green]DAG run succeeded[/] in {dag.seconds:.0f}s (log: {dag.log})")
     else:
-        console.print("\n".join(errors_in(dag.log)), markup=False, soft_wrap=True)
-        console.print(f"[red]the DAG run failed[/]; the whole log is in {dag.log}")
+        console.print(
+            f"[red]the DAG run failed[/]; its log is in {dag.log}, the failed files below"
+        )
         console.print(
             f"Fix what it names and run `make demo` again (rm -rf {s.home} starts over).",
             soft_wrap=True,
         )
 
     step("5. what was loaded")
-    print_summary(database.url, files, before, after, dag)
+    print_summary(database.url, files, since, dag)
     if not dag.ok:
         return 1
 

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -172,6 +172,16 @@ def sftp_server(tmp_path_factory):
 
 
 @dataclass
+class AwsRole:
+    """An IAM user's keys and the role they may assume (S3Server.role_for_bucket)."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    role_arn: str = ""
+    role_name: str = ""
+
+
+@dataclass
 class S3Server:
     endpoint_url: str
 
@@ -204,6 +214,67 @@ class S3Server:
             yield
         finally:
             set_count("inf")
+
+    def iam(self):
+        import boto3
+
+        return boto3.client("iam", endpoint_url=self.endpoint_url, region_name="us-east-1")
+
+    def role_for_bucket(self, bucket: str, *, trusted: bool = True) -> AwsRole:
+        """An IAM user whose keys may only assume a role, and that role, which may do anything
+        to `bucket`: under `enforcing_auth`, the keys alone cannot touch the bucket, so a client
+        that can was made with the role. `trusted=False`: the role's trust policy names another
+        principal, so the user cannot assume it."""
+        import json
+
+        iam, tag = self.iam(), uuid.uuid4().hex[:10]
+        user = iam.create_user(UserName=f"airflow-{tag}")["User"]
+        key = iam.create_access_key(UserName=user["UserName"])["AccessKey"]
+        principal = user["Arn"] if trusted else user["Arn"].replace(tag, f"other-{tag}")
+        role = iam.create_role(
+            RoleName=f"session-stream-{tag}",
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"AWS": principal},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+        )["Role"]
+        iam.put_role_policy(
+            RoleName=role["RoleName"],
+            PolicyName="bucket",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "s3:*",
+                            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                        }
+                    ],
+                }
+            ),
+        )
+        iam.put_user_policy(
+            UserName=user["UserName"],
+            PolicyName="assume",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role["Arn"]}
+                    ],
+                }
+            ),
+        )
+        return AwsRole(key["AccessKeyId"], key["SecretAccessKey"], role["Arn"], role["RoleName"])
 
     def create_bucket(self, name: str | None = None) -> str:
         """Create a bucket (a unique name unless given) and return its name."""

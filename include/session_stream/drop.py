@@ -31,7 +31,7 @@ from .utc import to_utc
 
 if TYPE_CHECKING:
     from .drop_sftp import SftpCredentials
-    from .s3 import S3Options
+    from .s3 import S3Source
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +186,11 @@ class DropLocation(ABC):
 
 
 def open_drop(
-    url: DropUrl | str, *, sftp: SftpCredentials | None = None, s3: S3Options | None = None
+    url: DropUrl | str, *, sftp: SftpCredentials | None = None, s3: S3Source = None
 ) -> DropLocation:
     """Open a drop location from its URL (one of URL_FORMS, or a parsed DropUrl).
+
+    `s3`: S3Options or a factory of ready boto3 S3 clients (see s3.py); `sftp`: the login.
 
     SFTP paths are absolute; `sftp://user@host/~/dir` is `dir` under the login folder.
     """

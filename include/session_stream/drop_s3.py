@@ -5,22 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from .drop import DropFile, DropLocation
-from .s3 import S3Options, s3_client, s3_config_error
+from .s3 import S3Source, endpoint_of, s3_client, s3_config_error
 
 
 class S3Drop(DropLocation):
-    def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None):
+    """`s3`: S3Options, or a factory of ready boto3 clients (the DAG's comes from the Amazon
+    provider's hook); the drop closes the client it made."""
+
+    def __init__(self, bucket: str, prefix: str = "", s3: S3Source = None):
         from botocore.exceptions import BotoCoreError, ClientError
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.endpoint_url = (options or S3Options()).endpoint_url
-        self.client = s3_client(options)
         self._errors = (BotoCoreError, ClientError)
-        # Check bucket and credentials now, with a call that a prefix-scoped IAM policy allows
-        # (HeadBucket would need rights on the whole bucket).
+        self.endpoint_url = None
+        # Check credentials (a role is assumed as the client is made) and the bucket now, with a
+        # call that a prefix-scoped IAM policy allows (HeadBucket needs rights on the whole bucket).
         try:
+            self.client = s3_client(s3)
+            self.endpoint_url = endpoint_of(self.client)
             self.client.list_objects_v2(Bucket=bucket, Prefix=self._key(""), MaxKeys=1)
         except self._errors as exc:
             raise s3_config_error(exc, self.url, self.endpoint_url) from exc

@@ -1,7 +1,8 @@
 """Monetate's SFTP server as the drop location (the real delivery).
 
-paramiko, not the SSH provider's SSHHook: the hook rejects PKCS#8 RSA and Ed25519 keys and has no
-known_hosts-file option. The server's host key must be known (a known_hosts file or the key
+paramiko, not the SSH provider's SSHHook: the hook cannot read PKCS#8 keys ("BEGIN PRIVATE KEY",
+RSA or Ed25519, what `openssl genpkey` writes) and reads host keys from ~/.ssh/known_hosts only
+(README, "Design"). The server's host key must be known (a known_hosts file or the key
 itself); trusting any key is an explicit, logged opt-in for tests.
 """
 

@@ -1,7 +1,14 @@
-"""S3 clients for the drop location and the staging area, and the S3 errors a user can fix."""
+"""S3 clients for the drop location and the staging area, and the S3 errors a user can fix.
+
+The engine never decides where credentials come from: it is handed either `S3Options` (use
+outside Airflow, and the tests: plain boto3, its default chain when no keys are given) or a
+factory that makes a ready boto3 client (the DAG: the Amazon provider's S3Hook on `aws_default`,
+so role assumption, profiles and web identity work as Airflow users expect).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,12 +25,29 @@ class S3Options:
     aws_session_token: str | None = field(default=None, repr=False)
 
 
-def s3_client(options: S3Options | None = None) -> Any:
-    """A boto3 S3 client; with no keys given, boto3's default credential chain applies."""
-    import boto3
+# Makes a new boto3 S3 client each call; whoever it is given to owns (and closes) the client.
+S3ClientFactory = Callable[[], Any]
+S3Source = S3Options | S3ClientFactory | None
+
+
+def client_config() -> Any:
+    """The engine's botocore settings for S3: retries with back-off, bounded waits. A client
+    factory merges its own settings over these (see session_stream_airflow.s3_client_factory)."""
     from botocore.config import Config
 
-    o = options or S3Options()
+    return Config(
+        retries={"mode": "standard", "max_attempts": 5}, connect_timeout=20, read_timeout=120
+    )
+
+
+def s3_client(source: S3Source = None) -> Any:
+    """A boto3 S3 client: the factory's, or one built from `S3Options` (with no keys given,
+    boto3's default credential chain applies)."""
+    if callable(source):
+        return source()
+    import boto3
+
+    o = source or S3Options()
     return boto3.session.Session().client(
         "s3",
         endpoint_url=o.endpoint_url or None,
@@ -31,10 +55,13 @@ def s3_client(options: S3Options | None = None) -> Any:
         aws_access_key_id=o.aws_access_key_id or None,
         aws_secret_access_key=o.aws_secret_access_key or None,
         aws_session_token=o.aws_session_token or None,
-        config=Config(
-            retries={"mode": "standard", "max_attempts": 5}, connect_timeout=20, read_timeout=120
-        ),
+        config=client_config(),
     )
+
+
+def endpoint_of(client: Any) -> str | None:
+    """The endpoint a client talks to, for messages."""
+    return getattr(getattr(client, "meta", None), "endpoint_url", None)
 
 
 def s3_config_error(exc: Exception, url: str, endpoint: str | None = None) -> Exception:
@@ -51,6 +78,11 @@ def s3_config_error(exc: Exception, url: str, endpoint: str | None = None) -> Ex
         return UnreachableError(f"cannot reach the S3 endpoint for {url}: {exc}")
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
+        if getattr(exc, "operation_name", "") in ("AssumeRole", "AssumeRoleWithWebIdentity"):
+            return ConfigError(
+                f"could not assume the AWS role for {url} ({code}): check role_arn in the "
+                "aws_default connection and the role's trust policy"
+            )
         if code == "NoSuchBucket":
             bucket = urlsplit(url).netloc
             return ConfigError(

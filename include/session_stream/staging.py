@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 from .errors import ConfigError, LoadError
 from .redact import mask_url
 from .roots import contained
-from .s3 import S3Options, s3_client, s3_config_error
+from .s3 import S3Source, endpoint_of, s3_client, s3_config_error
 
 _MISSING_HINT = (
     "if tasks run on different workers, the staging area must be shared by all of them "
@@ -69,7 +69,7 @@ class StagingArea(ABC):
     url: str
 
     @classmethod
-    def from_url(cls, url: str, *, s3: S3Options | None = None) -> StagingArea:
+    def from_url(cls, url: str, *, s3: S3Source = None) -> StagingArea:
         return open_staging(url, s3=s3)
 
     @abstractmethod
@@ -176,14 +176,18 @@ class LocalStaging(StagingArea):
 
 
 class S3Staging(StagingArea):
-    def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None):
+    """`s3`: S3Options, or a factory of ready boto3 clients (the DAG's comes from the Amazon
+    provider's hook); the area closes the client it made."""
+
+    def __init__(self, bucket: str, prefix: str = "", s3: S3Source = None):
         from botocore.exceptions import BotoCoreError, ClientError
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.endpoint_url = (options or S3Options()).endpoint_url
-        self.client = s3_client(options)
         self._errors = (BotoCoreError, ClientError)
+        self.endpoint_url = None
+        self.client = self._call(s3_client, s3)  # a role is assumed here: its errors are one line
+        self.endpoint_url = endpoint_of(self.client)
 
     def _key(self, key: str) -> str:
         key = _check_key(key)
@@ -285,8 +289,9 @@ class S3Staging(StagingArea):
         self.client.close()
 
 
-def open_staging(url: str, *, s3: S3Options | None = None) -> StagingArea:
-    """A staging area from a local folder path, a file:// URL or an s3://bucket/prefix."""
+def open_staging(url: str, *, s3: S3Source = None) -> StagingArea:
+    """A staging area from a local folder path, a file:// URL or an s3://bucket/prefix;
+    `s3`: S3Options or a factory of ready boto3 S3 clients (see s3.py)."""
     if not url or not url.strip():
         raise ConfigError("no staging area given: use a local folder or s3://bucket/prefix")
     url = url.strip()

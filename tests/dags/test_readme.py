@@ -117,3 +117,17 @@ def test_make_targets_named_in_the_readme_exist(heading):
         assert re.search(rf"^{target}:", makefile, re.M), (
             f"make {target} is in the README but not the Makefile"
         )
+
+
+def test_the_design_section_names_every_module_and_no_other():
+    start = README.index("## Design")
+    section = README[start : README.index("\n## ", start + 1)]
+    named = set(re.findall(r"`(\w+\.py)`", section))
+    modules = {
+        p.name
+        for folder in ("include/session_stream", "plugins")
+        for p in (REPO / folder).glob("*.py")
+        if p.name != "__init__.py"
+    }
+    assert modules - named == set(), "modules the README's Design section does not describe"
+    assert named - modules == set(), "the Design section names modules that do not exist"

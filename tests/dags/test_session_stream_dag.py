@@ -137,17 +137,31 @@ def test_hourly_runs_load_their_window_once_even_when_rerun_or_overlapping(
     assert not [p for p in staging.rglob("*") if p.is_file()]
 
 
-def test_a_drop_and_staging_area_on_s3(airflow_home, fresh_db_url, reference, tmp_path, s3_server):
+def test_a_drop_and_staging_area_on_s3_through_a_role_the_connection_assumes(
+    airflow_home, fresh_db_url, reference, tmp_path, s3_server
+):
+    """aws_default as AWS users write it: an IAM user's keys and a role_arn. moto checks every
+    call here, and the user's own keys may not touch the bucket: the run can only succeed if
+    the DAG's S3 clients come from the provider's hook, which assumes the role."""
+    from botocore.exceptions import ClientError
+
     local = tmp_path / "drop"
     drop = make_drop(local, hours=1, seed=11)
     bucket = s3_server.create_bucket()
     s3_server.upload_tree(local, bucket, "monetate/raw_data/session_stream")
+    role = s3_server.role_for_bucket(bucket)
     aws = conn_env(
         "aws_default",
         conn_type="aws",
-        login="testing",
-        password="testing",
-        extra={"endpoint_url": s3_server.endpoint_url, "region_name": "us-east-1"},
+        login=role.access_key_id,
+        password=role.secret_access_key,
+        extra={
+            "endpoint_url": s3_server.endpoint_url,
+            "region_name": "us-east-1",
+            "role_arn": role.role_arn,
+            # The provider never sends AssumeRole to endpoint_url; STS has its own.
+            "service_config": {"sts": {"endpoint_url": s3_server.endpoint_url}},
+        },
     )
     env = {
         **mysql_conn_env(fresh_db_url),
@@ -157,11 +171,27 @@ def test_a_drop_and_staging_area_on_s3(airflow_home, fresh_db_url, reference, tm
             session_stream_staging_url=f"s3://{bucket}/staging",
         ),
     }
-    result = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
+    user_only = boto3_s3(s3_server, role.access_key_id, role.secret_access_key)
+    with s3_server.enforcing_auth():
+        with pytest.raises(ClientError, match="AccessDenied"):
+            user_only.list_objects_v2(Bucket=bucket, MaxKeys=1)
+        result = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
     assert result.returncode == 0 and result.run_state == "success", result.explain()
     assert_same_warehouse(fresh_db_url, reference(drop), drop)
     left = s3_server.client().list_objects_v2(Bucket=bucket, Prefix="staging/").get("Contents", [])
     assert left == []
+
+
+def boto3_s3(s3_server, key_id: str, secret: str):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+    )
 
 
 def test_a_drop_on_sftp_with_key_login_and_pinned_host_key(

@@ -215,6 +215,49 @@ def test_s3_refused_credentials_are_a_config_error(s3_server):
         open_drop(f"s3://{bucket}/p", s3=s3_server.options())
 
 
+def test_an_s3_drop_uses_the_client_its_factory_makes_and_closes_it(s3_server):
+    bucket = s3_server.create_bucket()
+    s3_server.client().put_object(Bucket=bucket, Key=f"p/{rel('2026-11-01 00:00', 1)}", Body=gz(""))
+    made, closed = [], []
+
+    def factory():
+        client = s3_server.client()
+        client.close = lambda: closed.append(client)
+        made.append(client)
+        return client
+
+    with open_drop(f"s3://{bucket}/p", s3=factory) as drop:
+        assert drop.client is made[0]
+        start = datetime(2026, 11, 1, tzinfo=UTC)
+        assert [f.path for f in drop.list_files(start, start + timedelta(hours=1))] == [
+            rel("2026-11-01 00:00", 1)
+        ]
+        assert closed == []
+    assert closed == made and len(made) == 1  # the drop owns the client its factory made
+
+
+def test_a_client_factory_that_fails_is_one_config_error_line(s3_server):
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    from session_stream.staging import open_staging
+
+    def no_credentials():
+        raise NoCredentialsError()
+
+    def role_refused():
+        error = {"Error": {"Code": "AccessDenied", "Message": "not allowed"}}
+        raise ClientError(error, "AssumeRole")
+
+    for factory, message in (
+        (no_credentials, "no AWS credentials"),
+        (role_refused, "could not assume the AWS role"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            open_drop("s3://bucket/x", s3=factory)
+        with pytest.raises(ConfigError, match=message):
+            open_staging("s3://bucket/x", s3=factory)
+
+
 def test_an_s3_endpoint_that_does_not_answer_is_unreachable():
     from servers import free_port
 
