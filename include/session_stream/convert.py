@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 import orjson
@@ -78,24 +78,34 @@ def _money(value, where: str) -> str:
     return plain
 
 
-_ISO_UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z").fullmatch
+# The feed's usual form: UTC to the millisecond, every time field in range, year 1000 or later.
+_ISO_UTC_MS = re.compile(
+    r"[1-9]\d{3}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z"
+).fullmatch
+_REAL_DAYS: set[str] = set()  # 'YYYY-MM-DD' texts already found to be real dates
+
+
+def _real_day(day: str) -> bool:
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        return False
+    if len(_REAL_DAYS) < 100_000:
+        _REAL_DAYS.add(day)
+    return True
 
 
 def _utc_datetime(value, where: str, name: str) -> str:
     # `where` and `name` are joined only for a reject: most values take the first branch.
     t = type(value)
     if t is str and _ISO_UTC_MS(value):
-        # The feed's usual form, already UTC to the millisecond: once fromisoformat has
-        # checked the date is real, the answer is the string itself, re-punctuated.
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            raise Reject(
-                f"{where}.{name}: {value!r} is not an ISO-8601 time or epoch milliseconds"
-            ) from None
-        if value[0] == "0" and value < "1000":
-            raise Reject(f"{where}.{name}: {value!r} is before the year 1000")
-        return f"{value[:10]} {value[11:23]}"
+        # The feed's usual form: once its date is known to be real (a day of the month past
+        # the month's end is the only thing left to check), the answer is the string itself,
+        # re-punctuated. Anything else in ISO form takes the general branch below.
+        day = value[:10]
+        if day in _REAL_DAYS or _real_day(day):
+            return f"{day} {value[11:23]}"
+        raise Reject(f"{where}.{name}: {value!r} is not an ISO-8601 time or epoch milliseconds")
     if t is str and not _INT_STRING(value):
         try:
             dt = datetime.fromisoformat(value.strip())
@@ -124,13 +134,23 @@ def _utc_datetime(value, where: str, name: str) -> str:
     return dt.isoformat(sep=" ", timespec="milliseconds")[:23]
 
 
-_FLAGS = {"t": "1", "f": "0", True: "1", False: "0"}
+FLAGS = {"t": "1", "f": "0", True: "1", False: "0"}
 
 
-def converter(column: tables.Column) -> Callable[[object, str], str]:
-    """The function turning a JSON value of `column` into its TSV field."""
+def converter(column: tables.Column, *, clean: bool = False) -> Callable[[object, str], str]:
+    """The function turning a JSON value of `column` into its TSV field. clean=True: for values
+    of a line known to hold no string that needs escaping (split.py), so a string that fits
+    its column is taken as it is, without a look at its characters."""
     kind, name = column.kind, column.name
-    if kind == tables.STR:
+    if kind == tables.STR and clean:
+        limit, general = column.length, converter(column)
+
+        def conv(v, where):
+            if type(v) is str and len(v) <= limit:
+                return v
+            return general(v, where)
+
+    elif kind == tables.STR:
         limit, required = column.length, column.not_null
 
         def conv(v, where):
@@ -158,8 +178,14 @@ def converter(column: tables.Column) -> Callable[[object, str], str]:
     elif kind == tables.MONEY:
 
         def conv(v, where):
-            if type(v) is str and _MONEY_PLAIN(v):
-                return v
+            t = type(v)
+            if t is str:
+                if _MONEY_PLAIN(v):
+                    return v
+            elif t is float:
+                text = repr(v)  # the shortest text that reads back as v
+                if _MONEY_PLAIN(text):
+                    return text
             return NULL if v is None else _money(v, f"{where}.{name}")
 
     elif kind == tables.FLAG:
@@ -168,7 +194,7 @@ def converter(column: tables.Column) -> Callable[[object, str], str]:
             if v is None:
                 return NULL
             try:
-                return _FLAGS[v]
+                return FLAGS[v]
             except (KeyError, TypeError):
                 raise Reject(f"{where}.{name}: {v!r} is not a 't'/'f' flag") from None
 

@@ -48,16 +48,16 @@ def _too_many(top: str) -> Reject:
     return Reject(f"{top}: more than {_ROWS_MAX} rows for one session")
 
 
-def _item_columns(table: tables.Table) -> list[tuple[str, Callable]]:
+def _item_columns(table: tables.Table, clean: bool) -> list[tuple[str, Callable]]:
     """(json key, converter) for the columns fed by the item's own fields (not a map key)."""
     columns = table.columns if table.shape == "list" else table.columns[1:]
-    return [(c.json_key, converter(c)) for c in columns]
+    return [(c.json_key, converter(c, clean=clean)) for c in columns]
 
 
-def _session_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
+def _session_builder(table: tables.Table, clean: bool) -> Callable[[dict, str], list[str]]:
     """The session's own row: every column after session_id (which is in `lead`)."""
     columns = table.columns[1:]
-    keys, convs = [c.json_key for c in columns], [converter(c) for c in columns]
+    keys, convs = [c.json_key for c in columns], [converter(c, clean=clean) for c in columns]
     where = ["session"] * len(columns)
 
     # map() runs the loop over the 34 columns in C: measurably faster than a comprehension here.
@@ -67,10 +67,11 @@ def _session_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
     return build
 
 
-def _map_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
+def _map_builder(table: tables.Table, clean: bool) -> Callable[[dict, str], list[str]]:
     """One row per entry of a map: its key, then its value."""
     top = table.path[0]
-    key_conv, value_conv = converter(table.columns[0]), converter(table.columns[1])
+    key_conv = converter(table.columns[0], clean=clean)
+    value_conv = converter(table.columns[1], clean=clean)
 
     def build(s, lead):
         entries = _container(s, top, dict, "")
@@ -91,38 +92,43 @@ def _map_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
     return build
 
 
-def _list_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
+def _list_builder(table: tables.Table, clean: bool) -> Callable[[dict, str], list[str]]:
     """One row per item of a list of objects."""
     top = table.path[0]
-    columns = _item_columns(table)
+    columns = _item_columns(table, clean)
+    keys, convs = [k for k, _ in columns], [c for _, c in columns]
+    wheres = [top] * len(columns)
 
-    def rows(items, lead, named):
-        lines = []
+    def named_rows(items, lead):
+        # Again, naming the item in the reason (rare): raises the Reject.
         for i, item in enumerate(items):
-            where = f"{top}[{i}]" if named else top
             if type(item) is not dict:
                 raise Reject(f"{top}[{i}]: expected a JSON object")
-            g = item.get
-            lines.append("\t".join([lead, str(i), *[c(g(k), where) for k, c in columns]]))
-        return lines
+            for k, c in columns:
+                c(item.get(k), f"{top}[{i}]")
+        raise AssertionError("named_rows found nothing to reject")
 
     def build(s, lead):
         items = _container(s, top, list, "")
         if len(items) > _ROWS_MAX:
             raise _too_many(top)
         try:
-            return rows(items, lead, False)
-        except Reject:
-            return rows(items, lead, True)  # again, naming the item in the reason (rare)
+            # item.get exists only on an object; map() runs each row's converters in C.
+            return [
+                "\t".join([lead, str(i), *map(call, convs, map(item.get, keys), wheres)])
+                for i, item in enumerate(items)
+            ]
+        except (Reject, AttributeError):
+            named_rows(items, lead)
 
     return build
 
 
-def _map_of_objects_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
+def _map_of_objects_builder(table: tables.Table, clean: bool) -> Callable[[dict, str], list[str]]:
     """One row per entry of a map whose values are objects: the key, then the object's fields."""
     top = table.path[0]
-    key_conv = converter(table.columns[0])
-    columns = _item_columns(table)
+    key_conv = converter(table.columns[0], clean=clean)
+    columns = _item_columns(table, clean)
 
     def build(s, lead):
         lines = []
@@ -139,12 +145,12 @@ def _map_of_objects_builder(table: tables.Table) -> Callable[[dict, str], list[s
     return build
 
 
-def _map_of_lists_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
+def _map_of_lists_builder(table: tables.Table, clean: bool) -> Callable[[dict, str], list[str]]:
     """One row per item of the lists inside a map's values: the map key, then the item's fields.
     Rows are numbered across all the session's lists, in order."""
     top, inner = table.path
-    key_conv = converter(table.columns[0])
-    columns = _item_columns(table)
+    key_conv = converter(table.columns[0], clean=clean)
+    columns = _item_columns(table, clean)
 
     def build(s, lead):
         lines = []
@@ -174,18 +180,25 @@ _BUILDERS_BY_SHAPE = {
 }
 
 
-def row_builder(table: tables.Table) -> Callable[[dict, str], list[str]]:
+def row_builder(table: tables.Table, *, clean: bool = False) -> Callable[[dict, str], list[str]]:
     """A function (session, lead) -> the table's TSV lines for that session; `lead` is the
     text of the leading fields: the session's index in the file and its escaped session_id for
-    session_sessions, the index alone for a child table."""
+    session_sessions, the index alone for a child table. clean=True: for a session whose line
+    holds no backslash, so no string in it needs escaping (convert.converter)."""
     try:
         make = _BUILDERS_BY_SHAPE[table.shape]
     except KeyError:
         raise ValueError(f"unknown table shape {table.shape}") from None
-    return make(table)
+    return make(table, clean)
 
 
-_BUILDERS = [(t, row_builder(t)) for t in tables.TABLES]
+# JSON escapes every character the staged format escapes (backslash, and control characters as
+# \t, \n, \r, \u0000), so a line without a backslash holds none of them: its strings are
+# written as they are, without looking at each (about 30 strings a session).
+_BUILDERS = [row_builder(t) for t in tables.TABLES]
+_CLEAN_BUILDERS = [row_builder(t, clean=True) for t in tables.TABLES]
+_TABLE_NAMES = [t.name for t in tables.TABLES]
+assert tables.TABLES[0] is tables.SESSIONS  # _session_rows puts the source after its first row
 _SESSION_ID = converter(tables.SESSION_ID)
 _END_TIME = converter(next(c for c in tables.SESSIONS.columns if c.name == "end_time"))
 _START_TIME = converter(next(c for c in tables.SESSIONS.columns if c.name == "start_time"))
@@ -219,12 +232,18 @@ _ITEM_KEYS = frozenset(_PATHS[_ITEM_PATH])
 class KeyAudit:
     """Counts, by path, the keys of a file's objects that the spec does not know
     (`session.new_field`, `cart_lines[].discount`) and the spec's scalar keys they lack
-    (CONTRACT: never dropped silently). Each object is compared with its key sets once, which is
-    all the work when it has the keys the spec knows."""
+    (CONTRACT: never dropped silently).
+
+    A session object's keys are judged once per distinct list of keys (a file holds a handful):
+    each session costs a tuple of its keys and one lookup. The smaller objects are compared with
+    their key sets, which is all the work when they have the keys the spec knows."""
+
+    SHAPES_MAX = 4096  # distinct session key lists remembered; beyond that, each is judged anew
 
     def __init__(self):
         self.unknown: Counter[str] = Counter()
         self.missing: Counter[str] = Counter()
+        self._verdicts: dict[tuple, tuple[list[str], list[str]]] = {}
 
     def _count(self, path: str, keys, expected: frozenset, known: frozenset) -> None:
         for key in keys - known:
@@ -238,8 +257,26 @@ class KeyAudit:
         if not (keys >= expected and keys <= known):
             self._count(path, keys, expected, known)
 
+    def _session(self, session: dict) -> None:
+        shape = tuple(session)
+        verdict = self._verdicts.get(shape)
+        if verdict is None:
+            path, expected, known = _SESSION_AUDIT
+            keys = set(shape)
+            verdict = (
+                sorted(f"{path}.{k}" for k in keys - known),
+                sorted(f"{path}.{k}" for k in expected - keys),
+            )
+            if len(self._verdicts) < self.SHAPES_MAX:
+                self._verdicts[shape] = verdict
+        unknown, missing = verdict
+        for key in unknown:
+            self.unknown[key] += 1
+        for key in missing:
+            self.missing[key] += 1
+
     def check(self, session: dict) -> None:
-        self._object(session, _SESSION_AUDIT)
+        self._session(session)
         for key, path, expected in _LIST_AUDITS:
             items = session.get(key)
             if type(items) is list:
@@ -263,19 +300,43 @@ class KeyAudit:
 # --- the file-level split ---------------------------------------------------------------------
 
 
-def _session_lines(
-    session: dict, index: int, session_id: str, source: str
-) -> list[tuple[str, list[str]]]:
-    """Build every row one session yields (see row_builder); raises Reject."""
+def _session_rows(
+    session: dict, index: int, session_id: str, source: str, builders: list
+) -> list[list[str]]:
+    """Every table's rows for one session, in tables.TABLES order (see row_builder); raises
+    Reject."""
+    first = builders[0](session, row_lead(index, session_id))[0] + "\t" + source
     lead = str(index)
-    out = []
-    for table, build in _BUILDERS:
-        if table is tables.SESSIONS:
-            lines = [build(session, row_lead(index, session_id))[0] + "\t" + source]
-        else:
-            lines = build(session, lead)
-        out.append((table.name, lines))
-    return out
+    return [[first], *[build(session, lead) for build in builders[1:]]]
+
+
+class _TableBuffers:
+    """The rows of each table for the last sessions, written out a thousand sessions at a time
+    (one write per table, not one per session and table)."""
+
+    FLUSH_EVERY = 1000
+
+    def __init__(self, writers: SplitWriter, rows: dict[str, int]):
+        self.handles = [writers.handles[name] for name in _TABLE_NAMES]
+        self.rows = rows
+        self.buffers: list[list[str]] = [[] for _ in _TABLE_NAMES]
+        self.sessions = 0
+
+    def add(self, per_table: list[list[str]]) -> None:
+        for buffer, lines in zip(self.buffers, per_table, strict=True):
+            buffer += lines
+        self.sessions += 1
+        if self.sessions >= self.FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        for name, handle, buffer in zip(_TABLE_NAMES, self.handles, self.buffers, strict=True):
+            if buffer:
+                self.rows[name] += len(buffer)
+                buffer.append("")  # the last row's line end
+                handle.write("\n".join(buffer))
+                buffer.clear()
+        self.sessions = 0
 
 
 def _iter_lines(path: Path):
@@ -314,7 +375,7 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
     best: dict[str, tuple[int, int]] = {}  # session_id -> (end_time, line_no) of the newest version
     duplicated: set[str] = set()
     writers = SplitWriter(out_dir)
-    handles = writers.handles
+    buffers = _TableBuffers(writers, rows)
     audit = KeyAudit()
     try:
         for line_no, raw in _iter_lines(src):
@@ -333,26 +394,26 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                 _reject(writers, result, line_no, "no session_id", raw)
                 continue
             audit.check(session)
+            builders = _BUILDERS if b"\\" in raw else _CLEAN_BUILDERS
             try:
                 sid = _SESSION_ID(session.get("session_id"), "session")
                 end = _END_TIME(session.get("end_time"), "session")
                 # Each staged row starts with the session's index in this file: the loader
                 # turns it into session_key (see tables.SESSION_KEY_COLUMN).
-                per_table = _session_lines(session, result.sessions, sid, source)
+                per_table = _session_rows(session, result.sessions, sid, source, builders)
             except Reject as exc:
                 _reject(writers, result, line_no, str(exc), raw)
                 continue
             end_ms = -1 if end == NULL else int(end)
-            start = _START_TIME(
-                session.get("start_time"), "session"
-            )  # validated by the row builder
-            if start == NULL and end == NULL:
-                reach = tables.BIGINT_RANGE[
-                    1
-                ]  # unknown: no later file may skip the existence check
+            start = _START_TIME(session.get("start_time"), "session")  # validated above
+            if end != NULL:
+                reach = end_ms if start == NULL else max(end_ms, int(start))
+            elif start != NULL:
+                reach = int(start)
             else:
-                reach = max(int(x) for x in (start, end) if x != NULL)
-            result.horizon = reach if result.horizon is None else max(result.horizon, reach)
+                reach = tables.BIGINT_RANGE[1]  # unknown: no later file may skip the check
+            if result.horizon is None or reach > result.horizon:
+                result.horizon = reach
             if keep is not None and sid in keep and keep[sid] != line_no:
                 continue
             if keep is None:
@@ -364,10 +425,8 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
                 best[sid] = (end_ms, line_no)
             writers.write_key(result.sessions, sid, end, start)
             result.sessions += 1
-            for table_name, lines in per_table:
-                if lines:
-                    rows[table_name] += len(lines)
-                    handles[table_name].write("\n".join(lines) + "\n")
+            buffers.add(per_table)
+        buffers.flush()
     finally:
         writers.close()
     result.unknown_keys = dict(sorted(audit.unknown.items()))

@@ -129,6 +129,8 @@ def test_numbers_may_arrive_as_numeric_strings(tmp_path):
     ("value", "expected"),
     [
         ("2026-11-01T01:02:03.456Z", "2026-11-01 01:02:03.456"),
+        ("2024-02-29T23:59:59.999Z", "2024-02-29 23:59:59.999"),
+        ("1000-01-01T00:00:00.000Z", "1000-01-01 00:00:00.000"),
         ("2026-11-01T03:02:03.456+02:00", "2026-11-01 01:02:03.456"),
         ("2026-10-31T20:02:03-05:00", "2026-11-01 01:02:03.000"),
         (1793494923456, "2026-11-01 01:02:03.456"),
@@ -284,6 +286,10 @@ def test_manifest_round_trips(tmp_path):
     ("value", "reason"),
     [
         ("2026-02-30T00:00:00.000Z", "not an ISO-8601"),
+        ("2026-04-31T12:00:00.000Z", "not an ISO-8601"),
+        ("2026-11-01T24:00:00.000Z", "not an ISO-8601"),
+        ("2026-11-01T23:59:60.000Z", "not an ISO-8601"),
+        ("2026-13-01T00:00:00.000Z", "not an ISO-8601"),
         ("0999-12-31T23:59:59.999Z", "before the year 1000"),
     ],
 )
@@ -291,3 +297,62 @@ def test_impossible_line_times_are_rejected(tmp_path, value, reason):
     result = split_lines(tmp_path, [{"session_id": "s", "view_lines": [{"time": value}]}])
     ((_, why, _),) = result.read_rejects()
     assert reason in why
+
+
+def test_key_counts_add_up_over_sessions_of_the_same_and_other_shapes(tmp_path):
+    full = {c.json_key: None for c in tables.SESSIONS.columns}
+    lines = [
+        {**full, "session_id": "a", "new_field": 1},
+        {**full, "session_id": "b", "new_field": 2},
+        {**full, "session_id": "c"},
+        {**{k: v for k, v in full.items() if k != "guid"}, "session_id": "d", "new_field": 3},
+        {**full, "session_id": "e", "other": 1},
+    ]
+    result = split_lines(tmp_path, lines)
+    assert result.unknown_keys == {"session.new_field": 3, "session.other": 1}
+    assert result.missing_keys == {"session.guid": 1}
+
+
+def _staged_files(result: SplitResult) -> dict[str, bytes]:
+    # The manifest holds the split's duration; its counts are compared apart.
+    return {p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.name != "manifest.json"}
+
+
+def test_lines_without_a_backslash_stage_what_the_checked_path_stages(tmp_path, monkeypatch):
+    """A line without a backslash has no string to escape, so its strings are not looked at
+    (split._CLEAN_BUILDERS): the staged files are the same byte for byte as when every string
+    is checked, on sample sessions with every quirk and with escapes mixed in."""
+    from session_stream import sample, split
+
+    (path,) = sample.write_drop(tmp_path / "drop", sample_day(), sessions=400, files=1, seed=3)
+    lines = gzip.decompress(path.read_bytes()).splitlines()
+    tricky = [orjson.loads(line) for line in lines[:20]]
+    for n, session in enumerate(tricky):
+        session["city"] = TRICKY[n % len(TRICKY)]
+        session["session_id"] += "-tricky"
+    src = write_gz(tmp_path / "20261101T000000.000Z_PT15M-1.json.gz", [*lines, *tricky])
+    fast = split_file(src, tmp_path / "fast")
+    monkeypatch.setattr(split, "_CLEAN_BUILDERS", split._BUILDERS)
+    checked = split_file(src, tmp_path / "checked")
+    assert fast.sessions == checked.sessions == 420
+    assert _staged_files(fast) == _staged_files(checked)
+    assert (fast.rows, fast.unknown_keys, fast.missing_keys) == (
+        checked.rows,
+        checked.unknown_keys,
+        checked.missing_keys,
+    )
+
+
+def sample_day():
+    from datetime import date
+
+    return date(2026, 11, 1)
+
+
+def test_json_never_holds_a_raw_control_character(tmp_path):
+    """The clean path's premise: orjson refuses a raw tab, CR, LF or NUL inside a string, so a
+    line with such a value either carries it escaped (with a backslash) or is rejected."""
+    for char in "\t\r\n\0":
+        raw = b'{"session_id": "s", "city": "a' + char.encode() + b'b"}'
+        result = split_lines(tmp_path, [raw], name="20261101T000000.000Z_PT15M-9.json.gz")
+        assert result.sessions == 0 and result.rejects >= 1  # a raw LF splits the line in two
