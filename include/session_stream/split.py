@@ -380,7 +380,7 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
     try:
         for line_no, raw in _iter_lines(src):
             result.lines = line_no
-            if not raw.strip():
+            if not raw or raw.isspace():  # blank (strip() would copy every line)
                 continue
             try:
                 session = orjson.loads(raw)
