@@ -167,7 +167,7 @@ def cmd_load(args) -> int:
         def on_file(path, outcome):
             progress.update(task, advance=1, description=f"{path.name} {outcome.status}")
             if outcome.status == "failed":
-                err.print(f"[red]failed[/] {path.name}: {outcome.error}")
+                err.print(f"[red]failed[/] {_failure(path.name, outcome.error)}", soft_wrap=True)
             elif not show_progress and not args.quiet:
                 err.print(
                     f"{outcome.status} {path.name} ({outcome.sessions} sessions, {outcome.seconds}s)"
@@ -196,8 +196,13 @@ def print_summary(summary) -> None:
         f"{summary.seconds:.1f}s | {summary.sessions_per_second:,.0f} sessions/s"
     )
     for name, error in summary.failures:
-        out.print(f"[red]failed[/] {name}: {error}")
+        out.print(f"[red]failed[/] {_failure(name, error)}")
     print_key_counts(summary.unknown_keys, summary.missing_keys)
+
+
+def _failure(name: str, error: str | None) -> str:
+    """`name: error`, one line, the name once (a split's error starts with it already)."""
+    return escape(f"{name}: {(error or 'failed').removeprefix(f'{name}: ')}")
 
 
 def print_key_counts(unknown, missing) -> None:

@@ -358,6 +358,39 @@ def test_json_never_holds_a_raw_control_character(tmp_path):
         assert result.sessions == 0 and result.rejects >= 1  # a raw LF splits the line in two
 
 
+# ---- files that hold no gzip member (issue 10, finding 9) -----------------------------------
+
+EMPTY_MEMBER = gzip.compress(b"", mtime=0)  # a complete gzip stream of no text: 20 bytes
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", "is empty (0 bytes), not a gzip file"),  # an upload cut at its start
+        (EMPTY_MEMBER[:2], "cannot be read to its end"),  # the magic alone
+        (EMPTY_MEMBER[:10], "cannot be read to its end"),  # a header alone
+        (EMPTY_MEMBER[:12], "cannot be read to its end"),  # a header and an empty block, no trailer
+        (b"\0" * 4096, "cannot be read to its end"),  # space reserved, never written
+    ],
+    ids=["zero-bytes", "magic-only", "header-only", "no-trailer", "zeros"],
+)
+def test_a_file_without_a_whole_gzip_member_is_unreadable_and_named(tmp_path, data, error):
+    name = "20261101T000000.000Z_PT15M-1.json.gz"
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(BadInputError) as unreadable:
+        split_file(tmp_path / name, tmp_path / "out")
+    message = str(unreadable.value)
+    assert message.startswith(f"{name}: ") and error in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_whole_gzip_stream_of_no_lines_is_an_empty_window(tmp_path):
+    name = "20261101T000000.000Z_PT15M-1.json.gz"
+    (tmp_path / name).write_bytes(EMPTY_MEMBER)
+    result = split_file(tmp_path / name, tmp_path / "out")
+    assert (result.sessions, result.rejects, result.lines) == (0, 0, 0)
+
+
 # ---- rejected lines staged raw, once (issue 10, finding 7) ----------------------------------
 
 
