@@ -38,6 +38,7 @@ def reset(url: str) -> None:
     """Empty every table of the warehouse (keeps the schema)."""
     conn = db.connect(url)
     cur = conn.cursor()
-    for name in [t.storage for t in tables.TABLES] + [tables.LEDGER_TABLE, tables.REJECTS_TABLE]:
+    own = [tables.LEDGER_TABLE, tables.REJECTS_TABLE, tables.REJECT_PARTS_TABLE]
+    for name in [t.storage for t in tables.TABLES] + own:
         cur.execute(f"DELETE FROM `{name}`")
     conn.close()

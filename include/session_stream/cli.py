@@ -167,7 +167,7 @@ def cmd_load(args) -> int:
         def on_file(path, outcome):
             progress.update(task, advance=1, description=f"{path.name} {outcome.status}")
             if outcome.status == "failed":
-                err.print(f"[red]failed[/] {path.name}: {outcome.error}")
+                err.print(f"[red]failed[/] {_failure(path.name, outcome.error)}", soft_wrap=True)
             elif not show_progress and not args.quiet:
                 err.print(
                     f"{outcome.status} {path.name} ({outcome.sessions} sessions, {outcome.seconds}s)"
@@ -196,8 +196,13 @@ def print_summary(summary) -> None:
         f"{summary.seconds:.1f}s | {summary.sessions_per_second:,.0f} sessions/s"
     )
     for name, error in summary.failures:
-        out.print(f"[red]failed[/] {name}: {error}")
+        out.print(f"[red]failed[/] {_failure(name, error)}")
     print_key_counts(summary.unknown_keys, summary.missing_keys)
+
+
+def _failure(name: str, error: str | None) -> str:
+    """`name: error`, one line, the name once (a split's error starts with it already)."""
+    return escape(f"{name}: {(error or 'failed').removeprefix(f'{name}: ')}")
 
 
 def print_key_counts(unknown, missing) -> None:
@@ -320,6 +325,19 @@ def cmd_refresh_metadata(args) -> int:
     return 0
 
 
+def cmd_reject(args) -> int:
+    from .rejects import save_line
+
+    conn = db.connect(db_url(args))
+    try:
+        length = save_line(conn, args.file_name, args.line_no, args.output)
+    finally:
+        conn.close()
+    if args.output:
+        err.print(f"wrote {length:,} bytes to {args.output}", soft_wrap=True, markup=False)
+    return 0
+
+
 def cmd_grants(args) -> int:
     from .privileges import apply_grants, grant_statements
 
@@ -384,12 +402,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "split",
         help="split one file into staged TSVs, for inspection",
-        description="Write one staged TSV per table (LOAD DATA format), rejects.jsonl and "
-        "manifest.json into DIR, without touching any database.",
+        description="Write one staged TSV per table (LOAD DATA format), the rejected lines "
+        "(rejects.jsonl, rejects.raw) and manifest.json into DIR, without touching any database.",
     )
     p.add_argument("file", help="a Monetate .json.gz file")
     p.add_argument("--out", required=True, help="output folder (replaced)")
     p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser(
+        "reject",
+        help="write a rejected line, whole and as it was, to stdout or a file",
+        description="Read the raw line LINE_NO of FILE_NAME back from session_stream_rejects, "
+        "whatever its size, check it against the length and SHA-256 stored with it, and write "
+        "it (without its newline) to stdout or --output. Needs the loader's or the schema "
+        "owner's rights: analysts may not read rejected lines.",
+    )
+    p.add_argument("file_name", help="the source file's name, as in session_stream_rejects")
+    p.add_argument("line_no", type=int, help="the line's number in that file (from 1)")
+    p.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout"
+    )
+    add_db_arguments(p)
+    p.set_defaults(func=cmd_reject)
 
     p = sub.add_parser(
         "grants",

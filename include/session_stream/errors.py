@@ -26,3 +26,8 @@ class BadInputError(SessionStreamError):
 
 class LoadError(SessionStreamError):
     """A file whose load failed for a reason other than its content."""
+
+
+class StoredRejectError(SessionStreamError):
+    """A rejected line asked for that is not stored, or not stored whole (its length or SHA-256
+    differs from the bytes read back)."""

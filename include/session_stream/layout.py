@@ -7,7 +7,11 @@
                       session's rows of that table), then its columns in spec order
     session_keys.tsv  one row per session: index, session_id, end_time, start_time (all the
                       newest-wins merge reads before loading)
-    rejects.jsonl     one JSON object per rejected line: line_no, reason, raw (base64, whole)
+    rejects.jsonl     one JSON object per rejected line: line_no, reason, and where its raw bytes
+                      are in rejects.raw (offset, length) with their SHA-256
+    rejects.raw       the rejected lines' raw bytes, whole, one after another (without their
+                      newline): a line of any size is copied from the source once, never
+                      encoded or held twice
     manifest.json     the counts (SplitResult); written last, so its presence means complete
 
 Rows use MySQL's own LOAD DATA text format (`LOAD_FORMAT`: tab-separated, backslash escapes,
@@ -17,16 +21,17 @@ tabs, CR, LF and 4-byte UTF-8 all survive byte for byte.
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
 from . import tables
-from .errors import BadInputError
+from .errors import BadInputError, LoadError
 from .sql import quote
 
 NULL = "\\N"
@@ -35,6 +40,7 @@ LOAD_FORMAT = (
 )
 MANIFEST = "manifest.json"
 REJECTS_FILE = "rejects.jsonl"
+REJECTS_RAW_FILE = "rejects.raw"
 KEYS_FILE = "session_keys.tsv"
 INDEX_FIELD = "@idx"  # the leading field of every table row, as LOAD DATA reads it
 # LOAD DATA columns of the keys file, into the loader's temporary table (idx, session_id, end_time).
@@ -63,6 +69,17 @@ def load_columns(table: tables.Table) -> list[str]:
 
 def table_file(out_dir: Path, table: tables.Table) -> Path:
     return out_dir / f"{table.name}.tsv"
+
+
+@dataclass(frozen=True)
+class StagedReject:
+    """One rejected line of a staged split; its bytes are in rejects.raw."""
+
+    line_no: int
+    reason: str
+    offset: int
+    length: int
+    sha256: str  # hex, of the raw line
 
 
 @dataclass
@@ -94,16 +111,46 @@ class SplitResult:
     def rejects_path(self) -> Path:
         return self.out_dir / REJECTS_FILE
 
-    def read_rejects(self) -> list[tuple[int, str, bytes]]:
-        """(line number, reason, raw line) for each rejected line."""
+    def staged_rejects(self) -> Iterator[StagedReject]:
+        """Each rejected line's record, in line order (its bytes: `reject_parts`)."""
         if not self.rejects_path.exists():
-            return []
-        out = []
+            return
         with self.rejects_path.open("rb") as f:
             for line in f:
-                r = orjson.loads(line)
-                out.append((r["line_no"], r["reason"], base64.b64decode(r["raw"])))
-        return out
+                try:
+                    yield StagedReject(**orjson.loads(line))
+                except TypeError:
+                    raise LoadError(
+                        f"{self.source_name}: its staged rejects are in an older layout;"
+                        " the next run splits the file again"
+                    ) from None
+
+    def reject_parts(self, reject: StagedReject, part_bytes: int) -> Iterator[bytes]:
+        """The raw line of `reject` in parts of `part_bytes` (at least one part, b"" for an empty
+        line), checked against its length and SHA-256 once the last part is read."""
+        digest, left = hashlib.sha256(), reject.length
+        with (self.out_dir / REJECTS_RAW_FILE).open("rb") as f:
+            f.seek(reject.offset)
+            while True:
+                part = f.read(min(part_bytes, left))
+                if part or left == reject.length:  # only the first part may be empty
+                    digest.update(part)
+                    left -= len(part)
+                    yield part
+                if not part or not left:
+                    break
+        if left or digest.hexdigest() != reject.sha256:
+            raise LoadError(
+                f"{self.source_name}: the staged copy of rejected line {reject.line_no} is damaged"
+                " (its length or SHA-256 differs); the next run splits the file again"
+            )
+
+    def read_rejects(self) -> list[tuple[int, str, bytes]]:
+        """(line number, reason, raw line) for each rejected line, each line whole in memory."""
+        return [
+            (r.line_no, r.reason, b"".join(self.reject_parts(r, 1 << 20)))
+            for r in self.staged_rejects()
+        ]
 
     def write_manifest(self) -> None:
         fields = (
@@ -145,6 +192,7 @@ class SplitWriter:
             for t in tables.TABLES
         }
         self.rejects = (out_dir / REJECTS_FILE).open("wb")
+        self.rejects_raw = (out_dir / REJECTS_RAW_FILE).open("wb")
         self.keys = (out_dir / KEYS_FILE).open("w", encoding="utf-8", newline="", buffering=1 << 16)
 
     def write_key(self, index: int, session_id: str, end_time: str, start_time: str) -> None:
@@ -152,18 +200,23 @@ class SplitWriter:
         self.keys.write(f"{index}\t{session_id}\t{end_time}\t{start_time}\n")
 
     def write_reject(self, line_no: int, reason: str, raw: bytes) -> None:
-        raw = raw[:-1] if raw.endswith(b"\n") else raw
+        # A view, not a slice: a line of tens of MB is written and hashed without a copy.
+        line = memoryview(raw)[:-1] if raw.endswith(b"\n") else memoryview(raw)
         record = {
             "line_no": line_no,
             "reason": reason[:1000],
-            "raw": base64.b64encode(raw).decode(),
+            "offset": self.rejects_raw.tell(),
+            "length": len(line),
+            "sha256": hashlib.sha256(line).hexdigest(),
         }
+        self.rejects_raw.write(line)
         self.rejects.write(orjson.dumps(record) + b"\n")
 
     def close(self) -> None:
         for h in self.handles.values():
             h.close()
         self.rejects.close()
+        self.rejects_raw.close()
         self.keys.close()
 
 

@@ -28,7 +28,7 @@ import orjson
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from . import db as dbmod
-from . import schema, tables
+from . import rejects, schema, tables
 from .errors import ConfigError, LoadError
 from .layout import (
     INDEX_FIELD,
@@ -125,9 +125,13 @@ class Loader:
                     f" {pending[0].name!r}, is not applied): run `session-stream init-db`"
                 )
             cur = conn.cursor()
-            cur.execute("SELECT DATABASE(), @@log_bin, @@binlog_format, @@max_heap_table_size")
-            database, log_bin, binlog_format, max_heap = cur.fetchone()
+            cur.execute(
+                "SELECT DATABASE(), @@log_bin, @@binlog_format, @@max_heap_table_size,"
+                " @@max_allowed_packet"
+            )
+            database, log_bin, binlog_format, max_heap, max_packet = cur.fetchone()
             self.lock_name = schema.load_lock_name(database)
+            self.reject_part_bytes = rejects.part_bytes(max_packet)
             self.memory_temp_rows = int(max_heap) * 3 // 4 // MEMORY_ROW_BYTES
             # Loads are serialised by the named lock, so READ COMMITTED loses nothing and spares
             # InnoDB gap locks (a few percent of LOAD DATA's cost). Statement-based binary logging
@@ -394,14 +398,9 @@ class Loader:
             )
             outcome.rows[table.name] = loaded
 
-        # 4. Rejects of this file (replacing any from an earlier load of it), then the ledger.
-        cur.execute(f"DELETE FROM {quote(tables.REJECTS_TABLE)} WHERE file_name = %s", (name,))
-        rejects = split.read_rejects()
-        if rejects:
-            cur.executemany(
-                f"INSERT INTO {quote(tables.REJECTS_TABLE)} (file_name, line_no, reason, raw_line) VALUES (%s, %s, %s, %s)",
-                [(name, line_no, reason, raw) for line_no, reason, raw in rejects],
-            )
+        # 4. Rejects of this file, whole whatever their size (replacing any from an earlier
+        # load of it), then the ledger.
+        rejects.replace(cur, name, split, self.reject_part_bytes)
         counts = [tables.rows_column(t) for t in tables.TABLES]
         values = [outcome.rows[t.name] for t in tables.TABLES]
         cur.execute(

@@ -8,7 +8,8 @@ Three MySQL users (README, "Security"):
   named locks need nothing), plus CREATE, DROP and ALTER on the metadata lookup tables, which a
   refresh rebuilds and swaps in with RENAME TABLE;
 - the analyst reads the session tables, the BI views and the lookups, never the rejected raw
-  lines (`session_stream_rejects`) nor the ledger.
+  lines (`session_stream_rejects` and the parts of long ones, `session_stream_reject_parts`)
+  nor the ledger (NOT_FOR_ANALYSTS).
 
 `grant_statements` writes those GRANTs from the table spec, so they follow the schema.
 `migrate_if_pending` reads the migrations table first and runs DDL only when a migration is
@@ -54,6 +55,8 @@ OWNER_RIGHTS = (
 LOADER_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE TEMPORARY TABLES")
 LOOKUP_SWAP_RIGHTS = ("SELECT", "INSERT", "DELETE", "CREATE", "DROP", "ALTER")
 ANALYST_RIGHTS = ("SELECT",)
+# A raw line can hold anything a file held; the ledger is the loader's.
+NOT_FOR_ANALYSTS = (tables.REJECTS_TABLE, tables.REJECT_PARTS_TABLE, tables.LEDGER_TABLE)
 
 
 def pending_migrations(conn) -> list[schema.Migration]:
@@ -136,7 +139,7 @@ def analyst_objects() -> list[str]:
     from .lookups import LOOKUPS
 
     names = [t.name for t in tables.TABLES] + list(views.VIEWS) + [lk.table for lk in LOOKUPS]
-    return list(dict.fromkeys(names))
+    return [name for name in dict.fromkeys(names) if name not in NOT_FOR_ANALYSTS]
 
 
 def lookup_tables() -> list[str]:
@@ -160,7 +163,7 @@ def grant_statements(
 
     The analyst's grants name each table and view, so they can only be given once init-db has
     created them (MySQL grants SELECT only on tables that exist), and again after a migration
-    adds one; they never include session_stream_rejects or the ledger.
+    adds one; they never include the rejected lines or the ledger (NOT_FOR_ANALYSTS).
     """
     db = quote(database)
     out = []

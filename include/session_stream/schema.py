@@ -154,6 +154,18 @@ def rejects_ddl() -> str:
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
 
 
+def reject_parts_ddl() -> str:
+    # Part 0 of a rejected line is its raw_line in session_stream_rejects; parts 1, 2, ... of a
+    # longer one are here, each small enough for one statement (rejects.py).
+    return f"""CREATE TABLE IF NOT EXISTS {quote(tables.REJECT_PARTS_TABLE)} (
+  `file_name` VARCHAR(255) NOT NULL,
+  `line_no` INT UNSIGNED NOT NULL,
+  `part_no` INT UNSIGNED NOT NULL,
+  `chunk` LONGBLOB NOT NULL,
+  PRIMARY KEY (`file_name`, `line_no`, `part_no`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+
+
 def _create_core_tables(conn) -> None:
     collation = key_collation(conn)
     cur = conn.cursor()
@@ -219,6 +231,23 @@ def _lookup_refreshes(conn) -> None:
     cur.close()
 
 
+def _rejects_in_parts(conn) -> None:
+    # Rejects loaded before this migration hold their whole line in raw_line: their length and
+    # hash are computed from it. A row without them (written by an older loader still running)
+    # is read as such a whole line.
+    _add_column(conn, tables.REJECTS_TABLE, "raw_length", "BIGINT UNSIGNED NULL AFTER `raw_line`")
+    # Hex, in the table's character set, so that it compares with SHA2() as it is.
+    _add_column(conn, tables.REJECTS_TABLE, "raw_sha256", "CHAR(64) NULL AFTER `raw_length`")
+    cur = conn.cursor()
+    cur.execute(
+        f"UPDATE {quote(tables.REJECTS_TABLE)}"
+        " SET raw_length = LENGTH(raw_line), raw_sha256 = SHA2(raw_line, 256)"
+        " WHERE raw_length IS NULL"
+    )
+    cur.execute(reject_parts_ddl())
+    cur.close()
+
+
 # Migrations 1 and 2 build from the spec, so a new database gets the current shape from them and
 # migration 3 finds nothing to convert; a database made before migration 3 is converted by it.
 MIGRATIONS: list[Migration] = [
@@ -229,6 +258,9 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(4, "ledger: failed_since", _ledger_failed_since),
     Migration(5, "when each lookup was last refreshed", _lookup_refreshes),
+    Migration(
+        6, "rejects of any size: the raw line in parts, its length and SHA-256", _rejects_in_parts
+    ),
 ]
 
 

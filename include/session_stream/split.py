@@ -3,7 +3,8 @@
 The file is streamed (never held in memory whole) and each line is parsed with orjson,
 validated against tables.py and written out. A line that is not JSON, has no session_id, or
 carries a value that would not fit its column becomes a reject and the rest of the file goes on.
-A file that cannot be read to its end leaves nothing behind and raises BadInputError.
+A file that cannot be read to its end, or holds no gzip member at all (0 bytes), leaves nothing
+behind and raises BadInputError.
 
 How each value is checked and written is convert.py's; what the staged files hold is layout.py's.
 """
@@ -350,6 +351,13 @@ def split_file(src: Path, out_dir: Path, *, source_name: str | None = None) -> S
     name = source_name or src.name
     started = time.perf_counter()
     try:
+        if src.stat().st_size == 0:
+            # gzip reads 0 bytes as a stream of no members, without an error; any other file
+            # holding no whole member (the magic or a header alone, cut short) raises EOFError.
+            raise BadInputError(
+                f"{name}: is empty (0 bytes), not a gzip file: an upload cut at its start?"
+                " Nothing was staged from it"
+            )
         result, duplicates = _split_pass(src, out_dir, name, keep=None)
         if duplicates:
             # A session written twice in one file: only its newest version may be staged.
@@ -380,7 +388,7 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
     try:
         for line_no, raw in _iter_lines(src):
             result.lines = line_no
-            if not raw.strip():
+            if not raw or raw.isspace():  # blank (strip() would copy every line)
                 continue
             try:
                 session = orjson.loads(raw)

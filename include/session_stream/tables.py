@@ -278,6 +278,8 @@ STORAGE_PREFIX = "session_stream_"  # the loader's own tables: ledger, rejects, 
 
 LEDGER_TABLE = "session_stream_files"
 REJECTS_TABLE = "session_stream_rejects"
+# A rejected line longer than one part continues here, part by part (rejects.py says why).
+REJECT_PARTS_TABLE = "session_stream_reject_parts"
 MIGRATIONS_TABLE = "session_stream_schema_migrations"
 # The ledger's counts of keys by path (JSON objects {"session.new_field": lines, ...}).
 UNKNOWN_KEYS_COLUMN = "unknown_keys"

@@ -241,6 +241,29 @@ def test_a_bad_file_fails_alone_is_marked_failed_and_the_next_run_retries_it(env
     assert ledger(env.url)[bad.name] == ("failed", 2)
 
 
+def test_a_zero_byte_file_fails_and_the_next_run_retries_it(env):
+    """Issue 10, finding 9, through the DAG's tasks: an upload cut at its start."""
+    cut = env.paths[2]
+    whole = cut.read_bytes()
+    cut.write_bytes(b"")
+    fetched, errors = run(env)
+    assert len(errors) == 1 and errors[0].files == [cut.name]
+    assert errors[0].problems[cut.name] == (
+        "is empty (0 bytes), not a gzip file: an upload cut at its start? Nothing was staged from it"
+    )
+    assert ledger(env.url)[cut.name] == ("failed", 1)
+    with pytest.raises(dag_tasks.FilesFailedError) as failed:
+        dag_tasks.check(fetched, env.loader)
+    assert failed.value.files == [cut.name]
+
+    again, _ = run(env, prefix=P("run2"))
+    assert again["fetched"] == [cut.name] and ledger(env.url)[cut.name] == ("failed", 2)
+    cut.write_bytes(whole)  # the upload completes
+    last, errors = run(env, prefix=P("run3"))
+    assert errors == [] and last["fetched"] == [cut.name]
+    assert ledger(env.url)[cut.name] == ("loaded", 3)
+
+
 def test_a_retried_load_skips_what_the_first_try_loaded(env):
     fetched = dag_tasks.fetch(
         env.drop, env.loader, env.staging, HOUR0, prefix=P("r"), settle_seconds=0

@@ -1,7 +1,7 @@
 """Least privilege with real MariaDB users made by the test (issue 9, finding 6): a schema owner
 runs init-db; a loader with data rights only (SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY
 TABLES, plus the lookup tables' swap) loads, reloads and refreshes lookups; an analyst reads the
-session tables, views and lookups but not the rejected raw lines. The grants are the ones
+session tables, views and lookups but not the rejected raw lines (nor their parts). The grants are the ones
 `session-stream grants` prints. The DAG as the loader: tests/dags/test_security_dag.py."""
 
 from __future__ import annotations
@@ -101,13 +101,27 @@ def test_analysts_read_sessions_views_and_lookups_but_not_the_rejected_lines(acc
         " LEFT JOIN session_cart_lines c ON c.session_id = s.session_id"
     )
     assert cur.fetchone()[0] > 0
-    for secret in (tables.REJECTS_TABLE, tables.LEDGER_TABLE, tables.CART_LINES.storage):
+    secrets = (tables.REJECTS_TABLE, tables.REJECT_PARTS_TABLE, tables.LEDGER_TABLE)
+    for secret in (*secrets, tables.CART_LINES.storage):
         with pytest.raises(MySQLdb.OperationalError, match="denied"):
             cur.execute(f"SELECT * FROM `{secret}`")
     with pytest.raises(MySQLdb.OperationalError, match="denied"):
         cur.execute(f"DELETE FROM `{tables.SESSIONS.name}`")
     conn.close()
-    assert tables.REJECTS_TABLE not in privileges.analyst_objects()
+    assert not set(secrets) & set(privileges.analyst_objects())
+
+    # `session-stream reject` reads a rejected line back for the loader, not for the analyst.
+    owner = db.connect(accounts.urls["owner"])
+    cur = owner.cursor()
+    cur.execute(f"SELECT file_name, line_no, raw_line FROM `{tables.REJECTS_TABLE}` LIMIT 1")
+    name, line_no, raw = cur.fetchone()
+    owner.close()
+    loader = cli("reject", name, str(line_no), url=accounts.urls["loader"])
+    assert loader.returncode == 0 and loader.stdout.encode() == bytes(raw), loader.stderr
+    analyst = cli("reject", name, str(line_no), url=accounts.urls["analyst"])
+    assert analyst.returncode == 2 and analyst.stdout == "" and "Traceback" not in analyst.stderr
+    (line,) = analyst.stderr.strip().splitlines()
+    assert f"may not read {tables.REJECTS_TABLE}" in line
 
 
 def test_migrating_as_the_loader_names_the_user_and_the_right(accounts):

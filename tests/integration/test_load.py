@@ -201,6 +201,47 @@ def test_truncated_gzip_fails_alone_and_is_retried(url, empty, drop, tmp_path):
     assert (retry.loaded, retry.skipped, retry.failed) == (1, 5, 0)
 
 
+def test_a_zero_byte_file_fails_with_one_line_and_loads_once_it_arrives_whole(
+    url, empty, drop, tmp_path
+):
+    """Issue 10, finding 9: an upload cut at its start is no empty window."""
+    whole = list_tree(drop)[0]
+    folder = tmp_path / "2026" / "11" / "01"
+    folder.mkdir(parents=True)
+    cut = folder / whole.name
+    cut.write_bytes(b"")
+    empty_window = folder / name(45, 77)
+    empty_window.write_bytes(gzip.compress(b""))  # a whole gzip stream of no line
+
+    first = run_cli("load", "--db", url, str(tmp_path))
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "1 loaded" in first.stdout and "1 failed" in first.stdout
+    (line,) = [x for x in first.stderr.splitlines() if x.startswith("failed")]
+    assert line == (
+        f"failed {cut.name}: is empty (0 bytes), not a gzip file: an upload cut at its start?"
+        " Nothing was staged from it"
+    )
+    ledger = f"SELECT file_name, status, sessions, attempts FROM {tables.LEDGER_TABLE} ORDER BY 1"
+    assert query(url, ledger) == [
+        (cut.name, "failed", None, 1),
+        (empty_window.name, "loaded", 0, 1),
+    ]
+
+    again = run_cli("load", "--db", url, str(tmp_path))  # retried, still cut
+    assert again.returncode == 1 and "1 skipped" in again.stdout and "1 failed" in again.stdout
+    assert query(url, ledger)[0] == (cut.name, "failed", None, 2)
+
+    cut.write_bytes(whole.read_bytes())  # the upload completes
+    last = run_cli("load", "--db", url, str(tmp_path))
+    assert last.returncode == 0 and "1 loaded" in last.stdout, last.stdout + last.stderr
+    ((status, sessions, attempts),) = query(
+        url,
+        f"SELECT status, sessions, attempts FROM {tables.LEDGER_TABLE} WHERE file_name = %s",
+        (cut.name,),
+    )
+    assert status == "loaded" and sessions > 0 and attempts == 3
+
+
 def test_changed_file_is_reloaded(url, empty, tmp_path):
     f = write_gz(
         tmp_path / name(0),

@@ -113,14 +113,14 @@ def test_the_fixture_has_the_old_shape_and_data(old):
 
 def test_migration_3_converts_an_old_warehouse_to_the_shape_of_a_new_one(old, fresh_db_url):
     before = contents(old)
-    assert init(old) == [3, 4, 5]
+    assert init(old) == [3, 4, 5, 6]
     # A database created now has exactly the same tables, views, columns and indexes.
     new_conn = db.connect(fresh_db_url.rsplit("/", 1)[0] + "/mysql", database=False)
     cur = new_conn.cursor()
     cur.execute("CREATE DATABASE ss_test_migrate_new CHARACTER SET utf8mb4")
     new = fresh_db_url.rsplit("/", 1)[0] + "/ss_test_migrate_new"
     try:
-        assert init(new) == [1, 2, 3, 4, 5]
+        assert init(new) == [1, 2, 3, 4, 5, 6]
         assert shape(old) == shape(new)
     finally:
         cur.execute("DROP DATABASE ss_test_migrate_new")
@@ -134,6 +134,12 @@ def test_migration_3_converts_an_old_warehouse_to_the_shape_of_a_new_one(old, fr
         old, f"SELECT COUNT(*), COUNT({tables.UNKNOWN_KEYS_COLUMN}) FROM {tables.LEDGER_TABLE}"
     )
     assert ledger == [(3, 0)]  # fmt: skip
+    # Its rejects, stored whole in raw_line, get their length and hash (migration 6).
+    assert query(
+        old,
+        f"SELECT COUNT(*), SUM(raw_length = LENGTH(raw_line) AND raw_sha256 = SHA2(raw_line, 256))"
+        f" FROM {tables.REJECTS_TABLE}",
+    ) == [(2, 2)]
 
 
 def test_migration_3_run_again_changes_nothing(old):
@@ -162,7 +168,7 @@ def test_an_interrupted_migration_finishes_when_run_again(old, monkeypatch):
     with pytest.raises(RuntimeError):
         init(old)
     monkeypatch.setattr(migrate, "_move_child_rows", real)
-    assert init(old) == [3, 4, 5]
+    assert init(old) == [3, 4, 5, 6]
     assert contents(old) == before
 
 

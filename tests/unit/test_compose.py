@@ -372,6 +372,7 @@ def test_analyst_is_granted_reads_after_init_db_never_the_rejects():
         assert on.startswith("`warehouse`.`") and "GRANT OPTION" not in rest.upper()
         assert on not in (
             f"`warehouse`.`{tables.REJECTS_TABLE}`",
+            f"`warehouse`.`{tables.REJECT_PARTS_TABLE}`",
             f"`warehouse`.`{tables.LEDGER_TABLE}`",
         )
 

@@ -356,3 +356,74 @@ def test_json_never_holds_a_raw_control_character(tmp_path):
         raw = b'{"session_id": "s", "city": "a' + char.encode() + b'b"}'
         result = split_lines(tmp_path, [raw], name="20261101T000000.000Z_PT15M-9.json.gz")
         assert result.sessions == 0 and result.rejects >= 1  # a raw LF splits the line in two
+
+
+# ---- files that hold no gzip member (issue 10, finding 9) -----------------------------------
+
+EMPTY_MEMBER = gzip.compress(b"", mtime=0)  # a complete gzip stream of no text: 20 bytes
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", "is empty (0 bytes), not a gzip file"),  # an upload cut at its start
+        (EMPTY_MEMBER[:2], "cannot be read to its end"),  # the magic alone
+        (EMPTY_MEMBER[:10], "cannot be read to its end"),  # a header alone
+        (EMPTY_MEMBER[:12], "cannot be read to its end"),  # a header and an empty block, no trailer
+        (b"\0" * 4096, "cannot be read to its end"),  # space reserved, never written
+    ],
+    ids=["zero-bytes", "magic-only", "header-only", "no-trailer", "zeros"],
+)
+def test_a_file_without_a_whole_gzip_member_is_unreadable_and_named(tmp_path, data, error):
+    name = "20261101T000000.000Z_PT15M-1.json.gz"
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(BadInputError) as unreadable:
+        split_file(tmp_path / name, tmp_path / "out")
+    message = str(unreadable.value)
+    assert message.startswith(f"{name}: ") and error in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_whole_gzip_stream_of_no_lines_is_an_empty_window(tmp_path):
+    name = "20261101T000000.000Z_PT15M-1.json.gz"
+    (tmp_path / name).write_bytes(EMPTY_MEMBER)
+    result = split_file(tmp_path / name, tmp_path / "out")
+    assert (result.sessions, result.rejects, result.lines) == (0, 0, 0)
+
+
+# ---- rejected lines staged raw, once (issue 10, finding 7) ----------------------------------
+
+
+def test_rejected_lines_are_staged_raw_with_their_length_and_hash(tmp_path):
+    import hashlib
+
+    binary = bytes(b for b in range(256) if b != 10) * 50  # every byte but the newline
+    lines = [b"{oops", {"session_id": "good"}, b"\r{\r", binary, b"not json at the end"]
+    path = write_gz(tmp_path / "f.json.gz", lines)
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-1]))  # no last newline
+    result = split_file(path, tmp_path / "out")
+    staged = list(SplitResult.read(result.out_dir).staged_rejects())
+    assert [r.line_no for r in staged] == [1, 3, 4, 5]
+    wanted = [b"{oops", b"\r{\r", binary, b"not json at the end"]
+    assert [r.length for r in staged] == [len(w) for w in wanted]
+    assert [r.sha256 for r in staged] == [hashlib.sha256(w).hexdigest() for w in wanted]
+    assert [raw for _, _, raw in result.read_rejects()] == wanted
+    # A long line comes back in parts of the size asked for, the last one shorter.
+    parts = list(result.reject_parts(staged[2], 1000))
+    assert [len(p) for p in parts] == [1000] * 12 + [len(binary) - 12000]
+    assert b"".join(parts) == binary
+
+
+def test_a_damaged_staged_reject_is_a_load_error(tmp_path):
+    from session_stream.errors import LoadError
+    from session_stream.layout import REJECTS_RAW_FILE
+
+    result = split_lines(tmp_path, [b"x" * 5000, {"session_id": "good"}])
+    raw = result.out_dir / REJECTS_RAW_FILE
+    raw.write_bytes(raw.read_bytes()[:-1] + b"y")
+    (reject,) = result.staged_rejects()
+    with pytest.raises(LoadError, match="rejected line 1 is damaged"):
+        list(result.reject_parts(reject, 1024))
+    raw.write_bytes(raw.read_bytes()[:100])  # cut short
+    with pytest.raises(LoadError, match="rejected line 1 is damaged"):
+        list(result.reject_parts(reject, 1024))
