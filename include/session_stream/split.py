@@ -258,44 +258,47 @@ class KeyAudit:
         if not (keys >= expected and keys <= known):
             self._count(path, keys, expected, known)
 
-    def _session(self, session: dict) -> None:
+    def _judge(self, shape: tuple) -> tuple[str, ...]:
+        """The unknown and missing keys of a session with these keys, as a tuple of
+        ("unknown" or "missing", path) pairs; () when there are none."""
+        path, expected, known = _SESSION_AUDIT
+        keys = set(shape)
+        verdict = tuple(
+            [("unknown", f"{path}.{k}") for k in sorted(keys - known)]
+            + [("missing", f"{path}.{k}") for k in sorted(expected - keys)]
+        )
+        if len(self._verdicts) < self.SHAPES_MAX:
+            self._verdicts[shape] = verdict
+        return verdict
+
+    def _items(self, items: list, path: str, expected: frozenset) -> None:
+        size = len(expected)
+        for item in items:
+            # Same size and no key outside `expected`: the same keys, without a keys view.
+            if type(item) is dict and (len(item) != size or not expected.issuperset(item)):
+                self._count(path, item.keys(), expected, expected)
+
+    def check(self, session: dict) -> None:
         shape = tuple(session)
         verdict = self._verdicts.get(shape)
         if verdict is None:
-            path, expected, known = _SESSION_AUDIT
-            keys = set(shape)
-            verdict = (
-                sorted(f"{path}.{k}" for k in keys - known),
-                sorted(f"{path}.{k}" for k in expected - keys),
-            )
-            if len(self._verdicts) < self.SHAPES_MAX:
-                self._verdicts[shape] = verdict
-        unknown, missing = verdict
-        for key in unknown:
-            self.unknown[key] += 1
-        for key in missing:
-            self.missing[key] += 1
-
-    def check(self, session: dict) -> None:
-        self._session(session)
+            verdict = self._judge(shape)
+        for which, key in verdict:
+            (self.unknown if which == "unknown" else self.missing)[key] += 1
         for key, path, expected in _LIST_AUDITS:
             items = session.get(key)
-            if type(items) is list:
-                for item in items:
-                    if type(item) is dict and item.keys() != expected:
-                        self._count(path, item.keys(), expected, expected)
+            if items and type(items) is list:
+                self._items(items, path, expected)
         lines = session.get(_LINES)
-        if type(lines) is not dict:
+        if not lines or type(lines) is not dict:
             return
         for line in lines.values():
             if type(line) is not dict:
                 continue
             self._object(line, _LINE_AUDIT)
             items = line.get(_ITEMS)
-            if type(items) is list:
-                for item in items:
-                    if type(item) is dict and item.keys() != _ITEM_KEYS:
-                        self._count(_ITEM_PATH, item.keys(), _ITEM_KEYS, _ITEM_KEYS)
+            if items and type(items) is list:
+                self._items(items, _ITEM_PATH, _ITEM_KEYS)
 
 
 # --- the file-level split ---------------------------------------------------------------------
