@@ -4,6 +4,11 @@ Every value is checked against its column so that MySQL never truncates, rounds 
 what does not fit exactly is a Reject, whose message is the reject reason (`<where>.<column>:
 ...`). Each converter tries the common, valid case first and formats the reason only for a
 reject: they run for every value of every line.
+
+Numbers are judged exactly, never through a binary float: split.py's decoder hands a JSON number
+with a fraction or an exponent over as its text (JsonNumber) and an integer as an int of any
+size, so `3.0000000000000001` is not the integer 3 and `-9223372036854775809` is not BIGINT's
+minimum; what the column would store changed is rejected.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 import orjson
 
@@ -22,31 +27,99 @@ _INT_STRING = re.compile(r"\s*[-+]?\d+\s*").fullmatch
 _MONEY_PLAIN = re.compile(
     rf"-?\d{{1,{tables.MONEY_DIGITS - tables.MONEY_SCALE}}}(?:\.\d{{1,{tables.MONEY_SCALE}}})?"
 ).fullmatch
+_MONEY_QUANTUM = Decimal(1).scaleb(-tables.MONEY_SCALE)
+# Enough digits for any value DECIMAL(16,4) holds, so quantize and normalize never round one.
+_MONEY_CONTEXT = Context(prec=tables.MONEY_DIGITS + 2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DATETIME_MIN = datetime(1000, 1, 1, tzinfo=UTC)
+# An integer string longer than this may be past int()'s digit limit: Decimal reads it instead.
+_INT_DIGITS = 20
 
 
 class Reject(ValueError):
     """A value that cannot be stored exactly; the message is the reject reason."""
 
 
+class JsonNumber(str):
+    """A JSON number with a fraction or an exponent, as the exact text the line wrote (split.py's
+    decoder makes one per such literal): converters read its value exactly, as they read a numeric
+    string, and a text column stores the text itself."""
+
+    __slots__ = ()
+    __repr__ = str.__str__  # reject reasons show the number as written, without quotes
+
+
+def _fragment(value):
+    if type(value) is JsonNumber:
+        return orjson.Fragment(value)
+    raise TypeError
+
+
+def _json_text(value) -> str:
+    """JSON text for a nested value holding an integer beyond 64 bits, which orjson cannot write."""
+    t = type(value)
+    if t is dict:
+        return "{" + ",".join(f"{_json_text(k)}:{_json_text(v)}" for k, v in value.items()) + "}"
+    if t is list:
+        return "[" + ",".join(map(_json_text, value)) + "]"
+    if t is int or t is JsonNumber:
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
 def _to_text(value) -> str:
-    if type(value) is str:
+    t = type(value)
+    if t is str:
         return value
     # Numbers, booleans and nested values keep their JSON text: nothing is lost.
-    return orjson.dumps(value).decode()
+    if t is JsonNumber or t is int:
+        return str(value)
+    try:
+        return orjson.dumps(
+            value, default=_fragment, option=orjson.OPT_PASSTHROUGH_SUBCLASS
+        ).decode()
+    except orjson.JSONEncodeError:
+        return _json_text(value)
+
+
+def _decimal(text: str) -> Decimal | None:
+    """The exact value of a number's text; None past Decimal's exponent limits."""
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None
+
+
+def _changed(where: str, value, hi: int, *, integral: bool = True) -> Reject:
+    sql = "INT" if hi == tables.INT_RANGE[1] else "BIGINT"
+    if not integral:
+        return Reject(
+            f"{where}: {value!r} is not an integer, so it cannot be stored in {sql} without change"
+        )
+    return Reject(f"{where}: {value!r} does not fit {sql}, so it cannot be stored without change")
 
 
 def _integer(value, where: str, lo: int, hi: int) -> int:
     t = type(value)
     if t is int:
         n = value
-    elif t is str and _INT_STRING(value) or t is float and value.is_integer():
+    elif t is str and len(value) <= _INT_DIGITS and _INT_STRING(value):
+        n = int(value)
+    elif t is JsonNumber or t is str and _INT_STRING(value):
+        # The exact value of the text, at any length: 3.0 and 1e3 are integers,
+        # 3.0000000000000001 is not.
+        d = _decimal(value)
+        if d is None or not lo <= d <= hi:
+            raise _changed(where, value, hi)
+        if d != d.to_integral_value():
+            raise _changed(where, value, hi, integral=False)
+        n = int(d)
+    elif t is float and value.is_integer():
         n = int(value)
     else:
         raise Reject(f"{where}: {value!r} is not an integer")
     if not lo <= n <= hi:
-        raise Reject(f"{where}: {n} does not fit its column")
+        raise _changed(where, n, hi)
     return n
 
 
@@ -54,28 +127,32 @@ def _money(value, where: str) -> str:
     t = type(value)
     if t is int:
         text = str(value)
+    elif t is str or t is JsonNumber:
+        text = value.strip()
     elif t is float:
         text = repr(value)
-    elif t is str:
-        text = value.strip()
     else:
         raise Reject(f"{where}: {value!r} is not a number")
     if _MONEY_PLAIN(text):
         return text
-    # Exponents, a leading '+', trailing zeros past the scale: let Decimal judge exactly.
+    # Exponents, a leading '+', trailing zeros past the scale, more digits than a float holds:
+    # let Decimal judge exactly (no context precision applies until the value is known to fit).
     try:
         d = Decimal(text)
     except InvalidOperation:
         raise Reject(f"{where}: {value!r} is not a number") from None
     if not d.is_finite():
         raise Reject(f"{where}: {value!r} is not a number")
-    d = d.normalize() if d != 0 else Decimal(0)
-    plain = format(d, "f")
-    if not _MONEY_PLAIN(plain):
-        raise Reject(
-            f"{where}: {value!r} does not fit DECIMAL({tables.MONEY_DIGITS},{tables.MONEY_SCALE}) without rounding"
-        )
-    return plain
+    if d.is_zero():
+        return "0"
+    if d.adjusted() < tables.MONEY_DIGITS - tables.MONEY_SCALE:
+        fitted = d.quantize(_MONEY_QUANTUM, context=_MONEY_CONTEXT)
+        if fitted == d:
+            return format(fitted.normalize(_MONEY_CONTEXT), "f")
+    raise Reject(
+        f"{where}: {value!r} does not fit DECIMAL({tables.MONEY_DIGITS},{tables.MONEY_SCALE}) without"
+        " rounding, so it cannot be stored without change"
+    )
 
 
 # The feed's usual form: UTC to the millisecond, every time field in range, year 1000 or later.
@@ -179,7 +256,7 @@ def converter(column: tables.Column, *, clean: bool = False) -> Callable[[object
 
         def conv(v, where):
             t = type(v)
-            if t is str:
+            if t is str or t is JsonNumber:
                 if _MONEY_PLAIN(v):
                     return v
             elif t is float:
@@ -196,6 +273,8 @@ def converter(column: tables.Column, *, clean: bool = False) -> Callable[[object
             try:
                 return FLAGS[v]
             except (KeyError, TypeError):
+                if type(v) is JsonNumber and _decimal(v) in (0, 1):
+                    return FLAGS[_decimal(v) == 1]  # 1.0 and 0.0 count, as 1 and 0 do
                 raise Reject(f"{where}.{name}: {v!r} is not a 't'/'f' flag") from None
 
     elif kind == tables.DATETIME:

@@ -1,6 +1,6 @@
 """Split one Session Stream file into one staged TSV per table, ready for LOAD DATA.
 
-The file is streamed (never held in memory whole) and each line is parsed with orjson,
+The file is streamed (never held in memory whole) and each line is parsed with msgspec,
 validated against tables.py and written out. A line that is not JSON, has no session_id, or
 carries a value that would not fit its column becomes a reject and the rest of the file goes on.
 A file that cannot be read to its end, or holds no gzip member at all (0 bytes), leaves nothing
@@ -20,14 +20,17 @@ from collections.abc import Callable
 from operator import call
 from pathlib import Path
 
-import orjson
+import msgspec
 
 from . import tables
-from .convert import Reject, converter
+from .convert import JsonNumber, Reject, converter
 from .errors import BadInputError
 from .layout import NULL, SplitResult, SplitWriter, escape, row_lead
 
 _ROWS_MAX = tables.ROW_NO_MAX + 1  # rows of one table per session (row_no is SMALLINT UNSIGNED)
+# Numbers stay exact: a fraction or an exponent arrives as its text (the float_hook), an integer as
+# an int of any size, for convert.py to judge; a binary float would have rounded them already.
+_decode = msgspec.json.Decoder(float_hook=JsonNumber).decode
 
 
 # --- per-table row builders, all driven by the spec ------------------------------------------
@@ -394,8 +397,8 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
             if not raw or raw.isspace():  # blank (strip() would copy every line)
                 continue
             try:
-                session = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
+                session = _decode(raw)
+            except (ValueError, RecursionError) as exc:  # msgspec's DecodeError, bad UTF-8, depth
                 _reject(writers, result, line_no, f"not JSON: {exc}", raw)
                 continue
             if type(session) is not dict:
