@@ -27,6 +27,7 @@ _INT_STRING = re.compile(r"\s*[-+]?\d+\s*").fullmatch
 _MONEY_PLAIN = re.compile(
     rf"-?\d{{1,{tables.MONEY_DIGITS - tables.MONEY_SCALE}}}(?:\.\d{{1,{tables.MONEY_SCALE}}})?"
 ).fullmatch
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?").fullmatch
 _MONEY_QUANTUM = Decimal(1).scaleb(-tables.MONEY_SCALE)
 # Enough digits for any value DECIMAL(16,4) holds, so quantize and normalize never round one.
 _MONEY_CONTEXT = Context(prec=tables.MONEY_DIGITS + 2)
@@ -90,13 +91,21 @@ def _decimal(text: str) -> Decimal | None:
         return None
 
 
+def _shown(value) -> str:
+    """A value for a reject reason: a number of 5,000 digits would crowd out the reason."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def _changed(where: str, value, hi: int, *, integral: bool = True) -> Reject:
     sql = "INT" if hi == tables.INT_RANGE[1] else "BIGINT"
     if not integral:
         return Reject(
-            f"{where}: {value!r} is not an integer, so it cannot be stored in {sql} without change"
+            f"{where}: {_shown(value)} is not an integer, so it cannot be stored in {sql} without change"
         )
-    return Reject(f"{where}: {value!r} does not fit {sql}, so it cannot be stored without change")
+    return Reject(
+        f"{where}: {_shown(value)} does not fit {sql}, so it cannot be stored without change"
+    )
 
 
 def _integer(value, where: str, lo: int, hi: int) -> int:
@@ -137,21 +146,24 @@ def _money(value, where: str) -> str:
         return text
     # Exponents, a leading '+', trailing zeros past the scale, more digits than a float holds:
     # let Decimal judge exactly (no context precision applies until the value is known to fit).
-    try:
-        d = Decimal(text)
-    except InvalidOperation:
-        raise Reject(f"{where}: {value!r} is not a number") from None
-    if not d.is_finite():
-        raise Reject(f"{where}: {value!r} is not a number")
+    d = _decimal(text)
+    if d is None or not d.is_finite():
+        if d is None and _NUMBER(text):  # a number past Decimal's exponent range
+            raise _unfit_money(where, value)
+        raise Reject(f"{where}: {_shown(value)} is not a number")
     if d.is_zero():
         return "0"
     if d.adjusted() < tables.MONEY_DIGITS - tables.MONEY_SCALE:
         fitted = d.quantize(_MONEY_QUANTUM, context=_MONEY_CONTEXT)
         if fitted == d:
             return format(fitted.normalize(_MONEY_CONTEXT), "f")
-    raise Reject(
-        f"{where}: {value!r} does not fit DECIMAL({tables.MONEY_DIGITS},{tables.MONEY_SCALE}) without"
-        " rounding, so it cannot be stored without change"
+    raise _unfit_money(where, value)
+
+
+def _unfit_money(where: str, value) -> Reject:
+    return Reject(
+        f"{where}: {_shown(value)} does not fit DECIMAL({tables.MONEY_DIGITS},{tables.MONEY_SCALE})"
+        " without rounding, so it cannot be stored without change"
     )
 
 
