@@ -313,6 +313,60 @@ def test_times_and_money_are_exact(url, empty, tmp_path):
     )
 
 
+def test_numbers_are_stored_as_written_or_rejected(url, empty, tmp_path):
+    """Issue 10, finding 8: a number its column would change is a reject with a reason; its exact
+    neighbours are stored unchanged. Raw lines: orjson.dumps would round these literals first."""
+    changed = [
+        b'{"session_id":"end","end_time":1793492099999.0000001}',
+        b'{"session_id":"views","page_views":3.0000000000000001}',
+        b'{"session_id":"offer","offers":{"o1":-9223372036854775809}}',
+    ]
+    exact = (
+        b'{"session_id":"exact","end_time":1793492099999,"page_views":3,"page_views_ss":3.0,'
+        b'"session_value":12.3456,"session_value_ss":"12.34","customer_id":"12345678901234567890123",'
+        b'"offers":{"o1":-9223372036854775808},"purchases":{"P":123456789012.3456}}'
+    )
+    path = tmp_path / name(0)
+    with gzip.open(path, "wb") as f:
+        f.write(b"\n".join([*changed, exact]) + b"\n")
+    summary = load(url, [path])
+    assert (summary.loaded, summary.rejects) == (1, 3)
+    rejects = query(
+        url, f"SELECT line_no, reason, raw_line FROM {tables.REJECTS_TABLE} ORDER BY line_no"
+    )
+    assert [(n, bytes(raw)) for n, _, raw in rejects] == [
+        (1, changed[0]),
+        (2, changed[1]),
+        (3, changed[2]),
+    ]
+    reasons = [reason for _, reason, _ in rejects]
+    for reason, field in zip(
+        reasons, ["session.end_time", "session.page_views", "offers['o1']"], strict=True
+    ):
+        assert reason.startswith(field) and reason.endswith("without change"), reason
+    assert query(
+        url,
+        "SELECT session_id, end_time, page_views, page_views_ss, session_value, session_value_ss,"
+        " customer_id FROM session_sessions",
+    ) == [
+        (
+            "exact",
+            1793492099999,
+            3,
+            3,
+            Decimal("12.3456"),
+            Decimal("12.3400"),
+            "12345678901234567890123",
+        )
+    ]
+    assert query(url, "SELECT offer_id, timestamp FROM session_offers") == [
+        ("o1", -9223372036854775808)
+    ]
+    assert query(url, "SELECT purchase_value FROM session_purchases") == [
+        (Decimal("123456789012.3456"),)
+    ]
+
+
 def test_killed_load_leaves_the_database_as_it_was(url, empty, drop, tmp_path):
     paths = list_tree(drop)
     load(url, paths[:1])

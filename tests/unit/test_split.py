@@ -350,7 +350,7 @@ def sample_day():
 
 
 def test_json_never_holds_a_raw_control_character(tmp_path):
-    """The clean path's premise: orjson refuses a raw tab, CR, LF or NUL inside a string, so a
+    """The clean path's premise: the parser refuses a raw tab, CR, LF or NUL inside a string, so a
     line with such a value either carries it escaped (with a backslash) or is rejected."""
     for char in "\t\r\n\0":
         raw = b'{"session_id": "s", "city": "a' + char.encode() + b'b"}'
@@ -427,3 +427,121 @@ def test_a_damaged_staged_reject_is_a_load_error(tmp_path):
     raw.write_bytes(raw.read_bytes()[:100])  # cut short
     with pytest.raises(LoadError, match="rejected line 1 is damaged"):
         list(result.reject_parts(reject, 1024))
+
+
+# --- numbers: judged as the line wrote them, never through a binary float (issue 10, 8) -------
+# The literals below cannot be written with orjson.dumps (it would round them first): the lines
+# are raw bytes.
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        (b'{"session_id":"s","end_time":1793492099999.0000001}', "session.end_time"),
+        (b'{"session_id":"s","page_views":3.0000000000000001}', "session.page_views"),
+        (b'{"session_id":"s","offers":{"o1":-9223372036854775809}}', "offers['o1'].timestamp"),
+        (b'{"session_id":"s","page_event_ids":{"e":9223372036854775808}}', "page_event_ids['e']"),
+        (b'{"session_id":"s","session_value":12.34560000000000000001}', "session.session_value"),
+        (b'{"session_id":"s","purchases":{"p":"1.00000000000000000000000000001"}}', "purchases"),
+        (b'{"session_id":"s","purchases":{"p":1e-400}}', "purchases['p']"),
+        (b'{"session_id":"s","cart_lines":[{"quantity":2.0000000000000001}]}', "cart_lines[0]"),
+        (b'{"session_id":"s","view_lines":[{"time":1793494923456.0000001}]}', "view_lines[0].time"),
+    ],
+)
+def test_a_number_its_column_would_change_is_rejected_naming_the_field(tmp_path, line, field):
+    good = b'{"session_id":"good"}'
+    result = split_lines(tmp_path, [good, line])
+    assert (result.sessions, result.rejects) == (1, 1)
+    ((line_no, why, raw),) = result.read_rejects()
+    assert (line_no, raw) == (2, line)
+    assert field in why
+    assert "cannot be stored" in why and why.endswith("without change"), why
+
+
+def test_the_findings_numbers_are_named_as_written(tmp_path):
+    lines = [
+        b'{"session_id":"a","end_time":1793492099999.0000001}',
+        b'{"session_id":"b","page_views":3.0000000000000001}',
+        b'{"session_id":"c","offers":{"o1":-9223372036854775809}}',
+    ]
+    reasons = [why for _, why, _ in split_lines(tmp_path, lines).read_rejects()]
+    assert reasons == [
+        "session.end_time: 1793492099999.0000001 is not an integer, so it cannot be stored in"
+        " BIGINT without change",
+        "session.page_views: 3.0000000000000001 is not an integer, so it cannot be stored in INT"
+        " without change",
+        "offers['o1'].timestamp: -9223372036854775809 does not fit BIGINT, so it cannot be stored"
+        " without change",
+    ]
+
+
+def test_exact_neighbours_load_unchanged(tmp_path):
+    line = (
+        b'{"session_id":"s1","end_time":1793492099999,"start_time":1.793492099e12,'
+        b'"page_views":3,"page_views_ss":3.0,"time_on_site":1e3,"has_cart":1.0,'
+        b'"session_value":12.3456,"session_value_ss":"12.34","purchase_value_ss":1e2,'
+        b'"customer_id":"12345678901234567890123","guid":12345678901234567890123,'
+        b'"browser_version":1.50,"city":0.1000000000000000055,'
+        b'"offers":{"o1":-9223372036854775808,"o2":9223372036854775807},'
+        b'"purchases":{"P":123456789012.3456},'
+        b'"custom_targets":{"1":[1.0000000000000001,123456789012345678901234,true,null]},'
+        b'"cart_lines":[{"product_id":"98765432109876543210987","quantity":"2",'
+        b'"time":1793494923456.0}]}'
+    )
+    result = split_lines(tmp_path, [line])
+    assert result.rejects == 0, result.read_rejects()
+    (row,) = staged(result, tables.SESSIONS)
+    assert {k: row[k] for k in ("end_time", "start_time", "page_views", "page_views_ss")} == {
+        "end_time": "1793492099999",
+        "start_time": "1793492099000",
+        "page_views": "3",
+        "page_views_ss": "3",
+    }
+    assert (row["time_on_site"], row["has_cart"]) == ("1000", "1")
+    assert (row["session_value"], row["session_value_ss"], row["purchase_value_ss"]) == (
+        "12.3456",
+        "12.34",
+        "100",
+    )
+    # Long digit runs in strings are text, and numbers in text columns keep their JSON text.
+    assert row["customer_id"] == "12345678901234567890123"
+    assert row["guid"] == "12345678901234567890123"
+    assert (row["browser_version"], row["city"]) == ("1.50", "0.1000000000000000055")
+    offers = {r["offer_id"]: r["timestamp"] for r in staged(result, tables.OFFERS)}
+    assert offers == {"o1": "-9223372036854775808", "o2": "9223372036854775807"}
+    assert [r["purchase_value"] for r in staged(result, tables.PURCHASES)] == ["123456789012.3456"]
+    (target,) = staged(result, tables.CUSTOM_TARGETS)
+    assert (
+        target["custom_target_value"] == "[1.0000000000000001,123456789012345678901234,true,null]"
+    )
+    (cart,) = staged(result, tables.CART_LINES)
+    assert (cart["product_id"], cart["quantity"], cart["time"]) == (
+        "98765432109876543210987",
+        "2",
+        "2026-11-01 01:02:03.456",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "page_views", "reasons"),
+    [
+        # Past int()'s 4,300-digit limit, and exactly 1.
+        (b'"' + b"0" * 5000 + b'1"', "1", []),
+        (b'"' + b"9" * 5000 + b'"', None, ["does not fit INT", "does not fit DECIMAL(16,4)"]),
+        # Past Decimal's exponent range.
+        (b"1e999999999999999999999", None, ["does not fit INT", "does not fit DECIMAL(16,4)"]),
+    ],
+)
+def test_huge_numbers_are_judged_not_raised(tmp_path, value, page_views, reasons):
+    lines = [
+        b'{"session_id":"s","page_views":' + value + b"}",
+        b'{"session_id":"t","purchases":{"p":' + value + b"}}",
+    ]
+    result = split_lines(tmp_path, lines)
+    if page_views:
+        assert staged(result, tables.SESSIONS)[0]["page_views"] == page_views
+        assert staged(result, tables.PURCHASES)[0]["purchase_value"] == page_views
+    got = [why for _, why, _ in result.read_rejects()]
+    assert len(got) == len(reasons)
+    for why, part in zip(got, reasons, strict=True):
+        assert part in why and why.endswith("without change") and len(why) < 200, why
