@@ -247,7 +247,7 @@ class KeyAudit:
     def __init__(self):
         self.unknown: Counter[str] = Counter()
         self.missing: Counter[str] = Counter()
-        self._verdicts: dict[tuple, tuple[list[str], list[str]]] = {}
+        self._verdicts: dict[tuple, tuple[tuple[str, str], ...]] = {}
 
     def _count(self, path: str, keys, expected: frozenset, known: frozenset) -> None:
         for key in keys - known:
@@ -261,7 +261,7 @@ class KeyAudit:
         if not (keys >= expected and keys <= known):
             self._count(path, keys, expected, known)
 
-    def _judge(self, shape: tuple) -> tuple[str, ...]:
+    def _judge(self, shape: tuple) -> tuple[tuple[str, str], ...]:
         """The unknown and missing keys of a session with these keys, as a tuple of
         ("unknown" or "missing", path) pairs; () when there are none."""
         path, expected, known = _SESSION_AUDIT
