@@ -217,22 +217,25 @@ def bench_days(args, root: Path) -> int:
                 flush=True,
             )
         # The last day, into the grown warehouse and, just before and just after, into an empty
-        # one: the same files at nearly the same moment, so a busy machine skews both alike.
+        # one: the same files at nearly the same moment, so a busy machine skews both alike. The
+        # empty ones are dropped only at the end: InnoDB purges a dropped database in the
+        # background, which would slow whichever load came next.
         last = _drop(root, days[-1], args, seed=42)
-        empty = []
-        for when in ("before", "after"):
-            if when == "after":
-                summary, grown = _load(url, last, args.jobs)
-                seconds.append(grown)
-                print(
-                    f"day {args.days:>2} ({days[-1]}): {grown:5.2f} s | {summary.sessions:,}"
-                    f" session versions, {summary.total_rows:,} rows",
-                    flush=True,
-                )
-            scratch = _fresh_database(args.server, "ss_bench_day1")
-            try:
-                empty.append(_load(scratch, last, args.jobs)[1])
-            finally:
+        empty, scratches = [], []
+        try:
+            for when in ("before", "after"):
+                if when == "after":
+                    summary, grown = _load(url, last, args.jobs)
+                    seconds.append(grown)
+                    print(
+                        f"day {args.days:>2} ({days[-1]}): {grown:5.2f} s | {summary.sessions:,}"
+                        f" session versions, {summary.total_rows:,} rows",
+                        flush=True,
+                    )
+                scratches.append(_fresh_database(args.server, "ss_bench_day1"))
+                empty.append(_load(scratches[-1], last, args.jobs)[1])
+        finally:
+            for scratch in scratches:
                 _drop_database(scratch)
         conn = db.connect(url)
         cur = conn.cursor()
