@@ -220,6 +220,22 @@ class S3Server:
 
         return boto3.client("iam", endpoint_url=self.endpoint_url, region_name="us-east-1")
 
+    def role_connection(self, role: AwsRole, *, region: str = "us-east-1", **extra) -> dict:
+        """The fields of an `aws_default` connection that signs in with `role`'s user keys and
+        assumes `role` on this server: login, password and extra (plus `extra`'s keys)."""
+        return {
+            "login": role.access_key_id,
+            "password": role.secret_access_key,
+            "extra": {
+                "endpoint_url": self.endpoint_url,
+                "region_name": region,
+                "role_arn": role.role_arn,
+                # The provider never sends AssumeRole to endpoint_url; STS has its own.
+                "service_config": {"sts": {"endpoint_url": self.endpoint_url}},
+                **extra,
+            },
+        }
+
     def role_for_bucket(self, bucket: str, *, trusted: bool = True) -> AwsRole:
         """An IAM user whose keys may only assume a role, and that role, which may do anything
         to `bucket`: under `enforcing_auth`, the keys alone cannot touch the bucket, so a client

@@ -45,15 +45,7 @@ def test_the_client_assumes_the_connection_s_role_and_keeps_its_endpoint_and_reg
     bucket = s3_server.create_bucket()
     role = s3_server.role_for_bucket(bucket)
     aws_default(
-        login=role.access_key_id,
-        password=role.secret_access_key,
-        extra={
-            "endpoint_url": s3_server.endpoint_url,
-            "region_name": "eu-west-1",
-            "role_arn": role.role_arn,
-            "service_config": {"sts": {"endpoint_url": s3_server.endpoint_url}},
-            "config_kwargs": {"read_timeout": 33},
-        },
+        **s3_server.role_connection(role, region="eu-west-1", config_kwargs={"read_timeout": 33})
     )
     client = s3_client_factory()()
     try:
@@ -107,16 +99,7 @@ def test_a_profile_named_by_the_connection_is_read_from_the_shared_credentials_f
 def test_a_role_the_user_may_not_assume_is_one_clear_line(s3_server, aws_default, monkeypatch):
     bucket = s3_server.create_bucket()
     role = s3_server.role_for_bucket(bucket, trusted=False)
-    aws_default(
-        login=role.access_key_id,
-        password=role.secret_access_key,
-        extra={
-            "endpoint_url": s3_server.endpoint_url,
-            "region_name": "us-east-1",
-            "role_arn": role.role_arn,
-            "service_config": {"sts": {"endpoint_url": s3_server.endpoint_url}},
-        },
-    )
+    aws_default(**s3_server.role_connection(role))
     monkeypatch.setenv("AIRFLOW_VAR_SESSION_STREAM_DROP_URL", f"s3://{bucket}/drop")
     monkeypatch.setenv("AIRFLOW_VAR_SESSION_STREAM_STAGING_URL", f"s3://{bucket}/staging")
     with s3_server.enforcing_auth():
@@ -138,16 +121,7 @@ def test_without_the_connection_boto3_s_own_chain_applies(s3_server, monkeypatch
 def test_the_staging_area_and_the_drop_use_the_connection(s3_server, aws_default, monkeypatch):
     bucket = s3_server.create_bucket()
     role = s3_server.role_for_bucket(bucket)
-    aws_default(
-        login=role.access_key_id,
-        password=role.secret_access_key,
-        extra={
-            "endpoint_url": s3_server.endpoint_url,
-            "region_name": "us-east-1",
-            "role_arn": role.role_arn,
-            "service_config": {"sts": {"endpoint_url": s3_server.endpoint_url}},
-        },
-    )
+    aws_default(**s3_server.role_connection(role))
     monkeypatch.setenv("AIRFLOW_VAR_SESSION_STREAM_DROP_URL", f"s3://{bucket}/drop")
     monkeypatch.setenv("AIRFLOW_VAR_SESSION_STREAM_STAGING_URL", f"s3://{bucket}/staging")
     with s3_server.enforcing_auth():

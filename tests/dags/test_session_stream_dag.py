@@ -150,19 +150,7 @@ def test_a_drop_and_staging_area_on_s3_through_a_role_the_connection_assumes(
     bucket = s3_server.create_bucket()
     s3_server.upload_tree(local, bucket, "monetate/raw_data/session_stream")
     role = s3_server.role_for_bucket(bucket)
-    aws = conn_env(
-        "aws_default",
-        conn_type="aws",
-        login=role.access_key_id,
-        password=role.secret_access_key,
-        extra={
-            "endpoint_url": s3_server.endpoint_url,
-            "region_name": "us-east-1",
-            "role_arn": role.role_arn,
-            # The provider never sends AssumeRole to endpoint_url; STS has its own.
-            "service_config": {"sts": {"endpoint_url": s3_server.endpoint_url}},
-        },
-    )
+    aws = conn_env("aws_default", conn_type="aws", **s3_server.role_connection(role))
     env = {
         **mysql_conn_env(fresh_db_url),
         **aws,
