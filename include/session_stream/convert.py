@@ -23,11 +23,12 @@ import orjson
 from . import tables
 from .layout import NULL, escape, needs_escape
 
-_INT_STRING = re.compile(r"\s*[-+]?\d+\s*").fullmatch
+_INT_STRING = re.compile(r"\s*[-+]?\d+\s*", re.ASCII).fullmatch
 _MONEY_PLAIN = re.compile(
-    rf"-?\d{{1,{tables.MONEY_DIGITS - tables.MONEY_SCALE}}}(?:\.\d{{1,{tables.MONEY_SCALE}}})?"
+    rf"-?\d{{1,{tables.MONEY_DIGITS - tables.MONEY_SCALE}}}(?:\.\d{{1,{tables.MONEY_SCALE}}})?",
+    re.ASCII,
 ).fullmatch
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?").fullmatch
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII).fullmatch
 _MONEY_QUANTUM = Decimal(1).scaleb(-tables.MONEY_SCALE)
 # Enough digits for any value DECIMAL(16,4) holds, so quantize and normalize never round one.
 _MONEY_CONTEXT = Context(prec=tables.MONEY_DIGITS + 2)
@@ -146,7 +147,8 @@ def _money(value, where: str) -> str:
         return text
     # Exponents, a leading '+', trailing zeros past the scale, more digits than a float holds:
     # let Decimal judge exactly (no context precision applies until the value is known to fit).
-    d = _decimal(text)
+    # Only a number's text reaches Decimal, which also reads '1_000', 'NaN' and 'Infinity'.
+    d = _decimal(text) if _NUMBER(text) else None
     if d is None or not d.is_finite():
         if d is None and _NUMBER(text):  # a number past Decimal's exponent range
             raise _unfit_money(where, value)
@@ -169,7 +171,7 @@ def _unfit_money(where: str, value) -> Reject:
 
 # The feed's usual form: UTC to the millisecond, every time field in range, year 1000 or later.
 _ISO_UTC_MS = re.compile(
-    r"[1-9]\d{3}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z"
+    r"[1-9]\d{3}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z", re.ASCII
 ).fullmatch
 _REAL_DAYS: set[str] = set()  # 'YYYY-MM-DD' texts already found to be real dates
 

@@ -13,11 +13,13 @@ from datetime import UTC, date, datetime, timedelta
 from .utc import to_utc
 
 _NAME_RE = re.compile(
-    r"^(?P<ts>\d{8}T\d{6})(?:\.(?P<frac>\d{1,6}))?Z_(?P<dur>P[0-9A-Z.]+)-(?P<num>\d+)\.json\.gz$"
+    r"^(?P<ts>\d{8}T\d{6})(?:\.(?P<frac>\d{1,6}))?Z_(?P<dur>P[0-9A-Z.]+)-(?P<num>\d+)\.json\.gz$",
+    re.ASCII,
 )
 _DURATION_RE = re.compile(
     r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
-    r"(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+    r"(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$",
+    re.ASCII,
 )
 
 

@@ -421,6 +421,7 @@ def test_parse_name_reads_window_length_and_number():
         "20261301T231500.000Z_PT15M-1.json.gz",  # month 13
         "20261101T231500.000Z_PT-1.json.gz",
         "20261101T231500.000Z_PT15M-abc.json.gz",
+        "20261101T231500.000Z_PT15M-\uff11.json.gz",  # a full-width digit: not a file number
     ],
 )
 def test_parse_name_rejects_other_names_clearly(bad):

@@ -545,3 +545,38 @@ def test_huge_numbers_are_judged_not_raised(tmp_path, value, page_views, reasons
     assert len(got) == len(reasons)
     for why, part in zip(got, reasons, strict=True):
         assert part in why and why.endswith("without change") and len(why) < 200, why
+
+
+@pytest.mark.parametrize("text", ["1_000", "1_000.50", "NaN", "Infinity", "-inf", "0x10", "１２"])
+def test_money_strings_that_are_not_numbers_are_rejected(tmp_path, text):
+    # Decimal reads each of these (underscores as digit groups, NaN and Infinity as values,
+    # full-width digits as digits); none is a number's text, so storing 1000 for "1_000" would
+    # change what was sent.
+    line = b'{"session_id":"s","session_value":"' + text.encode() + b'"}'
+    result = split_lines(tmp_path, [line])
+    (why,) = [why for _, why, _ in result.read_rejects()]
+    assert why.startswith("session.session_value:") and "is not a number" in why, why
+    assert staged(result, tables.SESSIONS) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        # Python's \d and int() read any Unicode digit; MySQL reads ASCII ones only.
+        ("page_views", '"１２"', "is not an integer"),
+        ("end_time", '"１７９３４９２０９９９９９"', "is not an integer"),
+    ],
+)
+def test_non_ascii_digits_are_not_numbers(tmp_path, field, value, reason):
+    line = b'{"session_id":"s","' + field.encode() + b'":' + value.encode() + b"}"
+    result = split_lines(tmp_path, [line])
+    (why,) = [why for _, why, _ in result.read_rejects()]
+    assert why.startswith(f"session.{field}:") and reason in why, why
+
+
+def test_non_ascii_digits_in_a_line_time_are_rejected_not_staged(tmp_path):
+    # The date part is checked by date.fromisoformat; the time of day only by the pattern.
+    line = b'{"session_id":"s","view_lines":[{"product_id":"p","time":"2026-11-01T0\xef\xbc\x91:02:03.456Z"}]}'
+    result = split_lines(tmp_path, [line])
+    (why,) = [why for _, why, _ in result.read_rejects()]
+    assert why.startswith("view_lines[0].time:"), why
