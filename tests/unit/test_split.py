@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
 
@@ -333,6 +334,7 @@ def test_lines_without_a_backslash_stage_what_the_checked_path_stages(tmp_path, 
     src = write_gz(tmp_path / "20261101T000000.000Z_PT15M-1.json.gz", [*lines, *tricky])
     fast = split_file(src, tmp_path / "fast")
     monkeypatch.setattr(split, "_CLEAN_BUILDERS", split._BUILDERS)
+    monkeypatch.setattr(split, "_KNOWN_CLEAN_BUILDERS", split._KNOWN_BUILDERS)
     checked = split_file(src, tmp_path / "checked")
     assert fast.sessions == checked.sessions == 420
     assert _staged_files(fast) == _staged_files(checked)
@@ -341,6 +343,72 @@ def test_lines_without_a_backslash_stage_what_the_checked_path_stages(tmp_path, 
         checked.unknown_keys,
         checked.missing_keys,
     )
+
+
+def test_lines_with_the_spec_keys_stage_what_the_audited_path_stages(tmp_path, monkeypatch):
+    """A line with exactly the spec's keys is parsed into structs (split._spec_structs) and not
+    audited key by key; every other line is parsed into dicts and audited. Both paths stage the
+    same bytes and count the same keys: here every line is sent down the dict path once, on
+    sample sessions with every quirk (unknown and missing keys, bad values, escapes)."""
+    from session_stream import sample, split
+
+    (path,) = sample.write_drop(
+        tmp_path / "drop", sample_day(), sessions=600, files=1, seed=5, bad_lines=12
+    )
+    lines = gzip.decompress(path.read_bytes()).splitlines()
+    tricky = [orjson.loads(line) for line in lines[:30]]
+    for n, session in enumerate(tricky):
+        session["city"] = TRICKY[n % len(TRICKY)]
+        session["session_id"] += "-tricky"
+    # Spec-shaped lines whose values are wrong, and lines that lack a key.
+    tricky[20]["page_views"] = "many"
+    tricky[21]["cart_lines"] = "none"
+    tricky[22]["purchase_lines"] = {"P": 5}
+    tricky[23]["view_lines"] = [{"product_id": "p", "time": "yesterday"}]
+    del tricky[24]["guid"]
+    tricky[25]["cart_lines"] = [{"product_id": "p"}]
+    tricky[26]["session_id"] = None
+    src = write_gz(tmp_path / "20261101T000000.000Z_PT15M-1.json.gz", [*lines, *tricky])
+
+    audited = []
+    check = split.KeyAudit.check
+    monkeypatch.setattr(
+        split.KeyAudit, "check", lambda self, s: (audited.append(1), check(self, s))
+    )
+    both = split_file(src, tmp_path / "both")
+    assert 0 < len(audited) < both.sessions / 2  # most sample lines carry the spec's keys only
+
+    def refuse(raw):
+        raise msgspec.ValidationError("sent down the dict path")
+
+    monkeypatch.setattr(split, "_decode_known", refuse)
+    dicts = split_file(src, tmp_path / "dicts")
+    assert both.sessions == dicts.sessions and both.rejects == dicts.rejects > 0
+    assert _staged_files(both) == _staged_files(dicts)
+    assert (both.rows, both.unknown_keys, both.missing_keys, both.horizon) == (
+        dicts.rows,
+        dicts.unknown_keys,
+        dicts.missing_keys,
+        dicts.horizon,
+    )
+    assert both.unknown_keys and both.missing_keys
+
+
+def test_a_line_with_exactly_the_spec_keys_is_not_audited_key_by_key(tmp_path, monkeypatch):
+    from session_stream import split
+
+    monkeypatch.setattr(split.KeyAudit, "check", lambda self, s: pytest.fail(f"audited {s}"))
+    full = {key: None for key in tables.object_paths()[tables.SESSION_PATH]}
+    line = {
+        **full,
+        "session_id": "s",
+        "cart_lines": [{"product_id": "p", "sku": "k", "quantity": 1, "time": 1793492099999}],
+        "view_lines": [],
+        "purchase_lines": {"P": {"time": None, "total": "1.5", "items": None}},
+        "offers": {"o": 1},
+    }
+    result = split_lines(tmp_path, [line])
+    assert (result.sessions, result.rejects, result.unknown_keys) == (1, 0, {})
 
 
 def sample_day():
