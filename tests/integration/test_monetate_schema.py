@@ -357,3 +357,23 @@ def test_line_items_join_their_purchase_line_on_purchase_id_by_index(busy):
 def test_a_child_table_read_alone_does_not_touch_session_sessions(busy):
     steps = plan(busy, "SELECT product_id, COUNT(*) FROM session_view_lines GROUP BY product_id")
     assert len(steps) == 1, steps  # session_sessions is eliminated when session_id is not read
+
+
+@pytest.mark.parametrize("table", tables.CHILD_TABLES, ids=lambda t: t.name)
+def test_a_join_on_session_key_gives_the_guides_rows_with_one_lookup(busy, table):
+    """The README's advice for warehouses far beyond the buffer pool: the same rows as the
+    guide's join on session_id, found by the child table's own key alone."""
+    by_id, by_key = (
+        f"SELECT s.device_type, s.session_id, COUNT(c.row_no), COUNT(*)"
+        f" FROM session_sessions s LEFT JOIN {table.name} c ON c.{on} = s.{on}"
+        f" GROUP BY s.device_type, s.session_id ORDER BY s.session_id"
+        for on in ("session_id", "session_key")
+    )
+    rows = query(busy, by_id)
+    assert rows == query(busy, by_key)
+    assert sum(r[2] for r in rows) > 0  # the sample's sessions have rows in every child table
+    steps = plan(busy, by_key)
+    assert [(s["table"], s["type"], s["key"]) for s in steps] == [
+        ("s", "ALL", None),
+        ("c", "ref", "PRIMARY"),
+    ], steps
