@@ -14,6 +14,7 @@ minimum; what the column would store changed is rejected.
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Context, Decimal, InvalidOperation
@@ -92,20 +93,30 @@ def _decimal(text: str) -> Decimal | None:
         return None
 
 
-def _shown(value) -> str:
-    """A value for a reject reason: a number of 5,000 digits would crowd out the reason."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+_SHOWN = reprlib.Repr()  # Python 3.11 takes no keywords here
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist = 2, 4, 4
+_SHOWN.maxstring = _SHOWN.maxlong = _SHOWN.maxother = 40
+
+
+def shown(value) -> str:
+    """A value for a reject reason: its repr, or the head of it. A value of 5,000 digits or of
+    megabytes would crowd out the reason, and a long string or a nested value is not written out
+    whole before it is cut."""
+    t = type(value)
+    if t is str and len(value) > 60:
+        return f"{value[:40]!r}... ({len(value):,} characters)"
+    text = _SHOWN.repr(value) if t is dict or t is list else repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
 
 
 def _changed(where: str, value, hi: int, *, integral: bool = True) -> Reject:
     sql = "INT" if hi == tables.INT_RANGE[1] else "BIGINT"
     if not integral:
         return Reject(
-            f"{where}: {_shown(value)} is not an integer, so it cannot be stored in {sql} without change"
+            f"{where}: {shown(value)} is not an integer, so it cannot be stored in {sql} without change"
         )
     return Reject(
-        f"{where}: {_shown(value)} does not fit {sql}, so it cannot be stored without change"
+        f"{where}: {shown(value)} does not fit {sql}, so it cannot be stored without change"
     )
 
 
@@ -127,7 +138,7 @@ def _integer(value, where: str, lo: int, hi: int) -> int:
     elif t is float and value.is_integer():
         n = int(value)
     else:
-        raise Reject(f"{where}: {value!r} is not an integer")
+        raise Reject(f"{where}: {shown(value)} is not an integer")
     if not lo <= n <= hi:
         raise _changed(where, n, hi)
     return n
@@ -142,7 +153,7 @@ def _money(value, where: str) -> str:
     elif t is float:
         text = repr(value)
     else:
-        raise Reject(f"{where}: {value!r} is not a number")
+        raise Reject(f"{where}: {shown(value)} is not a number")
     if _MONEY_PLAIN(text):
         return text
     # Exponents, a leading '+', trailing zeros past the scale, more digits than a float holds:
@@ -152,7 +163,7 @@ def _money(value, where: str) -> str:
     if d is None or not d.is_finite():
         if d is None and _NUMBER(text):  # a number past Decimal's exponent range
             raise _unfit_money(where, value)
-        raise Reject(f"{where}: {_shown(value)} is not a number")
+        raise Reject(f"{where}: {shown(value)} is not a number")
     if d.is_zero():
         return "0"
     if d.adjusted() < tables.MONEY_DIGITS - tables.MONEY_SCALE:
@@ -164,7 +175,7 @@ def _money(value, where: str) -> str:
 
 def _unfit_money(where: str, value) -> Reject:
     return Reject(
-        f"{where}: {_shown(value)} does not fit DECIMAL({tables.MONEY_DIGITS},{tables.MONEY_SCALE})"
+        f"{where}: {shown(value)} does not fit DECIMAL({tables.MONEY_DIGITS},{tables.MONEY_SCALE})"
         " without rounding, so it cannot be stored without change"
     )
 
@@ -196,32 +207,34 @@ def _utc_datetime(value, where: str, name: str) -> str:
         day = value[:10]
         if day in _REAL_DAYS or _real_day(day):
             return f"{day} {value[11:23]}"
-        raise Reject(f"{where}.{name}: {value!r} is not an ISO-8601 time or epoch milliseconds")
+        raise Reject(
+            f"{where}.{name}: {shown(value)} is not an ISO-8601 time or epoch milliseconds"
+        )
     if t is str and not _INT_STRING(value):
         try:
             dt = datetime.fromisoformat(value.strip())
         except ValueError:
             raise Reject(
-                f"{where}.{name}: {value!r} is not an ISO-8601 time or epoch milliseconds"
+                f"{where}.{name}: {shown(value)} is not an ISO-8601 time or epoch milliseconds"
             ) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)  # no offset given: the feed's times are UTC
         if dt.microsecond % 1000:
             raise Reject(
-                f"{where}.{name}: {value!r} has sub-millisecond precision that DATETIME(3) would drop"
+                f"{where}.{name}: {shown(value)} has sub-millisecond precision that DATETIME(3) would drop"
             )
         try:
             dt = dt.astimezone(UTC)
         except OverflowError:
-            raise Reject(f"{where}.{name}: {value!r} is out of range") from None
+            raise Reject(f"{where}.{name}: {shown(value)} is out of range") from None
     else:
         ms = _integer(value, f"{where}.{name}", tables.BIGINT_RANGE[0], tables.BIGINT_RANGE[1])
         try:
             dt = _EPOCH + timedelta(milliseconds=ms)
         except OverflowError:
-            raise Reject(f"{where}.{name}: {value!r} is out of range") from None
+            raise Reject(f"{where}.{name}: {shown(value)} is out of range") from None
     if dt < _DATETIME_MIN:
-        raise Reject(f"{where}.{name}: {value!r} is before the year 1000")
+        raise Reject(f"{where}.{name}: {shown(value)} is before the year 1000")
     return dt.isoformat(sep=" ", timespec="milliseconds")[:23]
 
 
@@ -289,7 +302,7 @@ def converter(column: tables.Column, *, clean: bool = False) -> Callable[[object
             except (KeyError, TypeError):
                 if type(v) is JsonNumber and _decimal(v) in (0, 1):
                     return FLAGS[_decimal(v) == 1]  # 1.0 and 0.0 count, as 1 and 0 do
-                raise Reject(f"{where}.{name}: {v!r} is not a 't'/'f' flag") from None
+                raise Reject(f"{where}.{name}: {shown(v)} is not a 't'/'f' flag") from None
 
     elif kind == tables.DATETIME:
 

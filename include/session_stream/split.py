@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from . import tables
-from .convert import JsonNumber, Reject, converter
+from .convert import JsonNumber, Reject, converter, shown
 from .errors import BadInputError
 from .layout import NULL, SplitResult, SplitWriter, escape, row_lead
 
@@ -141,7 +141,7 @@ def _map_builder(table: tables.Table, clean: bool, fast: bool) -> Callable:
             # Name the entry that failed: rare, so the loop above does not format names.
             for k, v in entries:
                 key_conv(k, top)
-                value_conv(v, f"{top}[{k!r}]")
+                value_conv(v, f"{top}[{shown(k)}]")
             raise
 
     return build
@@ -201,7 +201,7 @@ def _map_of_objects_builder(table: tables.Table, clean: bool, fast: bool) -> Cal
     def build(s, lead):
         lines = []
         for n, (k, obj) in enumerate(_container(s, top, dict, "", fast)):
-            where = f"{top}[{k!r}]"
+            where = f"{top}[{shown(k)}]"
             if not fast and type(obj) is not dict:
                 raise Reject(f"{where}: expected a JSON object")
             fields = [conv(_member(obj, key, fast), where) for key, conv in columns]
@@ -224,10 +224,10 @@ def _map_of_lists_builder(table: tables.Table, clean: bool, fast: bool) -> Calla
         lines = []
         for k, obj in _container(s, top, dict, "", fast):
             if not fast and type(obj) is not dict:
-                raise Reject(f"{top}[{k!r}]: expected a JSON object")
+                raise Reject(f"{top}[{shown(k)}]: expected a JSON object")
             pid = key_conv(k, top)
-            for i, item in enumerate(_container(obj, inner, list, f"{top}[{k!r}].", fast)):
-                where = f"{top}[{k!r}].{inner}[{i}]"
+            for i, item in enumerate(_container(obj, inner, list, f"{top}[{shown(k)}].", fast)):
+                where = f"{top}[{shown(k)}].{inner}[{i}]"
                 if not fast and type(item) is not dict:
                     raise Reject(f"{where}: expected a JSON object")
                 fields = [conv(_member(item, key, fast), where) for key, conv in columns]

@@ -648,3 +648,20 @@ def test_non_ascii_digits_in_a_line_time_are_rejected_not_staged(tmp_path):
     result = split_lines(tmp_path, [line])
     (why,) = [why for _, why, _ in result.read_rejects()]
     assert why.startswith("view_lines[0].time:"), why
+
+
+def test_a_huge_bad_value_gives_a_short_reason(tmp_path):
+    """The reason shows the head of the value: a 5 MB string or a nested value of a million
+    items is not written out whole first (the reject keeps the line itself)."""
+    huge = "9" * 5_000_000
+    lines = [
+        {"session_id": "a", "view_lines": [{"product_id": "p", "time": huge}]},
+        {"session_id": "b", "has_cart": {"x": list(range(1_000_000))}},
+        {"session_id": "c", "purchase_lines": {huge: 5}},
+    ]
+    result = split_lines(tmp_path, lines)
+    reasons = [why for _, why, _ in result.read_rejects()]
+    assert len(reasons) == 3 and all(len(why) < 200 for why in reasons), reasons
+    assert "(5,000,000 characters)" in reasons[0] and reasons[0].startswith("view_lines[0].time:")
+    assert reasons[1] == "session.has_cart: {'x': [0, 1, 2, 3, ...]} is not a 't'/'f' flag"
+    assert "(5,000,000 characters)" in reasons[2] and "expected a JSON object" in reasons[2]
