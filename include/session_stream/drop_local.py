@@ -18,7 +18,7 @@ from .drop import DropFile, DropLocation, RefusedFile
 from .errors import ConfigError
 from .roots import contained
 
-_KINDS = {
+KINDS = {  # what a non-regular entry is, for a refusal's reason
     stat.S_IFIFO: "a FIFO",
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
@@ -42,7 +42,7 @@ def refusal(root: Path, path: Path) -> str | None:
     except OSError:
         return "a broken symlink"
     if not stat.S_ISREG(st.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        kind = KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
         return f"{kind}, not a regular file"
     return None
 

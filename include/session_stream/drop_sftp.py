@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .drop import DropFile, DropLocation, DropUrl
+from .drop_local import KINDS as _KINDS
 from .errors import ConfigError, UnreachableError
 from .keys import paramiko_private_key
 
@@ -269,11 +270,28 @@ class SftpDrop(DropLocation):
             attrs = self._call(lambda s: s.listdir_attr(self._remote(folder)))
         except FileNotFoundError:
             return []
-        return [
-            DropFile(f"{folder}/{a.filename}", a.st_size or 0, a.st_mtime)
-            for a in attrs
-            if a.st_mode is None or stat.S_ISREG(a.st_mode)
-        ]
+        out = []
+        for a in attrs:
+            rel, mode = f"{folder}/{a.filename}", a.st_mode
+            if mode is not None and stat.S_ISLNK(mode):
+                # A link on the server is followed there (the server decides what this login
+                # may read); what it leads to must be a regular file like any other.
+                try:
+                    a = self._call(lambda s, rel=rel: s.stat(self._remote(rel)))
+                except FileNotFoundError:
+                    out.append(DropFile(rel, 0, None, refused="a broken symlink"))
+                    continue
+                mode = a.st_mode
+            if mode is None or stat.S_ISREG(mode):
+                out.append(DropFile(rel, a.st_size or 0, a.st_mtime))
+            elif not stat.S_ISDIR(mode):
+                # Listed, so that one named like a Monetate file is refused and reported rather
+                # than skipped without a word (drop_local does the same).
+                kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+                out.append(
+                    DropFile(rel, a.st_size or 0, a.st_mtime, refused=f"{kind}, not a regular file")
+                )
+        return out
 
     def _fetch(self, f: DropFile, local: Path) -> None:
         self._call(lambda s: s.get(self._remote(f.path), str(local)))

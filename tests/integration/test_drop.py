@@ -468,3 +468,35 @@ def test_encrypted_private_key_needs_its_passphrase():
     with pytest.raises(ConfigError, match="encrypted: give its passphrase"):
         paramiko_private_key(pem)
     assert paramiko_private_key(pem, "pass phrase").get_name() == "ssh-ed25519"
+
+
+@pytest.fixture(params=["local", "sftp"])
+def file_store(request, tmp_path, monkeypatch):
+    """The stores whose folders hold links, FIFOs and folders (S3 has objects only)."""
+    return Store(request.param, tmp_path, request, monkeypatch)
+
+
+def test_entries_named_like_drop_files_are_read_refused_or_skipped_never_silently(file_store):
+    """A link to a file in the drop is read as that file; a broken link or a FIFO named like a
+    Monetate file is listed as refused (the run ledgers and reports it); a folder so named is
+    not a file and is skipped."""
+    store = file_store
+    payload = gz('{"session_id": "linked"}\n')
+    store.write("2026/11/01/target.bin", payload)
+    day = store.root / "2026/11/01"
+    (day / name("2026-11-01 23:00", 1)).symlink_to("target.bin")
+    (day / name("2026-11-01 23:15", 2)).symlink_to("missing.bin")
+    os.mkfifo(day / name("2026-11-01 23:30", 3))
+    (day / name("2026-11-01 23:45", 4)).mkdir()
+    with store.open() as drop:
+        files = {f.name: f for f in drop.list_files(START, END)}
+        assert sorted(files) == [
+            name(t, n)
+            for t, n in [("2026-11-01 23:00", 1), ("2026-11-01 23:15", 2), ("2026-11-01 23:30", 3)]
+        ]
+        linked = files[name("2026-11-01 23:00", 1)]
+        assert (linked.refused, linked.size) == (None, len(payload))
+        assert "broken symlink" in files[name("2026-11-01 23:15", 2)].refused
+        assert files[name("2026-11-01 23:30", 3)].refused == "a FIFO, not a regular file"
+        got = drop.download(linked, store.root.parent / "got.json.gz")
+    assert got.read_bytes() == payload
