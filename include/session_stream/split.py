@@ -1,7 +1,8 @@
 """Split one Session Stream file into one staged TSV per table, ready for LOAD DATA.
 
-The file is streamed (never held in memory whole) and each line is parsed with msgspec,
-validated against tables.py and written out. A line that is not JSON, has no session_id, or
+The file is streamed (never held in memory whole) and each line is parsed with msgspec (into
+structs of the spec's shape, or into dicts when its keys differ, which KeyAudit then counts: see
+_spec_structs), validated against tables.py and written out. A line that is not JSON, has no session_id, or
 carries a value that would not fit its column becomes a reject and the rest of the file goes on.
 A file that cannot be read to its end, or holds no gzip member at all (0 bytes), leaves nothing
 behind and raises BadInputError.
