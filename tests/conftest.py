@@ -56,6 +56,17 @@ def db_url():
         yield url
 
 
+@pytest.fixture(scope="module")
+def url(db_url):
+    """db_url with the warehouse's tables (`init-db`); a module may define its own `url`."""
+    from session_stream import db, schema
+
+    conn = db.connect(db_url)
+    schema.init_db(conn)
+    conn.close()
+    return db_url
+
+
 @pytest.fixture
 def fresh_db_url():
     """Like db_url, but one database per test."""

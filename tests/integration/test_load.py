@@ -30,14 +30,6 @@ DAY = date(2026, 11, 1)
 CLI = [sys.executable, "-m", "session_stream.cli"]
 
 
-@pytest.fixture(scope="module")
-def url(db_url):
-    conn = db.connect(db_url)
-    schema.init_db(conn)
-    conn.close()
-    return db_url
-
-
 @pytest.fixture
 def empty(url):
     reset(url)

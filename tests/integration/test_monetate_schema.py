@@ -13,7 +13,7 @@ import orjson
 import pytest
 from warehouse import query
 
-from session_stream import cli, db, sample, schema, tables
+from session_stream import cli, db, sample, tables
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +49,6 @@ def sample_schema(text: str) -> dict[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def monetate() -> dict[str, dict[str, str]]:
     return sample_schema(EXCERPT.read_text())
-
-
-@pytest.fixture(scope="module")
-def url(db_url):
-    conn = db.connect(db_url)
-    schema.init_db(conn)
-    conn.close()
-    return db_url
 
 
 def columns(url: str, table: str) -> dict[str, tuple]:

@@ -69,14 +69,6 @@ def write_file(path: Path, lines: dict[int, bytes]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def url(db_url):
-    conn = db.connect(db_url)
-    schema.init_db(conn)
-    conn.close()
-    return db_url
-
-
-@pytest.fixture(scope="module")
 def loaded(url, tmp_path_factory):
     """A file with good lines, a line longer than max_allowed_packet (not a whole number of
     parts), a line of a few parts and the sample's small bad line, loaded by the CLI."""
