@@ -159,11 +159,11 @@ def _money(value, where: str) -> str:
     # Exponents, a leading '+', trailing zeros past the scale, more digits than a float holds:
     # let Decimal judge exactly (no context precision applies until the value is known to fit).
     # Only a number's text reaches Decimal, which also reads '1_000', 'NaN' and 'Infinity'.
-    d = _decimal(text) if _NUMBER(text) else None
-    if d is None or not d.is_finite():
-        if d is None and _NUMBER(text):  # a number past Decimal's exponent range
-            raise _unfit_money(where, value)
+    if not _NUMBER(text):
         raise Reject(f"{where}: {shown(value)} is not a number")
+    d = _decimal(text)
+    if d is None:  # a number past Decimal's exponent range
+        raise _unfit_money(where, value)
     if d.is_zero():
         return "0"
     if d.adjusted() < tables.MONEY_DIGITS - tables.MONEY_SCALE:
@@ -300,8 +300,8 @@ def converter(column: tables.Column, *, clean: bool = False) -> Callable[[object
             try:
                 return FLAGS[v]
             except (KeyError, TypeError):
-                if type(v) is JsonNumber and _decimal(v) in (0, 1):
-                    return FLAGS[_decimal(v) == 1]  # 1.0 and 0.0 count, as 1 and 0 do
+                if type(v) is JsonNumber and (d := _decimal(v)) in (0, 1):
+                    return FLAGS[d == 1]  # 1.0 and 0.0 count, as 1 and 0 do
                 raise Reject(f"{where}.{name}: {shown(v)} is not a 't'/'f' flag") from None
 
     elif kind == tables.DATETIME:
