@@ -17,7 +17,7 @@ import shutil
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from operator import attrgetter, call
 from pathlib import Path
 
@@ -70,6 +70,16 @@ def _spec_structs() -> type:
 _decode_known = msgspec.json.Decoder(_spec_structs(), float_hook=JsonNumber).decode
 
 
+def parse(raw: bytes) -> tuple[object, bool]:
+    """A line as the split parses it: (its structs, True) when its keys are exactly the spec's;
+    else (its value parsed into dicts, False), whose keys KeyAudit counts. Raises ValueError
+    (msgspec's DecodeError) or RecursionError for a line that is not JSON."""
+    try:
+        return _decode_known(raw), True
+    except (ValueError, RecursionError):  # msgspec's DecodeError and ValidationError
+        return _decode(raw), False
+
+
 # --- per-table row builders, all driven by the spec ------------------------------------------
 # A builder turns one session into the staged rows of one table. The session's own row starts
 # with the session's lead (index in the file, session_id); a child row starts with the index
@@ -77,7 +87,7 @@ _decode_known = msgspec.json.Decoder(_spec_structs(), float_hook=JsonNumber).dec
 
 
 def _container(session, key: str, kind: type, where: str, fast: bool = False):
-    value = _member(session, key, fast)
+    value = getattr(session, key) if fast else session.get(key)  # _member, without a call
     if value is None:
         return ()  # absent means empty
     if type(value) is not kind:
@@ -95,8 +105,11 @@ def _item_columns(table: tables.Table, clean: bool) -> list[tuple[str, Callable]
     return [(c.json_key, converter(c, clean=clean)) for c in columns]
 
 
-def _values(keys: list[str]) -> Callable[[object], tuple]:
-    """For a decoded struct (`fast`): its values of `keys`, in order, as a tuple."""
+def _values(keys: list[str], fast: bool) -> Callable[[object], Iterable]:
+    """A decoded object's values of `keys`, in order: a struct's attributes (`fast`) or a dict's
+    values (None where absent; AttributeError when the object is not a dict)."""
+    if not fast:
+        return lambda obj: map(obj.get, keys)
     get = attrgetter(*keys)
     return get if len(keys) > 1 else lambda obj: (get(obj),)
 
@@ -111,16 +124,13 @@ def _session_builder(table: tables.Table, clean: bool, fast: bool) -> Callable:
     columns = table.columns[1:]
     keys, convs = [c.json_key for c in columns], [converter(c, clean=clean) for c in columns]
     where = ["session"] * len(columns)
-    values = _values(keys)
+    values = _values(keys, fast)
 
     # map() runs the loop over the 34 columns in C: measurably faster than a comprehension here.
     def build(s, lead):
-        return ["\t".join([lead, *map(call, convs, map(s.get, keys), where)])]
-
-    def build_fast(s, lead):
         return ["\t".join([lead, *map(call, convs, values(s), where)])]
 
-    return build_fast if fast else build
+    return build
 
 
 def _map_builder(table: tables.Table, clean: bool, fast: bool) -> Callable:
@@ -154,7 +164,7 @@ def _list_builder(table: tables.Table, clean: bool, fast: bool) -> Callable:
     columns = _item_columns(table, clean)
     keys, convs = [k for k, _ in columns], [c for _, c in columns]
     wheres = [top] * len(columns)
-    values = _values(keys)
+    values = _values(keys, fast)
 
     def named_rows(items, lead):
         # Again, naming the item in the reason (rare): raises the Reject.
@@ -166,31 +176,20 @@ def _list_builder(table: tables.Table, clean: bool, fast: bool) -> Callable:
         raise AssertionError("named_rows found nothing to reject")
 
     def build(s, lead):
-        items = _container(s, top, list, "")
+        items = _container(s, top, list, "", fast)
         if len(items) > _ROWS_MAX:
             raise _too_many(top)
         try:
-            # item.get exists only on an object; map() runs each row's converters in C.
+            # A dict item's values come from item.get, which only an object has; map() runs
+            # each row's converters in C.
             return [
-                "\t".join([lead, str(i), *map(call, convs, map(item.get, keys), wheres)])
+                "\t".join([lead, str(i), *map(call, convs, values(item), wheres)])
                 for i, item in enumerate(items)
             ]
         except (Reject, AttributeError):
             named_rows(items, lead)
 
-    def build_fast(s, lead):
-        items = getattr(s, top) or ()
-        if len(items) > _ROWS_MAX:
-            raise _too_many(top)
-        try:
-            return [
-                "\t".join([lead, str(i), *map(call, convs, values(item), wheres)])
-                for i, item in enumerate(items)
-            ]
-        except Reject:
-            named_rows(items, lead)
-
-    return build_fast if fast else build
+    return build
 
 
 def _map_of_objects_builder(table: tables.Table, clean: bool, fast: bool) -> Callable:
@@ -256,7 +255,7 @@ def row_builder(
     text of the leading fields: the session's index in the file and its escaped session_id for
     session_sessions, the index alone for a child table. clean=True: for a session whose line
     holds no backslash, so no string in it needs escaping (convert.converter). fast=True: for a
-    session decoded into the spec's structs (`decode_known`), whose objects and lists are
+    session parsed into the spec's structs (`parse`), whose objects and lists are
     known to have the spec's shape, and whose members are attributes."""
     try:
         make = _BUILDERS_BY_SHAPE[table.shape]
@@ -467,19 +466,17 @@ def _split_pass(src: Path, out_dir: Path, name: str, keep: dict[str, int] | None
             result.lines = line_no
             if not raw or raw.isspace():  # blank (strip() would copy every line)
                 continue
-            clean = b"\\" not in raw
             try:
-                # Most lines: exactly the spec's keys (see _spec_structs), nothing to audit.
-                session = _decode_known(raw)
+                session, known = parse(raw)
+            except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, depth
+                _reject(writers, result, line_no, f"not JSON: {exc}", raw)
+                continue
+            clean = b"\\" not in raw
+            if known:  # most lines: exactly the spec's keys, nothing to audit
                 sid_value, end_value = session.session_id, session.end_time
                 start_value = session.start_time
                 builders = _KNOWN_CLEAN_BUILDERS if clean else _KNOWN_BUILDERS
-            except (ValueError, RecursionError):  # msgspec's DecodeError and ValidationError
-                try:
-                    session = _decode(raw)
-                except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, depth
-                    _reject(writers, result, line_no, f"not JSON: {exc}", raw)
-                    continue
+            else:
                 if type(session) is not dict:
                     _reject(writers, result, line_no, "not a JSON object", raw)
                     continue
