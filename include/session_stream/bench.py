@@ -249,19 +249,36 @@ def _best_of(cur, sql: str, repeat: int) -> float:
     return best
 
 
+def _pages_read(cur) -> int:
+    """InnoDB pages read from disk since the server started (the buffer pool's misses)."""
+    cur.execute(
+        "SELECT variable_value FROM information_schema.global_status"
+        " WHERE variable_name = 'INNODB_BUFFER_POOL_READS'"
+    )
+    return int(cur.fetchone()[0])
+
+
 def bench_days(args, root: Path) -> int:
     url = _fresh_database(args.server, "ss_bench_days")
     try:
         days = [DAY - timedelta(days=args.days - n) for n in range(args.days)]
-        seconds = []
+        seconds, misses = [], []
+        # A day's time on this shared 2-core machine moves by ±20%; the pages a load has to read
+        # from disk do not, and they are what grows when an index a load writes in random order
+        # outgrows the buffer pool (the warehouse's own reads: nothing else runs meanwhile).
+        status = db.connect(url)
         for n, day in enumerate(days):
-            summary, took = _load(url, _drop(root, day, args, seed=42), args.jobs)
+            paths = _drop(root, day, args, seed=42)
+            before = _pages_read(status.cursor())
+            summary, took = _load(url, paths, args.jobs)
             seconds.append(took)
+            misses.append(_pages_read(status.cursor()) - before)
             print(
                 f"day {n + 1:>2} ({day}): {took:5.2f} s | {summary.sessions:,} session versions,"
-                f" {summary.total_rows:,} rows",
+                f" {summary.total_rows:,} rows | {misses[-1]:,} pages read from disk",
                 flush=True,
             )
+        status.close()
         # The last day's files again, right after, into an empty warehouse, twice: the same files
         # at nearly the same moment, so a busy machine skews both alike. After the grown load,
         # not before it: a load into another database just before would fill the buffer pool
@@ -304,6 +321,10 @@ def bench_days(args, root: Path) -> int:
             print(
                 f"  the last three days against the first three: {tail / head:.2f}x"
                 f" ({tail:.2f} s / {head:.2f} s)"
+            )
+            print(
+                "  pages read from disk while loading, a day: first three"
+                f" {statistics.mean(misses[:3]):,.0f}, last three {statistics.mean(misses[-3:]):,.0f}"
             )
 
         print(

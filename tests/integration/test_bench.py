@@ -41,6 +41,8 @@ def test_growing_days_print_growth_every_guide_join_and_where_a_join_goes(tmp_pa
     assert bench.main([*args, "--days", "2", "--data", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"growth: day 2 took \d+\.\d\dx the same files", out)
+    read = re.findall(r"^day +\d+ .* rows \| ([\d,]+) pages read from disk$", out, re.M)
+    assert len(read) == 2, out
     joined = re.findall(r"sessions -> (session_\w+) .* \| +\d+\.\dx", out)
     assert len(joined) == 8, out
     assert "slowest join of session_sessions to a child table" in out
