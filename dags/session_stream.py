@@ -59,8 +59,9 @@ plus `lookback_hours` before it for files that arrived late. The ledger table
 skipped, so overlapping runs and backfills never load a file twice.
 
 **Tasks**: `fetch` lists the drop location and stages the new files → `split` (mapped over
-batches) → `load` (mapped, pool `{LOAD_POOL}`) → `check` (fails, naming the files, if a file did
-not load or has more than `max_rejects` rejects, or if a scheduled run finds no new file for
+batches) → `load` (mapped, pool `{LOAD_POOL}`) → `check` (runs once the loads are done, failed
+ones too, and removes the run's staging folder; fails, naming the files, if a file did not load
+or has more than `max_rejects` rejects, or if a scheduled run finds no new file for
 `session_stream_silence_hours`; its log ends with the run's report: files, sessions, rows,
 rejects, unknown keys, late files, files still failing, which it returns) → `finish` (runs last,
 whatever failed: fails naming every failed task and file, which sends the run's one alert; else
@@ -223,9 +224,15 @@ def session_stream():
         finally:
             loader.close()
 
-    # none_failed: a run with nothing new (split and load skipped) still checks, quietly.
-    @task(trigger_rule="none_failed", execution_timeout=CHECK_TIMEOUT)
-    def check(summary: dict, params=None, run_id=None) -> dict:
+    # all_done: once every load has finished, whatever it did. A run with nothing new (split and
+    # load skipped) checks quietly; a run where a split or a load failed still gets its report
+    # and its staging folder removed (under none_failed, check never ran and the folder stayed).
+    # Only a run whose fetch did not finish has nothing to check.
+    @task(trigger_rule="all_done", execution_timeout=CHECK_TIMEOUT)
+    def check(params=None, run_id=None, ti=None) -> dict:
+        summary = ti.xcom_pull(task_ids="fetch", key="summary")
+        if summary is None:
+            raise AirflowSkipException("fetch did not finish: nothing to check")
         loader = open_loader()
         try:
             with open_staging_area(params) as staging:
@@ -261,8 +268,8 @@ def session_stream():
     batches = fetch()
     splits = split.expand(batch=batches)
     loads = load.expand(batch=splits)
-    checked = check(batches["summary"])
-    loads >> checked
+    checked = check()
+    [batches, loads] >> checked
     [batches, splits, loads, checked] >> finish()
 
 

@@ -133,7 +133,9 @@ def test_loads_use_the_pool_finish_emits_the_asset_and_check_runs_when_nothing_w
     assert {t.task_id: [a.name for a in t.outlets] for t in dag.tasks if t.outlets} == {
         "finish": ["session_stream_tables"]
     }
-    assert dag.get_task("check").trigger_rule == "none_failed"
+    # all_done: a run whose load failed still gets its report and its staging folder removed.
+    assert dag.get_task("check").trigger_rule == "all_done"
+    assert dag.get_task("check").upstream_task_ids == {"fetch", "load"}
     assert dag.get_task("split").upstream_task_ids == {"fetch"}
     assert dag.get_task("load").upstream_task_ids == {"split"}
     assert "session_stream_load" in dag.doc_md and "2 slots" in dag.doc_md

@@ -233,22 +233,30 @@ def test_a_truncated_file_fails_the_run_alerts_and_the_other_files_load(
     }
     assert warehouse.dump(fresh_db_url) == warehouse.dump(reference(good))
 
-    # One e-mail for the run, from finish: load[0] failed, check never ran.
+    # One e-mail for the run, from finish: load[0] failed, and check, which ran all the same,
+    # failed naming the same file.
     assert len(smtp_sink.messages) == 1, result.explain()
     msg = smtp_sink.messages[0]
     body = msg.get_body(("html",)).get_content()
     assert msg["To"] == "data@example.test"
-    assert "session_stream" in msg["Subject"] and "failed: load[0] (1 file(s))" in msg["Subject"]
+    assert "session_stream" in msg["Subject"]
+    assert "failed: load[0], check (1 file(s))" in msg["Subject"]
     run = "https://airflow.example.test/dags/session_stream/runs/" + quote(result.run_id)
     for needle in (
         "DAG:   session_stream",
         "  - load[0], try 1, permanent: 1 of 4 file(s) failed",
+        "  - check, try 1, permanent: 1 file(s) of window",
         f"{bad.name}: cannot be read to its end",
         f"log: {run}/tasks/load/mapped/0?try_number=1",
-        "Not run (an upstream task failed): check",
     ):
         assert needle in body
+    assert "Not run" not in body
     assert body.count(bad.name) == 1  # named once
     assert [p.name for p in good if p.name in body] == []  # only the failed file is named
     states = airflow_home.task_instances("session_stream", result.run_id)
     assert states["load[0]"] == ("failed", 1) and states["finish"] == ("failed", 1)
+    assert states["check"] == ("failed", 1)
+    # check ran after the failed load: the run's report is in its log, and nothing the run
+    # staged is left behind (the next run fetches the failed file again from the drop).
+    assert "run report" in result.output
+    assert not [p for p in (tmp_path / "staging").rglob("*") if p.is_file()]
