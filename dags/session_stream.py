@@ -15,7 +15,7 @@ from session_stream_airflow import (
     silence_hours,
 )
 from session_stream_alerts import SessionStreamNotifier, raise_for_failed_tasks, stall_deadline
-from session_stream_retry import SessionStreamRetryPolicy
+from session_stream_retry import SessionStreamRetryPolicy, failed_tasks, final_try_when
 
 from session_stream import dag_tasks
 
@@ -227,24 +227,26 @@ def session_stream():
     # all_done: once every load has finished, whatever it did. A run with nothing new (split and
     # load skipped) checks quietly; a run where a split or a load failed still gets its report
     # and its staging folder removed (under none_failed, check never ran and the folder stayed).
-    # Only a run whose fetch did not finish has nothing to check.
+    # Only a run whose fetch did not finish has nothing to check. After a failed load, check is
+    # not retried: the run alerts anyway, and retries would hold the alert back.
     @task(trigger_rule="all_done", execution_timeout=CHECK_TIMEOUT)
     def check(params=None, run_id=None, ti=None) -> dict:
         summary = ti.xcom_pull(task_ids="fetch", key="summary")
         if summary is None:
             raise AirflowSkipException("fetch did not finish: nothing to check")
-        loader = open_loader()
-        try:
-            with open_staging_area(params) as staging:
-                return dag_tasks.check(
-                    summary,
-                    loader,
-                    max_rejects=params["max_rejects"],
-                    staging=staging,
-                    prefix=dag_tasks.staging_prefix(run_id),
-                )
-        finally:
-            loader.close()
+        with final_try_when(failed_tasks(ti)):
+            loader = open_loader()
+            try:
+                with open_staging_area(params) as staging:
+                    return dag_tasks.check(
+                        summary,
+                        loader,
+                        max_rejects=params["max_rejects"],
+                        staging=staging,
+                        prefix=dag_tasks.staging_prefix(run_id),
+                    )
+            finally:
+                loader.close()
 
     # all_done, downstream of every task: starts once, when nothing else in the run can change.
     # Not retried: a retry would alert a second time.

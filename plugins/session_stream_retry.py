@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
 
@@ -144,6 +146,32 @@ def _classify_one(exc: BaseException) -> str | None:
     if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, EOFError)):
         return TRANSIENT
     return None
+
+
+@contextmanager
+def final_try_when(failed: list[str]) -> Iterator[None]:
+    """An error raised inside fails the task at once when `failed` names tasks of its run that
+    have failed already: the run alerts anyway, and retrying a task that reports on the run
+    (check, after a load failed because MySQL is down) would only hold the alert back by the
+    retries' back-off. Permanent errors pass as they are; without `failed`, so does everything.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not failed or classify(exc) == PERMANENT:
+            raise
+        from airflow.sdk.exceptions import AirflowFailException
+        from session_stream_alerts import describe
+
+        raise AirflowFailException(
+            f"{describe(exc)} (not retried: {', '.join(failed)} of this run failed already)"
+        ) from exc
+
+
+def failed_tasks(ti) -> list[str]:
+    """The task instances of `ti`'s run that failed (a mapped one as '<task_id>_<map_index>')."""
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    return sorted(key for key, state in states.items() if state == "failed")
 
 
 class SessionStreamRetryPolicy(RetryPolicy):

@@ -11,6 +11,7 @@ import paramiko
 import pytest
 from airflow.sdk.definitions.retry_policy import RetryAction
 from airflow.sdk.exceptions import (
+    AirflowFailException,
     AirflowNotFoundException,
     AirflowRuntimeError,
     AirflowTaskTimeout,
@@ -18,7 +19,14 @@ from airflow.sdk.exceptions import (
     ParamValidationError,
 )
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-from session_stream_retry import PERMANENT, TRANSIENT, SessionStreamRetryPolicy, classify
+from session_stream_retry import (
+    PERMANENT,
+    TRANSIENT,
+    SessionStreamRetryPolicy,
+    classify,
+    failed_tasks,
+    final_try_when,
+)
 
 from session_stream.dag_tasks import DropSilentError, FilesFailedError
 from session_stream.errors import ConfigError, LoadError, UnreachableError
@@ -147,3 +155,38 @@ def test_a_note_that_cannot_be_written_does_not_change_the_decision():
 
     decision = SessionStreamRetryPolicy().evaluate(ConfigError("bad"), 1, 3, {"ti": BrokenTI()})
     assert decision.action == RetryAction.FAIL
+
+
+class RunTI:
+    dag_id, run_id = "session_stream", "manual__1"
+
+    def __init__(self, states):
+        self.states = states
+
+    def get_task_states(self, dag_id, run_ids):
+        assert (dag_id, run_ids) == (self.dag_id, [self.run_id])
+        return {self.run_id: self.states}
+
+
+def test_after_a_failed_load_a_transient_error_fails_check_at_once_without_hiding_why():
+    failed = failed_tasks(RunTI({"fetch": "success", "load_0": "failed", "load_1": "success"}))
+    assert failed == ["load_0"]
+    down = UnreachableError("cannot reach MySQL at db:3306")
+    with pytest.raises(AirflowFailException) as raised, final_try_when(failed):
+        raise down
+    assert classify(raised.value) == PERMANENT  # so the policy does not retry it
+    assert raised.value.__cause__ is down
+    assert str(raised.value) == (
+        "UnreachableError: cannot reach MySQL at db:3306"
+        " (not retried: load_0 of this run failed already)"
+    )
+
+
+def test_check_keeps_its_retries_when_nothing_failed_and_permanent_errors_pass_as_they_are():
+    assert failed_tasks(RunTI({"fetch": "success", "load_0": "success"})) == []
+    with pytest.raises(UnreachableError), final_try_when([]):
+        raise UnreachableError("cannot reach MySQL")
+    files = FilesFailedError("1 file(s) of window [a, b) need a look", {BAD: "not loaded"})
+    with pytest.raises(FilesFailedError) as raised, final_try_when(["load_0"]):
+        raise files
+    assert raised.value is files  # its files still reach the alert
