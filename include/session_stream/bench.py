@@ -36,6 +36,7 @@ from . import db, rowbyrow, sample, schema, split, tables
 from .load import Loader
 from .pipeline import load_files
 from .sql import quote
+from .workers import DEFAULT_WORKERS
 
 DAY = date(2026, 11, 1)
 
@@ -360,7 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--sessions", type=int, default=80_000, help="sessions a day (default 80000)")
     p.add_argument("--files", type=int, default=16, help="files a day (default 16)")
-    p.add_argument("--jobs", type=int, default=1, help="split worker processes (default 1)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"split worker processes (default {DEFAULT_WORKERS}, as session-stream load)",
+    )
     p.add_argument(
         "--repeat",
         type=int,

@@ -20,6 +20,7 @@ from rich.table import Table
 from . import db, tables
 from .errors import ConfigError, SessionStreamError
 from .redact import mask_text
+from .workers import DEFAULT_WORKERS
 
 PRIVATE_KEY_ENV = "MONETATE_PRIVATE_KEY"
 API_USER_ENV = "MONETATE_API_USER"
@@ -393,8 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jobs",
         type=int,
-        default=1,
-        help="worker processes splitting ahead while MySQL loads (default 1; 0 = no workers)",
+        default=DEFAULT_WORKERS,
+        help="worker processes splitting ahead while MySQL loads (default: 2, or 1 on a"
+        " one-core machine; 0 = no workers)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=cmd_load)

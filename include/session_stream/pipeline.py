@@ -26,7 +26,7 @@ from .layout import SplitResult
 from .load import FileOutcome, Loader
 from .names import window_start
 from .split import split_file
-from .workers import scratch_folder, worker_pool
+from .workers import DEFAULT_WORKERS, scratch_folder, worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def load_files(
     loader: Loader,
     *,
     force: bool = False,
-    workers: int = 1,
+    workers: int = DEFAULT_WORKERS,
     work_dir: Path | None = None,
     on_file: Callable[[Path, FileOutcome], None] | None = None,
 ) -> Summary:

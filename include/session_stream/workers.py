@@ -24,6 +24,11 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+# Split worker processes a load uses by default: two, or one on a one-core machine. Splitting is
+# Python CPU and MySQL's LOAD DATA the other half of a load; with one worker the split was the
+# longer half on the bench machine (README, Benchmark).
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock, no reclaiming
