@@ -40,19 +40,32 @@ DAG = SimpleNamespace(dag_id="session_stream", task_ids=TASK_IDS)
 
 
 def two_loads_failed() -> alerts.RunReport:
-    """load[0] failed on a truncated file, load[2] on two files; check never ran."""
+    """load[0] failed on a truncated file, load[2] on two files; split[1] failed, so load[1]
+    never ran; check ran after them all (trigger rule all_done) and failed naming the files."""
     ti = RunTI(
         {
             "fetch": "success",
             "split_0": "success",
-            "split_1": "success",
+            "split_1": "failed",
             "split_2": "success",
             "load_0": "failed",
-            "load_1": "success",
+            "load_1": "upstream_failed",
             "load_2": "failed",
-            "check": "upstream_failed",
+            "check": "failed",
         },
         {
+            ("split", 1): {
+                "error": "UnreachableError: cannot reach S3 at http://127.0.0.1:9",
+                "kind": "transient",
+                "try_number": 4,
+                "problems": {},
+            },
+            ("check", -1): {
+                "error": "3 file(s) of window [2026-11-01T00:00, 2026-11-01T01:00) need a look",
+                "kind": "permanent",
+                "try_number": 1,
+                "problems": {BAD: "not loaded (truncated)", OTHER: "not loaded (gone away)"},
+            },
             ("load", 0): {
                 "error": "1 of 4 file(s) failed; they are marked failed in the ledger and the next run retries them",
                 "kind": "permanent",
@@ -77,15 +90,15 @@ def base_url(monkeypatch):
 
 def test_the_run_report_names_every_failed_task_and_file_once(base_url):
     report = two_loads_failed()
-    assert [f.label for f in report.failed] == ["load[0]", "load[2]"]
-    assert report.not_run == ["check"]
+    assert [f.label for f in report.failed] == ["split[1]", "load[0]", "load[2]", "check"]
+    assert report.not_run == ["load[1]"]
     alert = alerts.run_alert(report)
-    assert "load[0], load[2]" in alert.subject and "2 file(s)" in alert.subject
+    assert "split[1], load[0], load[2], check" in alert.subject and "2 file(s)" in alert.subject
     assert "session_stream" in alert.subject and RUN in alert.subject
     for name in (BAD, OTHER):
         assert alert.text.count(name) == 1, alert.text  # each failed file once, with its problem
-    assert f"{BAD}: cannot be read to its end" in alert.text
-    assert "Not run (an upstream task failed): check" in alert.text
+    assert f"{BAD}: cannot be read to its end" in alert.text  # the first problem noted for it
+    assert "Not run (an upstream task failed): load[1]" in alert.text
 
 
 def test_log_links_are_built_from_the_configured_base_url(base_url):
