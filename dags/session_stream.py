@@ -60,9 +60,9 @@ skipped, so overlapping runs and backfills never load a file twice.
 
 **Tasks**: `fetch` lists the drop location and stages the new files → `split` (mapped over
 batches) → `load` (mapped, pool `{LOAD_POOL}`) → `check` (runs once the loads are done, failed
-ones too, and removes the run's staging folder; fails, naming the files, if a file did not load
-or has more than `max_rejects` rejects, or if a scheduled run finds no new file for
-`session_stream_silence_hours`; its log ends with the run's report: files, sessions, rows,
+ones too; removes the run's staging folder when no task failed; fails, naming the files, if a
+file did not load or has more than `max_rejects` rejects, or if a scheduled run finds no new
+file for `session_stream_silence_hours`; its log ends with the run's report: files, sessions, rows,
 rejects, unknown keys, late files, files still failing, which it returns) → `finish` (runs last,
 whatever failed: fails naming every failed task and file, which sends the run's one alert; else
 emits the Asset `session_stream_tables`, with the run's report as its extra, when something new
@@ -226,15 +226,17 @@ def session_stream():
 
     # all_done: once every load has finished, whatever it did. A run with nothing new (split and
     # load skipped) checks quietly; a run where a split or a load failed still gets its report
-    # and its staging folder removed (under none_failed, check never ran and the folder stayed).
-    # Only a run whose fetch did not finish has nothing to check. After a failed load, check is
-    # not retried: the run alerts anyway, and retries would hold the alert back.
+    # (under none_failed, check never ran). Only a run whose fetch did not finish has nothing to
+    # check. After a failed task, check is not retried (the run alerts anyway, and retries would
+    # hold the alert back), and the run's staging folder stays: a failed task cleared in the UI
+    # finds what it staged, and check, cleared with it, removes the folder once all went well.
     @task(trigger_rule="all_done", execution_timeout=CHECK_TIMEOUT)
     def check(params=None, run_id=None, ti=None) -> dict:
         summary = ti.xcom_pull(task_ids="fetch", key="summary")
         if summary is None:
             raise AirflowSkipException("fetch did not finish: nothing to check")
-        with final_try_when(failed_tasks(ti)):
+        failed = failed_tasks(ti)
+        with final_try_when(failed):
             loader = open_loader()
             try:
                 with open_staging_area(params) as staging:
@@ -242,7 +244,7 @@ def session_stream():
                         summary,
                         loader,
                         max_rejects=params["max_rejects"],
-                        staging=staging,
+                        staging=None if failed else staging,
                         prefix=dag_tasks.staging_prefix(run_id),
                     )
             finally:
