@@ -223,11 +223,12 @@ def _map_of_lists_builder(table: tables.Table, clean: bool, fast: bool) -> Calla
     def build(s, lead):
         lines = []
         for k, obj in _container(s, top, dict, "", fast):
+            entry = f"{top}[{shown(k)}]"  # once per key, not once per item
             if not fast and type(obj) is not dict:
-                raise Reject(f"{top}[{shown(k)}]: expected a JSON object")
+                raise Reject(f"{entry}: expected a JSON object")
             pid = key_conv(k, top)
-            for i, item in enumerate(_container(obj, inner, list, f"{top}[{shown(k)}].", fast)):
-                where = f"{top}[{shown(k)}].{inner}[{i}]"
+            for i, item in enumerate(_container(obj, inner, list, f"{entry}.", fast)):
+                where = f"{entry}.{inner}[{i}]"
                 if not fast and type(item) is not dict:
                     raise Reject(f"{where}: expected a JSON object")
                 fields = [conv(_member(item, key, fast), where) for key, conv in columns]
