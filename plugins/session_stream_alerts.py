@@ -160,9 +160,14 @@ def _task_and_map_index(key: str, task_ids: set[str]) -> tuple[str, int]:
     return key, -1
 
 
+def run_states(ti) -> dict[str, str]:
+    """The state of each task instance of `ti`'s run (a mapped one as '<task_id>_<map_index>')."""
+    return ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+
+
 def run_report(ti, dag, logical_date=None) -> RunReport:
     """What failed in `ti`'s run, from the task states and the XCom notes (see the module doc)."""
-    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    states = run_states(ti)
     order = {task_id: i for i, task_id in enumerate(dag.task_ids)}
     found = []
     for key, state in states.items():

@@ -170,8 +170,9 @@ def final_try_when(failed: list[str]) -> Iterator[None]:
 
 def failed_tasks(ti) -> list[str]:
     """The task instances of `ti`'s run that failed (a mapped one as '<task_id>_<map_index>')."""
-    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
-    return sorted(key for key, state in states.items() if state == "failed")
+    from session_stream_alerts import run_states
+
+    return sorted(key for key, state in run_states(ti).items() if state == "failed")
 
 
 class SessionStreamRetryPolicy(RetryPolicy):
