@@ -1,4 +1,5 @@
-# The README's commands. `make setup` builds .venv/ with the pinned lock; `make test` runs the suite.
+# The README's commands. `make setup` builds .venv/ with both pinned locks (requirements.txt: what
+# session-stream runs on; requirements-dev.txt: the test and lint tools); `make test` runs the suite.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 UV_VERSION := 0.13.8
@@ -22,10 +23,12 @@ setup: $(VENV)/.installed
 # --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (CI images, this sandbox), every
 # process would otherwise compile Airflow anew: `import airflow.models` took 6.8 s, 2.8 s with it.
 # Order-only: the check runs every time but does not force a rebuild of the venv.
-$(VENV)/.installed: requirements.txt pyproject.toml | system-deps
+# --require-hashes: every package is the file the locks name, byte for byte.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q "uv==$(UV_VERSION)"
-	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install -q --compile-bytecode -r requirements.txt
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install -q --compile-bytecode --require-hashes \
+		-r requirements.txt -r requirements-dev.txt
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install -q --no-deps -e .
 	touch $@
 
