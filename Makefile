@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: setup test lint bench bench-days demo system-deps
+.PHONY: setup test test-mysql84 lint bench bench-days demo system-deps
 
 # The system packages each target needs (scripts/system-deps.sh): checked on every run, before the
 # venv is built; as root on Debian/Ubuntu it installs what is missing, otherwise it says what to run.
@@ -35,6 +35,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | syste
 test: setup
 	$(CHECK_SYSTEM) test
 	$(VENV)/bin/python -m pytest
+
+# The integration and DAG tests with MariaDB made to act as MySQL 8.4 where it can: MySQL 8.4's
+# default sql_mode in full and no table elimination, set per session (include/session_stream/db.py).
+test-mysql84: setup
+	$(CHECK_SYSTEM) test
+	SESSION_STREAM_AS_MYSQL84=1 $(VENV)/bin/python -m pytest tests/integration tests/dags
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import MySQLdb
+import MySQLdb.converters
+from MySQLdb.constants import FIELD_TYPE
 
 from .errors import ConfigError, UnreachableError
 from .mysql_guard import LOCAL_INFILE_AUTO, GuardedConnection
@@ -151,6 +153,7 @@ def connect(
         local_infile=LOCAL_INFILE_AUTO if local_infile else 0,
         autocommit=True,
         connect_timeout=10,
+        conv=CONVERSIONS,
     )
     if url.ssl_mode:
         kwargs["ssl_mode"] = url.ssl_mode
@@ -190,13 +193,43 @@ def connect_error(exc: MySQLdb.OperationalError, url: DbUrl) -> ConfigError:
     return ConfigError(f"cannot connect to {url}: {exc.args[-1] if exc.args else exc}")
 
 
+# Strict mode makes a value that does not fit an error, never a silent truncation. MySQL 8.4
+# warns (3135) when strict mode comes without NO_ZERO_DATE, NO_ZERO_IN_DATE and
+# ERROR_FOR_DIVISION_BY_ZERO, which its own default sql_mode has: so do we.
+SQL_MODE = (
+    "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+)
+# The test mode that makes MariaDB act as MySQL 8.4 where it can (`make test-mysql84`): every
+# session of ours gets MySQL 8.4's default sql_mode in full (ONLY_FULL_GROUP_BY too), and on
+# MariaDB no table elimination, which MySQL's planner lacks. Per session: never SET GLOBAL.
+AS_MYSQL84_ENV = "SESSION_STREAM_AS_MYSQL84"
+MYSQL84_SQL_MODE = "ONLY_FULL_GROUP_BY," + SQL_MODE
+
+
+def as_mysql84() -> bool:
+    return os.environ.get(AS_MYSQL84_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _json_text(value: bytes) -> str:
+    return value.decode("utf-8")
+
+
+# MySQL sends JSON columns with the binary character set, so MySQLdb would return them as bytes
+# (MariaDB's JSON is LONGTEXT, returned as str): decode them, so both servers give str.
+CONVERSIONS = {**MySQLdb.converters.conversions, FIELD_TYPE.JSON: _json_text}
+
+
 def prepare_session(conn) -> None:
     """Session settings every connection of ours needs, whoever opened it (CLI or Airflow hook)."""
     cur = conn.cursor()
     cur.execute("SET NAMES utf8mb4")
     cur.execute("SET time_zone = '+00:00'")
-    # Strict mode makes a value that does not fit an error, never a silent truncation.
-    cur.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_DATE'")
+    if as_mysql84():
+        cur.execute(f"SET SESSION sql_mode = '{MYSQL84_SQL_MODE}'")
+        if "mariadb" in conn.get_server_info().lower():
+            cur.execute("SET SESSION optimizer_switch = 'table_elimination=off'")
+    else:
+        cur.execute(f"SET SESSION sql_mode = '{SQL_MODE}'")
     cur.close()
 
 

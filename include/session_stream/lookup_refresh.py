@@ -73,12 +73,13 @@ def refresh_lookup(conn, client: MetadataClient, kind: str) -> int:
 def _record_refresh(conn, lookup: Lookup, rows: int) -> None:
     cur = conn.cursor()
     try:
+        # The new values as parameters again, not VALUES(): MySQL 8.0.20 deprecated VALUES() in
+        # ON DUPLICATE KEY UPDATE, and its replacement (a row alias) is MySQL's alone.
         cur.execute(
             f"INSERT INTO {quote(REFRESHES_TABLE)} (kind, lookup_table, refreshed_at, row_count)"
             " VALUES (%s, %s, UTC_TIMESTAMP(3), %s) ON DUPLICATE KEY UPDATE"
-            " lookup_table = VALUES(lookup_table), refreshed_at = VALUES(refreshed_at),"
-            " row_count = VALUES(row_count)",
-            (lookup.kind, lookup.table, rows),
+            " lookup_table = %s, refreshed_at = UTC_TIMESTAMP(3), row_count = %s",
+            (lookup.kind, lookup.table, rows, lookup.table, rows),
         )
         conn.commit()
     except MySQLdb.ProgrammingError as exc:
