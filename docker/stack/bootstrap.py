@@ -1,9 +1,13 @@
 """Start-up jobs of the docker-compose stack, driven by environment variables (see .env.example).
 
-    python bootstrap.py sftp-init      keys for the sample SFTP server, and a sample day of files
-    python bootstrap.py airflow-init   migrate Airflow's database, then create the admin user, the
-                                       connections, Variables and pool, the warehouse tables and
-                                       the loader's and analyst's table-level rights (as owner)
+    python bootstrap.py stack-init     keys for the sample SFTP server, TLS certificates for the
+                                       warehouse (both made once and kept), a sample day of files
+    python bootstrap.py airflow-init   as root: hand the volumes to AIRFLOW_UID and check it can
+                                       read the mounted code; then as AIRFLOW_UID: migrate Airflow's
+                                       database, create the admin user, the connections, Variables
+                                       and pool, the warehouse tables and the loader's and
+                                       analyst's table-level rights (as owner)
+    python bootstrap.py celery-worker  a Celery worker, once sure the scheduler sends it tasks
     python bootstrap.py exec CMD ...   run CMD with SESSION_STREAM_DB built from the WAREHOUSE_* values
 
 Secrets go from the environment to Airflow in a private temporary file or on stdin, never as
@@ -12,19 +16,37 @@ command-line arguments, so they show neither in `ps` nor in a log. Every job is 
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 LOAD_POOL = "session_stream_load"
 DROP_URL_VARIABLE = "session_stream_drop_url"
 STAGING_URL_VARIABLE = "session_stream_staging_url"
 ALERT_TO_VARIABLE = "session_stream_alert_to"
+SILENCE_HOURS_VARIABLE = "session_stream_silence_hours"
+# The drop stack-init fills once and nobody adds to: a silence check there could only alarm.
+SAMPLE_DROP_URL = "sftp://monetate@sftp:22/upload/session_stream"
+DEFAULT_SILENCE_HOURS = "6"
+
+AIRFLOW_HOME = Path(os.environ.get("AIRFLOW_HOME") or "/opt/airflow")
+DEFAULT_UID = 50000
+# Where every Airflow container finds the CA that signed the warehouse's certificate: the
+# mysql-ca volume. stack-init writes the stack's own CA there; airflow-init copies a CA of the
+# user's (WAREHOUSE_SSL_CA, e.g. in docker/secrets/) next to it, since only it mounts secrets.
+CA_DIR = Path("/run/session-stream/mysql-ca")
+STACK_CA = CA_DIR / "ca.pem"
+COPIED_CA = CA_DIR / "warehouse-ca.pem"
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+MYSQL_UID = 999  # the mysql user of the official MySQL (and MariaDB) images
 
 
 class SetupError(Exception):
@@ -50,25 +72,47 @@ def _read(path: str, what: str, read: Callable[[str], str]) -> str:
         raise SetupError(f"cannot read {what} at {path}: {exc.strerror}") from None
 
 
-def warehouse_url(env: Mapping[str, str], role: str = "LOADER") -> str:
+def warehouse_tls(env: Mapping[str, str], ca: str | None = None) -> tuple[str, str | None]:
+    """(ssl-mode, CA file) for the warehouse. TLS by default: the stack's MySQL requires it of
+    its accounts, and MySQL 8.4's caching_sha2_password needs it (or an RSA key exchange)."""
+    mode = (env.get("WAREHOUSE_SSL_MODE") or "VERIFY_IDENTITY").strip().upper().replace("-", "_")
+    if mode not in SSL_MODES:
+        raise SetupError(f"WAREHOUSE_SSL_MODE must be one of {', '.join(SSL_MODES)}, got {mode!r}")
+    if mode == "DISABLED":
+        return mode, None
+    if ca is None:
+        ca = str(COPIED_CA) if COPIED_CA.exists() else str(STACK_CA)
+    return mode, ca
+
+
+def warehouse_url(env: Mapping[str, str], role: str = "LOADER", ca: str | None = None) -> str:
     """The loader's (or the owner's) mysql:// URL, the form SESSION_STREAM_DB takes, password
-    percent-encoded."""
+    percent-encoded, with its TLS settings."""
     user = quote(env.get(f"WAREHOUSE_{role}_USER") or role.lower(), safe="")
     password = quote(_need(env, f"WAREHOUSE_{role}_PASSWORD"), safe="")
     host = env.get("WAREHOUSE_HOST") or "mysql"
     port = env.get("WAREHOUSE_PORT") or "3306"
     database = env.get("WAREHOUSE_DATABASE") or "warehouse"
-    return f"mysql://{user}:{password}@{host}:{port}/{database}"
+    url = f"mysql://{user}:{password}@{host}:{port}/{database}"
+    mode, ca = warehouse_tls(env, ca)
+    query = {"ssl-mode": mode, **({"ssl-ca": ca} if ca else {})}
+    return f"{url}?{urlencode(query)}"
 
 
 def connections(
-    env: Mapping[str, str], read: Callable[[str], str] = lambda p: Path(p).read_text()
+    env: Mapping[str, str],
+    read: Callable[[str], str] = lambda p: Path(p).read_text(),
+    ca: str | None = None,
 ) -> dict:
     """The Airflow connections, in `airflow connections import` JSON form, keyed by conn_id.
 
     The warehouse and SFTP connections are always made; the optional ones only when their
     settings are present (an absent one is left alone, so a connection made in the UI survives).
+    `ca`: where the Airflow containers find the warehouse's CA (default: the mysql-ca volume's).
     """
+    mode, ca = warehouse_tls(env, ca)
+    # ssl and ssl_mode as the MySQL provider names them (plugins/session_stream_airflow.py)
+    tls = {"ssl_mode": mode, **({"ssl": {"ca": ca}} if ca else {})}
     conns: dict[str, dict] = {
         "session_stream_mysql": {
             "conn_type": "mysql",
@@ -78,7 +122,7 @@ def connections(
             "password": _need(env, "WAREHOUSE_LOADER_PASSWORD"),
             "schema": env.get("WAREHOUSE_DATABASE") or "warehouse",
             # local_infile: LOAD DATA LOCAL; the DAG also asks MySqlHook for it explicitly.
-            "extra": {"charset": "utf8mb4", "local_infile": True},
+            "extra": {"charset": "utf8mb4", "local_infile": True, **tls},
         }
     }
 
@@ -168,11 +212,30 @@ def connections(
     return conns
 
 
+def silence_hours(env: Mapping[str, str]) -> str:
+    """Hours without a new file before a scheduled run alerts. The sample drop never gets a new
+    file, so there the check is off unless asked for: else the first scheduled run after the
+    sample day (any run at all, once the sample is 6 hours old) would alert on an idle drop."""
+    raw = (env.get("SESSION_STREAM_SILENCE_HOURS") or "").strip()
+    if not raw:
+        sample = env.get("SESSION_STREAM_DROP_URL", "").strip().rstrip("/") == SAMPLE_DROP_URL
+        return "0" if sample else DEFAULT_SILENCE_HOURS
+    try:
+        if float(raw) >= 0:
+            return raw
+    except ValueError:
+        pass
+    raise SetupError(
+        f"SESSION_STREAM_SILENCE_HOURS must be a number of hours (0 turns the check off), got {raw!r}"
+    )
+
+
 def variables(env: Mapping[str, str]) -> dict[str, str]:
     """The Airflow Variables the DAGs read."""
     values = {
         DROP_URL_VARIABLE: _need(env, "SESSION_STREAM_DROP_URL"),
         STAGING_URL_VARIABLE: _need(env, "SESSION_STREAM_STAGING_URL"),
+        SILENCE_HOURS_VARIABLE: silence_hours(env),
     }
     if env.get("ALERT_EMAIL_TO"):
         values[ALERT_TO_VARIABLE] = env["ALERT_EMAIL_TO"]
@@ -207,13 +270,95 @@ def _import_file(kind: str, data: dict, extra_args: list[str]) -> None:
         _run(["airflow", kind, "import", *extra_args, str(path)])
 
 
+def airflow_uid(env: Mapping[str, str]) -> int:
+    raw = (env.get("AIRFLOW_UID") or str(DEFAULT_UID)).strip()
+    if not raw.isdigit():
+        raise SetupError(f"AIRFLOW_UID must be a numeric user id, like $(id -u), got {raw!r}")
+    return int(raw)
+
+
+def _can_read(st: os.stat_result, uid: int) -> bool:
+    """Whether uid, in group 0 (as every Airflow container runs), may read a file or enter a
+    folder with these permissions."""
+    need = stat.S_IRUSR | (stat.S_IXUSR if stat.S_ISDIR(st.st_mode) else 0)
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return st.st_mode & need == need
+    if st.st_gid == 0:
+        return st.st_mode & (need >> 3) == need >> 3
+    return st.st_mode & (need >> 6) == need >> 6
+
+
+def unreadable(folders: list[Path], uid: int) -> Iterator[Path]:
+    """Files and folders under `folders` that uid (group 0) cannot read."""
+    for top in folders:
+        if not top.exists():
+            continue
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for path in (Path(folder), *(Path(folder) / f for f in files)):
+                if not _can_read(path.stat(), uid):
+                    yield path
+
+
+def give_to(folders: list[Path], uid: int) -> None:
+    """chown -R uid:0 on the Airflow volumes, as the official compose file's init does: a volume
+    made before AIRFLOW_UID changed, or by another image, stays writable."""
+    for top in folders:
+        if not top.exists():
+            continue
+        for folder, dirs, files in os.walk(top):
+            for path in (folder, *(os.path.join(folder, n) for n in dirs + files)):
+                st = os.lstat(path)
+                if (st.st_uid, st.st_gid) != (uid, 0):
+                    os.lchown(path, uid, 0)
+
+
+def install_ca(env: Mapping[str, str]) -> str | None:
+    """The CA file every Airflow container reads: the stack's own, or a copy of WAREHOUSE_SSL_CA
+    (a file only airflow-init can see, in docker/secrets/) in the shared mysql-ca volume."""
+    mode, _ = warehouse_tls(env, "")
+    wanted = (env.get("WAREHOUSE_SSL_CA") or "").strip()
+    if mode == "DISABLED" or not wanted or not CA_DIR.is_dir():
+        return None
+    if Path(wanted) == STACK_CA:
+        COPIED_CA.unlink(missing_ok=True)
+        return str(STACK_CA)
+    pem = _read(wanted, "the warehouse's CA certificate (WAREHOUSE_SSL_CA)", Path.read_text)
+    COPIED_CA.write_text(pem)
+    COPIED_CA.chmod(0o644)
+    return str(COPIED_CA)
+
+
+def drop_privileges(uid: int) -> None:
+    os.setgroups([])
+    os.setgid(0)
+    os.setuid(uid)
+
+
 def airflow_init(env: Mapping[str, str]) -> None:
+    uid = airflow_uid(env)
+    as_root = os.geteuid() == 0
+    if as_root:
+        give_to([AIRFLOW_HOME / "logs", AIRFLOW_HOME / "staging"], uid)
+    for path in unreadable([AIRFLOW_HOME / d for d in ("dags", "plugins", "include")], uid):
+        raise SetupError(
+            f"{path} cannot be read by uid {uid}, which the Airflow services run as: set "
+            "AIRFLOW_UID=$(id -u) in .env (docker/make-env.sh does), or make the checkout "
+            "readable: chmod -R a+rX dags plugins include"
+        )
     # Check every setting before changing anything, so a typo in .env fails fast and alone.
-    conns, values, slots = connections(env), variables(env), pool_slots(env)
+    # Key files are read here, as root: a key kept at 0600 in docker/secrets/ is readable.
+    ca = install_ca(env) if as_root else None
+    conns, values, slots = connections(env, ca=ca), variables(env), pool_slots(env)
     admin_user = env.get("AIRFLOW_ADMIN_USER") or "admin"
     admin_password = _need(env, "AIRFLOW_ADMIN_PASSWORD")
-    owner_url = warehouse_url(env, "OWNER")
+    owner_url = warehouse_url(env, "OWNER", ca)
     warehouse_url(env)  # the loader's password must be set too
+    if as_root:
+        # Airflow itself never runs as root: what it writes (logs) stays the services' own.
+        drop_privileges(uid)
 
     _run(["airflow", "db", "migrate"])
     # Creates the user only if missing (the command reads the password, then skips an existing
@@ -279,7 +424,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     path.chmod(mode)
 
 
-def sftp_keys(server: Path, client: Path, client_owner: int | None = 50000) -> None:
+def sftp_keys(server: Path, client: Path, client_owner: int | None = None) -> None:
     """Keys for the sample SFTP server, made once and kept.
 
     server/ is mounted into the sftp service: its host key, and the authorized key of `monetate`.
@@ -298,17 +443,84 @@ def sftp_keys(server: Path, client: Path, client_owner: int | None = 50000) -> N
         _write(server / "authorized_keys" / "monetate", public + b"\n", 0o644)
         print(f"made the SFTP login key {user_key}")
     if client_owner is not None and os.geteuid() == 0:
-        # airflow-init runs as the airflow user (uid 50000) and must read the client files.
         for path in (client, *client.iterdir()):
             os.chown(path, client_owner, 0)
     server.chmod(0o755)  # sshd's StrictModes: no folder on the way to a key may be group-writable
 
 
-def sftp_init(env: Mapping[str, str]) -> None:
-    """The sample SFTP server's keys, and a sample day of files under the drop."""
+def _tls_cert(subject_cn: str, key, issuer_cn: str, issuer_key, *, ca: bool, days: int):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+    else:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName(subject_cn),
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def mysql_tls(
+    server: Path, ca_dir: Path, host: str = "mysql", owner: int | None = MYSQL_UID
+) -> None:
+    """The warehouse's TLS files, made once and kept: a CA, and a certificate it signs for the
+    server's names in the stack (`mysql`, `localhost`, 127.0.0.1), so clients can check the
+    server's identity (ssl-mode=VERIFY_IDENTITY). server/ is mounted into mysql only (the key);
+    ca_dir/ gets the CA certificate alone, for every client. The CA's key is not kept."""
+    from cryptography.hazmat.primitives import serialization as s
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    names = ("ca.pem", "server-cert.pem", "server-key.pem")
+    if not all((server / n).exists() for n in names):
+        ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ca_cert = _tls_cert(
+            "session-stream warehouse CA", ca_key, "session-stream warehouse CA", ca_key,
+            ca=True, days=3650,
+        )  # fmt: skip
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cert = _tls_cert(host, key, "session-stream warehouse CA", ca_key, ca=False, days=3650)
+        pem = s.Encoding.PEM
+        _write(server / "ca.pem", ca_cert.public_bytes(pem), 0o644)
+        _write(server / "server-cert.pem", cert.public_bytes(pem), 0o644)
+        key_pem = key.private_bytes(pem, s.PrivateFormat.TraditionalOpenSSL, s.NoEncryption())
+        _write(server / "server-key.pem", key_pem, 0o600)
+        print(f"made the warehouse's TLS certificate for {host} in {server}")
+    if owner is not None and os.geteuid() == 0:
+        os.chown(server / "server-key.pem", owner, owner)  # mysqld runs as uid 999
+    _write(ca_dir / "ca.pem", (server / "ca.pem").read_bytes(), 0o644)
+
+
+def stack_init(env: Mapping[str, str]) -> None:
+    """The sample SFTP server's keys, the warehouse's TLS files, and a sample day of files."""
     sftp_keys(
         Path(env.get("SFTP_SERVER_KEYS_DIR") or "/keys/server"),
         Path(env.get("SFTP_CLIENT_KEYS_DIR") or "/keys/client"),
+    )
+    mysql_tls(
+        Path(env.get("MYSQL_TLS_DIR") or "/tls/server"), Path(env.get("MYSQL_CA_DIR") or "/tls/ca")
     )
 
     drop = Path(env.get("SAMPLE_DROP_DIR") or "/drop/session_stream")
@@ -330,6 +542,17 @@ def sftp_init(env: Mapping[str, str]) -> None:
             os.chmod(os.path.join(folder, name), 0o644)
 
 
+def celery_worker(env: Mapping[str, str]) -> None:
+    """`airflow celery worker`, unless the stack's executor is not Celery: then the scheduler
+    runs every task itself and a worker would wait for ever, so say what to set instead."""
+    if "CeleryExecutor" not in (env.get("AIRFLOW__CORE__EXECUTOR") or ""):
+        raise SetupError(
+            "the scheduler does not send tasks to Celery workers unless AIRFLOW_EXECUTOR="
+            "CeleryExecutor is set in .env: set it, then `docker compose --profile celery up -d`"
+        )
+    os.execvp("airflow", ["airflow", "celery", "worker"])
+
+
 def exec_with_db(env: Mapping[str, str], command: list[str]) -> None:
     if not command:
         raise SetupError(
@@ -341,7 +564,7 @@ def exec_with_db(env: Mapping[str, str], command: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    jobs = {"sftp-init": sftp_init, "airflow-init": airflow_init}
+    jobs = {"stack-init": stack_init, "airflow-init": airflow_init, "celery-worker": celery_worker}
     try:
         if argv[:1] == ["exec"]:
             exec_with_db(os.environ, argv[1:])

@@ -27,15 +27,16 @@ GRANTS_SQL = REPO / "docker/mysql/initdb.d/02-warehouse.sql"
 USERS_SH = REPO / "docker/mysql/initdb.d/01-users.sh"
 SSHD_CONFIG = REPO / "docker/sftp/sshd_config"
 
-ONE_SHOT = {"sftp-init", "airflow-init", "cli"}
+ONE_SHOT = {"stack-init", "airflow-init", "cli"}
 AIRFLOW_COMPONENTS = {
     "airflow-apiserver": "api-server",
     "airflow-scheduler": "scheduler",
     "airflow-dag-processor": "dag-processor",
     "airflow-triggerer": "triggerer",
-    "airflow-worker": "celery",
+    "airflow-worker": "celery-worker",
     "flower": "celery",
 }
+TEST_FAKES = {"mailsink", "fake-monetate"}
 # What the loader needs on the whole warehouse schema (02-warehouse.sql says why), and what it
 # may have: data rights only, no DDL (the owner migrates; the lookup tables' swap rights are
 # table-level, granted by airflow-init).
@@ -60,13 +61,16 @@ def services(raw) -> dict:
     return raw["services"]
 
 
+def _env_lines(path: Path) -> list[tuple[str, str]]:
+    return [
+        tuple(line.split("=", 1))
+        for line in path.read_text().splitlines()
+        if line and not line.startswith("#") and "=" in line
+    ]
+
+
 def env_example() -> dict[str, str]:
-    values = {}
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            name, value = line.split("=", 1)
-            values[name] = value
-    return values
+    return dict(_env_lines(ENV_EXAMPLE))
 
 
 def _command_lines(service: dict) -> list[str]:
@@ -166,16 +170,18 @@ def test_every_dependency_waits_for_health_or_completion(services):
             assert spec == {"condition": wanted}, f"{name} -> {dep}"
 
 
-def test_airflow_init_waits_for_the_databases_and_the_sftp_keys(services):
+def test_airflow_init_waits_for_the_databases_and_the_keys(services):
     depends = services["airflow-init"]["depends_on"]
     assert depends == {
         "postgres": {"condition": "service_healthy"},
         "mysql": {"condition": "service_healthy"},
-        "sftp-init": {"condition": "service_completed_successfully"},
+        "stack-init": {"condition": "service_completed_successfully"},
     }
-    assert services["sftp"]["depends_on"] == {
-        "sftp-init": {"condition": "service_completed_successfully"}
-    }
+    # the SSH keys, and the TLS certificate mysql starts with
+    for name in ("sftp", "mysql"):
+        assert services[name]["depends_on"] == {
+            "stack-init": {"condition": "service_completed_successfully"}
+        }
 
 
 def test_airflow_is_3_3_2_on_postgres_with_local_executor_by_default(raw, services):
@@ -185,59 +191,109 @@ def test_airflow_is_3_3_2_on_postgres_with_local_executor_by_default(raw, servic
         "postgresql+psycopg2://airflow:${POSTGRES_PASSWORD"
     )
     assert services["postgres"]["image"].startswith("postgres:")
-    assert "apache-airflow==3.3.2\n" in (REPO / "requirements.txt").read_text()
+    assert _pins(REPO / "requirements.txt")["apache-airflow"] == "3.3.2"
 
 
-def test_mysql_is_8_4_with_local_infile_and_utf8mb4(services):
+def test_mysql_is_8_4_with_local_infile_utf8mb4_and_tls(services):
     mysql = services["mysql"]
     assert mysql["image"] == "mysql:8.4"
     assert "--local-infile=1" in mysql["command"]
     assert "--character-set-server=utf8mb4" in mysql["command"]
+    assert "--skip-log-bin" in mysql["command"]  # MySQL 8.4 logs every loaded row otherwise
+    for option in ("ssl-ca", "ssl-cert", "ssl-key"):
+        assert any(c.startswith(f"--{option}=/etc/mysql-tls/") for c in mysql["command"]), option
+    assert "mysql-tls:/etc/mysql-tls:ro" in mysql["volumes"]
     assert any(v.endswith(":/docker-entrypoint-initdb.d:ro") for v in mysql["volumes"])
     # root cannot log in over the network
     assert mysql["environment"]["MYSQL_ROOT_HOST"] == "localhost"
 
 
+def test_no_mysql_only_collation_is_named():
+    """MySQL 8.4 defaults to utf8mb4_0900_ai_ci anyway; naming it stopped MariaDB from starting
+    (the first run on the stand-ins), and would stop any MySQL-compatible server without it."""
+    for path in (COMPOSE, GRANTS_SQL):
+        assert "0900" not in re.sub(r"(--|#)[^\n]*", "", path.read_text()), path
+
+
+def test_every_warehouse_account_requires_tls():
+    users = USERS_SH.read_text()
+    created = re.findall(r"CREATE USER .*?;", users, re.S)
+    assert len(created) == 3
+    assert all("REQUIRE SSL" in statement for statement in created), created
+
+
 def test_celery_profile_adds_redis_and_workers(services):
-    assert services["redis"]["profiles"] == ["celery"]
     assert services["airflow-worker"]["profiles"] == ["celery"]
-    assert services["airflow-worker"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    # The worker runs on the executor .env sets for everyone (bootstrap.py celery-worker refuses
+    # to start unless it is Celery): a worker that forced Celery for itself alone waited for ever.
+    assert services["airflow-worker"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == (
+        "${AIRFLOW_EXECUTOR:-LocalExecutor}"
+    )
     assert services["airflow-worker"]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    # --profile flower alone starts the redis it needs
     assert services["flower"]["profiles"] == ["flower"]
+    assert set(services["redis"]["profiles"]) == {"celery", "flower"}
+    assert {s: services[s]["profiles"] for s in TEST_FAKES} == {s: ["test"] for s in TEST_FAKES}
     # everything else starts without a profile
     default = {name for name, s in services.items() if not s.get("profiles")}
     assert default == {
         "postgres",
         "mysql",
-        "sftp-init",
+        "stack-init",
         "sftp",
         "airflow-init",
         *list(AIRFLOW_COMPONENTS)[:4],
     }
 
 
-def test_airflow_image_is_built_from_the_repo_locks(services):
+def test_one_image_built_once_from_the_runtime_lock(services):
+    """One build serves every Airflow service (the first `up --build` built it once per service,
+    21 minutes); the image holds the runtime locks, never the test tools."""
     assert "_PIP_ADDITIONAL_REQUIREMENTS" not in COMPOSE.read_text()
-    for name, service in services.items():
-        if name in AIRFLOW_COMPONENTS or name in {"airflow-init", "sftp-init", "cli"}:
-            assert service["build"] == {"context": ".", "dockerfile": "Dockerfile"}, name
+    builders = {name for name, service in services.items() if "build" in service}
+    assert builders == {"stack-init", "sftp"}
+    assert services["stack-init"]["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+    image = services["stack-init"]["image"]
+    for name in [*AIRFLOW_COMPONENTS, "airflow-init", "cli", *TEST_FAKES]:
+        assert services[name]["image"] == image, name
+        assert services[name]["pull_policy"] == "never", name
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11|PYTHON_IMAGE=python:3\.11", dockerfile, re.M)
-    assert (
-        "pip install -r /tmp/locks/requirements.txt -r /tmp/locks/requirements-stack.txt"
-        in dockerfile
-    )
-    assert "pip install --no-deps /src" in dockerfile
+    assert "--require-hashes" in dockerfile
+    assert "-r /tmp/locks/requirements.txt -r /tmp/locks/requirements-stack.txt" in dockerfile
+    instructions = "\n".join(ln for ln in dockerfile.splitlines() if not ln.startswith("#"))
+    assert "requirements-dev" not in instructions
+    # the dependencies' layer comes before any source is copied in
+    assert dockerfile.index("requirements-stack.txt") < dockerfile.index("COPY include")
+
+
+def _pins(path: Path) -> dict[str, str]:
+    found = re.findall(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+)", path.read_text(), re.M)
+    return {name.lower().replace("_", "-"): version for name, version in found}
+
+
+def test_the_runtime_lock_holds_no_test_tool_and_every_lock_has_hashes():
+    runtime, dev = REPO / "requirements.txt", REPO / "requirements-dev.txt"
+    assert _pins(runtime)["apache-airflow"] == "3.3.2"
+    assert not {"pytest", "pytest-timeout", "ruff", "moto", "aiosmtpd"} & set(_pins(runtime))
+    assert {"pytest", "ruff", "moto", "aiosmtpd"} <= set(_pins(dev))
+    for lock in (runtime, dev, REPO / "docker/requirements-stack.txt"):
+        pins = _pins(lock)
+        hashed = re.findall(
+            r"^[A-Za-z0-9_.\-]+(?:\[[^\]]*\])?==\S+ \\\n\s+--hash=sha256:", lock.read_text(), re.M
+        )
+        assert len(hashed) == len(pins), f"{lock.name}: every pin needs its hashes"
+    # a package both locks pin has one version: make setup installs them together
+    drift = {
+        n: (v, _pins(runtime)[n]) for n, v in _pins(dev).items() if _pins(runtime).get(n, v) != v
+    }
+    assert drift == {}, "recompile requirements-dev.txt (command at the top of requirements-dev.in)"
 
 
 def test_stack_lock_pins_the_same_versions_as_the_main_lock():
     """docker/requirements-stack.txt is compiled against requirements.txt; a drift breaks the build."""
 
-    def pins(path: Path) -> dict[str, str]:
-        found = re.findall(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+)", path.read_text(), re.M)
-        return {name.lower().replace("_", "-"): version for name, version in found}
-
-    main, stack = pins(REPO / "requirements.txt"), pins(REPO / "docker/requirements-stack.txt")
+    main, stack = _pins(REPO / "requirements.txt"), _pins(REPO / "docker/requirements-stack.txt")
     assert {
         "apache-airflow-providers-postgres",
         "apache-airflow-providers-celery",
@@ -536,6 +592,10 @@ def test_bootstrap_makes_the_warehouse_and_sftp_connections(bootstrap):
     )  # fmt: skip
     assert mysql["password"] == "p@ss:w/rd"
     assert mysql["extra"]["local_infile"] is True
+    # TLS, checked against the CA stack-init made: MySQL 8.4's caching_sha2_password logs in
+    # over TLS, and the stack's accounts REQUIRE SSL
+    assert mysql["extra"]["ssl_mode"] == "VERIFY_IDENTITY"
+    assert mysql["extra"]["ssl"] == {"ca": str(bootstrap.STACK_CA)}
     sftp = conns["session_stream_sftp"]
     assert sftp["extra"] == {
         "private_key": "PRIVATE KEY TEXT\n",
@@ -606,6 +666,102 @@ def test_warehouse_url_survives_special_characters_in_the_password(bootstrap):
         3306,
         "warehouse",
     )
+    assert (url.ssl_mode, dict(url.ssl)) == ("VERIFY_IDENTITY", {"ca": str(bootstrap.STACK_CA)})
+
+
+def test_warehouse_tls_can_be_set_or_turned_off(bootstrap):
+    from session_stream.db import DbUrl
+
+    plain = {**BASE_ENV, "WAREHOUSE_SSL_MODE": "disabled"}
+    assert DbUrl.parse(bootstrap.warehouse_url(plain)).ssl_mode == "DISABLED"
+    assert bootstrap.connections(plain, read=FILES.__getitem__)["session_stream_mysql"][
+        "extra"
+    ] == {"charset": "utf8mb4", "local_infile": True, "ssl_mode": "DISABLED"}
+    with pytest.raises(bootstrap.SetupError, match="WAREHOUSE_SSL_MODE must be one of"):
+        bootstrap.warehouse_url({**BASE_ENV, "WAREHOUSE_SSL_MODE": "yes"})
+
+
+def test_drop_silence_is_off_for_the_sample_drop_only(bootstrap):
+    """The sample drop never gets a new file: a scheduled run after the sample day would alert
+    on it (the first unpause did, on the first try-out), so there the check is off by default."""
+    assert bootstrap.variables(BASE_ENV)["session_stream_silence_hours"] == "0"
+    real = {**BASE_ENV, "SESSION_STREAM_DROP_URL": "sftp://me@sftp.monetate.net/1234/raw_data"}
+    assert bootstrap.variables(real)["session_stream_silence_hours"] == "6"
+    asked = {**BASE_ENV, "SESSION_STREAM_SILENCE_HOURS": "2.5"}
+    assert bootstrap.variables(asked)["session_stream_silence_hours"] == "2.5"
+    with pytest.raises(bootstrap.SetupError, match="SESSION_STREAM_SILENCE_HOURS"):
+        bootstrap.variables({**BASE_ENV, "SESSION_STREAM_SILENCE_HOURS": "-1"})
+
+
+def test_a_celery_worker_refuses_to_wait_for_tasks_that_never_come(bootstrap, capsys):
+    assert bootstrap.main(["celery-worker"]) == 2  # AIRFLOW__CORE__EXECUTOR unset: LocalExecutor
+    assert "AIRFLOW_EXECUTOR=CeleryExecutor" in capsys.readouterr().err
+
+
+def test_unreadable_finds_what_the_airflow_uid_cannot_read(bootstrap, tmp_path):
+    """A checkout made with umask 077 is unreadable to uid 50000: airflow-init says so and how to
+    fix it, instead of a DAG folder that silently shows no DAG."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "ok.py").write_text("")
+    secret = dags / "private.py"
+    secret.write_text("")
+    secret.chmod(0o600)
+    owner = secret.stat().st_uid
+    other = 50000 if owner != 50000 else 50001
+    assert list(bootstrap.unreadable([dags], owner)) == []
+    assert list(bootstrap.unreadable([dags], other)) == [secret]
+    secret.chmod(0o644)
+    assert list(bootstrap.unreadable([dags], other)) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_give_to_hands_a_volume_to_the_airflow_uid(bootstrap, tmp_path):
+    logs = tmp_path / "logs"
+    (logs / "dag_id=x").mkdir(parents=True)
+    (logs / "dag_id=x" / "1.log").write_text("")
+    bootstrap.give_to([logs], 50123)
+    for path in (logs, logs / "dag_id=x", logs / "dag_id=x" / "1.log"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (50123, 0), path
+
+
+def test_the_warehouse_certificate_verifies_for_the_stacks_names(bootstrap, tmp_path):
+    """stack-init's TLS files: a CA, and a server certificate it signed for `mysql`, localhost
+    and 127.0.0.1, so clients can use ssl-mode=VERIFY_IDENTITY; made once and kept."""
+    from cryptography import x509
+
+    server, ca_dir = tmp_path / "server", tmp_path / "ca"
+    bootstrap.mysql_tls(server, ca_dir, owner=None)
+    first = (server / "server-cert.pem").read_bytes()
+    bootstrap.mysql_tls(server, ca_dir, owner=None)
+    assert (server / "server-cert.pem").read_bytes() == first
+    assert (server / "server-key.pem").stat().st_mode & 0o077 == 0
+    assert (ca_dir / "ca.pem").read_bytes() == (server / "ca.pem").read_bytes()
+    assert not list(ca_dir.glob("*key*"))  # clients get the CA certificate alone
+    ca = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate(first)
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {"mysql", "localhost"}
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+def test_make_env_writes_fresh_secrets_where_it_is_told(tmp_path):
+    out = tmp_path / "stack.env"
+    subprocess.run(
+        ["sh", str(REPO / "docker/make-env.sh"), str(out)], check=True, capture_output=True
+    )
+    made, example = dict(_env_lines(out)), env_example()
+    assert out.stat().st_mode & 0o077 == 0
+    for name, value in example.items():
+        if re.search(r"PASSWORD|SECRET|KEY", name):
+            assert made[name] != value and len(made[name]) >= 32, name
+    again = subprocess.run(["sh", str(REPO / "docker/make-env.sh"), str(out)], capture_output=True)
+    assert again.returncode != 0  # never overwrites: its secrets must match the volumes
+    if os.geteuid() != 0:
+        assert made["AIRFLOW_UID"] == str(os.geteuid())
+    else:
+        assert "AIRFLOW_UID" not in made
 
 
 def test_bootstrap_sets_the_variables_and_pool_from_env(bootstrap):
@@ -613,6 +769,7 @@ def test_bootstrap_sets_the_variables_and_pool_from_env(bootstrap):
         "session_stream_drop_url": "sftp://monetate@sftp:22/upload/session_stream",
         "session_stream_staging_url": "/opt/airflow/staging",
         "session_stream_alert_to": "team@example.com",
+        "session_stream_silence_hours": "0",  # the sample drop: see the test below
     }
     assert bootstrap.pool_slots({}) == 2
     with pytest.raises(bootstrap.SetupError, match="SESSION_STREAM_LOAD_SLOTS"):
@@ -627,9 +784,20 @@ def test_bootstrap_defaults_match_the_compose_file(bootstrap, services):
         == "${SESSION_STREAM_DROP_URL:-sftp://monetate@sftp:22/upload/session_stream}"
     )
     assert "sftp-drop:/srv/sftp/upload:ro" in services["sftp"]["volumes"]
-    assert services["sftp-init"]["environment"]["SAMPLE_DROP_DIR"] == "/drop/session_stream"
-    assert "sftp-drop:/drop" in services["sftp-init"]["volumes"]
+    assert services["stack-init"]["environment"]["SAMPLE_DROP_DIR"] == "/drop/session_stream"
+    assert "sftp-drop:/drop" in services["stack-init"]["volumes"]
     assert bootstrap.LOAD_POOL == "session_stream_load"
+    assert (
+        env["SESSION_STREAM_DROP_URL"]
+        == f"${{SESSION_STREAM_DROP_URL:-{bootstrap.SAMPLE_DROP_URL}}}"
+    )
+    # the CA stack-init writes is where the connection's default points
+    assert "mysql-ca:/tls/ca" in services["stack-init"]["volumes"]
+    assert services["stack-init"]["environment"]["MYSQL_CA_DIR"] == "/tls/ca"
+    assert f"mysql-ca:{bootstrap.CA_DIR}" in services["airflow-init"]["volumes"]
+    for name in AIRFLOW_COMPONENTS:
+        assert f"mysql-ca:{bootstrap.CA_DIR}:ro" in services[name]["volumes"], name
+    assert env["WAREHOUSE_SSL_CA"] == f"${{WAREHOUSE_SSL_CA:-{bootstrap.STACK_CA}}}"
 
 
 def test_sftp_keys_are_made_once_and_accepted_by_sshd(bootstrap, tmp_path):
@@ -701,6 +869,10 @@ def test_airflow_init_passes_secrets_in_files_stdin_and_env_never_as_arguments(t
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "CALLS": str(calls),
         "TMPDIR": str(tmp_path),
+        # As root (CI), airflow-init hands AIRFLOW_HOME's volumes to AIRFLOW_UID and becomes it:
+        # here both are this test's own.
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_UID": str(os.geteuid()),
     }
     script = REPO / "docker/stack/bootstrap.py"
     result = subprocess.run(

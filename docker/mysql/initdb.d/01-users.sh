@@ -15,10 +15,12 @@ _warehouse_sql_string() {
 }
 
 mysql_note "Creating the warehouse accounts owner, loader and analyst"
+# REQUIRE SSL: passwords and data never cross the network in clear, and MySQL 8.4's default
+# caching_sha2_password logs in over TLS without the RSA key exchange a plain connection needs.
 docker_process_sql <<EOSQL
-CREATE USER IF NOT EXISTS 'owner'@'%' IDENTIFIED BY $(_warehouse_sql_string "$WAREHOUSE_OWNER_PASSWORD");
-CREATE USER IF NOT EXISTS 'loader'@'%' IDENTIFIED BY $(_warehouse_sql_string "$WAREHOUSE_LOADER_PASSWORD");
+CREATE USER IF NOT EXISTS 'owner'@'%' IDENTIFIED BY $(_warehouse_sql_string "$WAREHOUSE_OWNER_PASSWORD") REQUIRE SSL;
+CREATE USER IF NOT EXISTS 'loader'@'%' IDENTIFIED BY $(_warehouse_sql_string "$WAREHOUSE_LOADER_PASSWORD") REQUIRE SSL;
 -- BI tools open connection pools; a cap keeps one runaway dashboard from starving the loader.
-CREATE USER IF NOT EXISTS 'analyst'@'%' IDENTIFIED BY $(_warehouse_sql_string "$WAREHOUSE_ANALYST_PASSWORD")
+CREATE USER IF NOT EXISTS 'analyst'@'%' IDENTIFIED BY $(_warehouse_sql_string "$WAREHOUSE_ANALYST_PASSWORD") REQUIRE SSL
   WITH MAX_USER_CONNECTIONS 20;
 EOSQL

@@ -1,7 +1,9 @@
 -- Run once by the mysql image on the first start, after 01-users.sh created the accounts.
 -- The tables themselves are made by `session-stream init-db`, run as owner by airflow-init.
 
-CREATE DATABASE IF NOT EXISTS `warehouse` CHARACTER SET utf8mb4 COLLATE utf8mb4_0900_ai_ci;
+-- utf8mb4 with the server's default collation (MySQL 8.4: utf8mb4_0900_ai_ci); naming it would
+-- stop every MySQL-compatible server that lacks it.
+CREATE DATABASE IF NOT EXISTS `warehouse` CHARACTER SET utf8mb4;
 
 -- owner: owns the warehouse schema. airflow-init runs `session-stream init-db` as owner (the
 -- only account with DDL rights), then `session-stream grants --apply` for loader and analyst:
