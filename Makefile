@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: setup test test-mysql84 lint bench bench-days demo system-deps
+.PHONY: setup test test-mysql84 stack-test lint bench bench-days demo system-deps
 
 # The system packages each target needs (scripts/system-deps.sh): checked on every run, before the
 # venv is built; as root on Debian/Ubuntu it installs what is missing, otherwise it says what to run.
@@ -41,6 +41,11 @@ test: setup
 test-mysql84: setup
 	$(CHECK_SYSTEM) test
 	SESSION_STREAM_AS_MYSQL84=1 $(VENV)/bin/python -m pytest tests/integration tests/dags
+
+# The Docker Compose stack from a fresh .env to a loaded day, in both executor modes, checked
+# from outside (scripts/stack_test.py; README, "The whole system with Docker Compose").
+stack-test: setup
+	$(VENV)/bin/python scripts/stack_test.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
