@@ -32,6 +32,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -482,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         help="run the checks again on the stack a --keep run left up, with its .env folder",
     )
     args = parser.parse_args(argv)
+    # `kill` (CI's timeout, a user) still tears the stack down: the finally below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if args.again:
         tmp, args.no_build = args.again, True

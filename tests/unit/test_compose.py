@@ -147,6 +147,16 @@ def test_every_long_running_service_has_a_healthcheck(services):
         assert services[name].get("restart") == "unless-stopped", name
 
 
+def test_health_checks_do_not_count_on_hostname_in_their_environment(services):
+    """podman runs a health check without HOSTNAME in its environment: the worker's check pinged
+    `celery@` and the stack never turned healthy; the jobs checks matched any host."""
+    for name, service in services.items():
+        test = " ".join((service.get("healthcheck") or {}).get("test") or [])
+        assert "HOSTNAME" not in test, name
+    for name in ("airflow-dag-processor", "airflow-triggerer"):
+        assert services[name]["healthcheck"]["test"][-1] == "--local", name
+
+
 def test_one_shot_services_run_once(services):
     for name in ONE_SHOT:
         assert services[name].get("restart") == "no", name
