@@ -36,11 +36,12 @@ test: setup
 	$(CHECK_SYSTEM) test
 	$(VENV)/bin/python -m pytest
 
-# The integration and DAG tests with MariaDB made to act as MySQL 8.4 where it can: MySQL 8.4's
-# default sql_mode in full and no table elimination, set per session (include/session_stream/db.py).
+# The integration tests (every SQL statement of the engine, on a real server) with MariaDB made to
+# act as MySQL 8.4 where it can: MySQL 8.4's default sql_mode in full and no table elimination, set
+# per session (include/session_stream/db.py).
 test-mysql84: setup
 	$(CHECK_SYSTEM) test
-	SESSION_STREAM_AS_MYSQL84=1 $(VENV)/bin/python -m pytest tests/integration tests/dags
+	SESSION_STREAM_AS_MYSQL84=1 $(VENV)/bin/python -m pytest tests/integration
 
 # The Docker Compose stack from a fresh .env to a loaded day, in both executor modes, checked
 # from outside (scripts/stack_test.py; README, "The whole system with Docker Compose").

@@ -196,9 +196,7 @@ def connect_error(exc: MySQLdb.OperationalError, url: DbUrl) -> ConfigError:
 # Strict mode makes a value that does not fit an error, never a silent truncation. MySQL 8.4
 # warns (3135) when strict mode comes without NO_ZERO_DATE, NO_ZERO_IN_DATE and
 # ERROR_FOR_DIVISION_BY_ZERO, which its own default sql_mode has: so do we.
-SQL_MODE = (
-    "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
-)
+SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 # The test mode that makes MariaDB act as MySQL 8.4 where it can (`make test-mysql84`): every
 # session of ours gets MySQL 8.4's default sql_mode in full (ONLY_FULL_GROUP_BY too), and on
 # MariaDB no table elimination, which MySQL's planner lacks. Per session: never SET GLOBAL.
