@@ -346,11 +346,21 @@ def test_line_items_join_their_purchase_line_on_purchase_id_by_index(busy):
     assert any(s["key"] == "ix_purchase_id" for s in steps[1:]), steps
 
 
+# MySQL has no table elimination (make test-mysql84 turns MariaDB's off): there every read of a
+# child view joins session_sessions for its session_id, needed or not. The views' design is the
+# open question of issue 23; until it is settled these two fail in that mode, and must.
+NEEDS_TABLE_ELIMINATION = pytest.mark.xfail(
+    db.as_mysql84(), strict=True, reason="counts on MariaDB's table elimination, which MySQL lacks"
+)
+
+
+@NEEDS_TABLE_ELIMINATION
 def test_a_child_table_read_alone_does_not_touch_session_sessions(busy):
     steps = plan(busy, "SELECT product_id, COUNT(*) FROM session_view_lines GROUP BY product_id")
     assert len(steps) == 1, steps  # session_sessions is eliminated when session_id is not read
 
 
+@NEEDS_TABLE_ELIMINATION
 @pytest.mark.parametrize("table", tables.CHILD_TABLES, ids=lambda t: t.name)
 def test_a_join_on_session_key_gives_the_guides_rows_with_one_lookup(busy, table):
     """The README's advice for warehouses far beyond the buffer pool: the same rows as the
