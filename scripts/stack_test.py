@@ -638,6 +638,22 @@ def run_all(args, stack: Stack, settings, secrets, tmp: Path, base_url: str, mys
         else:
             raise StackTestError("analyst can read session_stream_rejects")
 
+    with step("the engine's CLI (cli service) sees the day loaded, over TLS as loader"):
+        cli = stack.run(
+            "run",
+            "--rm",
+            "-T",
+            "cli",
+            "session-stream",
+            "load",
+            "-q",
+            "/drop/session_stream/2026/11/01",
+        )
+        out = cli.stdout + cli.stderr
+        if f"0 loaded, {SAMPLE_FILES} skipped, 0 failed" not in out:
+            raise StackTestError(f"the cli load did not skip the 16 loaded files:\n{out[-1500:]}")
+        say("  " + next(ln for ln in out.splitlines() if ln.startswith("files:"))[:160])
+
     with step("the run's quality report through the REST API"):
         summary = api.xcom(DAG, run_id, "fetch", "summary")
         fetched = len(summary.get("fetched") or [])
