@@ -555,11 +555,13 @@ def write_drop(
     bad_lines: int = 0,
     compresslevel: int = GZIP_LEVEL,
     id_style: str = DEFAULT_ID_STYLE,
+    window_count: int | None = None,
 ) -> list[Path]:
     """Write a drop under `root/YYYY/MM/DD/` and return the files written, oldest first.
 
     The files are spread evenly over the windows of hours [start_hour, start_hour + hours) of
-    `day`; when `files` exceeds the windows, several files share a window.
+    `day`, or over the first `window_count` of them; when `files` exceeds the windows, several files
+    share a window.
     """
     if files < 1 or sessions < 0:
         raise ConfigError("a drop needs at least one file and a non-negative number of sessions")
@@ -573,7 +575,9 @@ def write_drop(
     windows = [
         day_start + timedelta(minutes=15 * w)
         for w in range(start_hour * WINDOWS_PER_HOUR, (start_hour + hours) * WINDOWS_PER_HOUR)
-    ]
+    ][:window_count]
+    if not windows:
+        raise ConfigError("a drop needs at least one window")
     drop = _Drop(seed, quirks, windows[0], id_style)
     per_window: dict[datetime, int] = defaultdict(int)
     for k in range(files):
