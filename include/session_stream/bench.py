@@ -5,14 +5,15 @@
 
 A day (the default): generates a day (80,000 sessions in 16 files) in each id style of the
 sample generator (random UUIDs, a window's timestamp first, one long shared prefix, 1
-character, 255 characters: the same sessions, other ids) and, in turns so that a busy minute
-skews every style alike, loads it into a fresh database with the pipeline the CLI uses (split
-in worker processes while MySQL loads, newest-wins merge, ledger) and times its floor: LOAD
-DATA of the same split rows into tables with no keys at all (no merge, no ledger), and the bare
-gunzip and JSON parse spread over the cores, whichever is longer. Then it loads one window of
-5,000 sessions and one of 50,000 (four files each, a window's timestamp first) and prints the
-time per session of each, and finally each day once more the way Monetate's sample script does,
-one INSERT per row, checks that both warehouses hold the same rows and prints the ratio.
+character, 255 characters: the same sessions, other ids). In turns, so that a busy minute skews
+every style alike, and each timed load on a quiet server (benchkit.quiet_server), it loads
+each day into a fresh database with the pipeline the CLI uses (split in worker processes while
+MySQL loads, newest-wins merge, ledger) and times its floor: LOAD DATA of the same split rows
+into tables with no keys at all (no merge, no ledger), and the bare gunzip and JSON parse
+spread over the cores, whichever is longer. Then it loads one window of 5,000 sessions and one
+of 50,000 (four files each, a window's timestamp first) and prints the time per session of
+each, and finally each day once more the way Monetate's sample script does, one INSERT per
+row, checks that both warehouses hold the same rows and prints the ratio.
 
 A growing warehouse (`--days N`): see bench_days.py.
 
@@ -34,7 +35,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from . import bench_days, db, rowbyrow, sample, schema, split, tables
-from .benchkit import DAY, drop_database, fresh_database, generated, load, peak_mb
+from .benchkit import DAY, drop_database, fresh_database, generated, load, peak_mb, quiet_server
 from .layout import LOAD_FORMAT, SplitResult, load_columns
 from .sql import quote
 from .workers import DEFAULT_WORKERS
@@ -76,6 +77,7 @@ def load_floor(server: str, splits: list[Path]) -> float:
                 " DEFAULT CHARSET=utf8mb4"
             )
         key = quote(tables.SESSION_KEY_COLUMN)
+        quiet_server(server)
         started = time.perf_counter()
         for folder in splits:
             files = SplitResult.read(folder).files()
@@ -160,6 +162,7 @@ def bench_day(args, root: Path) -> int:
                     if s.kept:
                         drop_database(s.kept)
                     s.kept = fresh_database(args.server, "ss_bench_day")
+                    quiet_server(args.server)
                     s.summary, seconds = load(s.kept, s.paths, args.jobs)
                     s.ours.append(seconds)
                     s.load_floor.append(load_floor(args.server, splits[s.name]))
@@ -248,6 +251,7 @@ def bench_windows(args, root: Path) -> list[tuple[int, float]]:
         for n, paths in drops.items():
             url = fresh_database(args.server, "ss_bench_window")
             try:
+                quiet_server(args.server)
                 times[n].append(load(url, paths, args.jobs)[1])
             finally:
                 drop_database(url)

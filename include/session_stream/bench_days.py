@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from . import db, tables
-from .benchkit import DAY, drop_database, fresh_database, generated, load
+from .benchkit import DAY, drop_database, fresh_database, generated, load, quiet_server
 from .sql import quote
 
 # The guide joins group by a session column; reading session_sessions once groups the same way.
@@ -106,6 +106,7 @@ def bench_days(args, root: Path) -> int:
         status = db.connect(url)
         for n, day in enumerate(days):
             paths = generated(root, day, args, style=style)
+            quiet_server(args.server)
             before = pages_read(status.cursor())
             summary, took = load(url, paths, args.jobs)
             seconds.append(took)
@@ -127,6 +128,7 @@ def bench_days(args, root: Path) -> int:
         try:
             for _ in range(2):
                 scratches.append(fresh_database(args.server, "ss_bench_day1"))
+                quiet_server(args.server)
                 empty.append(load(scratches[-1], last, args.jobs)[1])
         finally:
             for scratch in scratches:
