@@ -59,7 +59,7 @@ def split_all(paths: list[Path], work: Path, pool: ProcessPoolExecutor) -> list[
     return [Path(out) for out in pool.map(_split_one, jobs)]
 
 
-def load_floor(server: str, splits: list[Path]) -> float:
+def load_floor(server: str, splits: list[Path], settle: float = 30.0) -> float:
     """Seconds to LOAD DATA the split rows into tables with no keys at all, a transaction a
     file: what the database cannot avoid, with no merge, no index and no ledger."""
     url = fresh_database(server, "ss_bench_floor", init=False)
@@ -77,7 +77,7 @@ def load_floor(server: str, splits: list[Path]) -> float:
                 " DEFAULT CHARSET=utf8mb4"
             )
         key = quote(tables.SESSION_KEY_COLUMN)
-        quiet_server(server)
+        quiet_server(server, settle)
         started = time.perf_counter()
         for folder in splits:
             files = SplitResult.read(folder).files()
@@ -162,10 +162,10 @@ def bench_day(args, root: Path) -> int:
                     if s.kept:
                         drop_database(s.kept)
                     s.kept = fresh_database(args.server, "ss_bench_day")
-                    quiet_server(args.server)
+                    quiet_server(args.server, args.settle)
                     s.summary, seconds = load(s.kept, s.paths, args.jobs)
                     s.ours.append(seconds)
-                    s.load_floor.append(load_floor(args.server, splits[s.name]))
+                    s.load_floor.append(load_floor(args.server, splits[s.name], args.settle))
                     s.parse_floor.append(parse_floor(s.paths, pool))
                     print(
                         f"  run {attempt + 1}/{args.repeat} {s.name:<10} session-stream"
@@ -251,7 +251,7 @@ def bench_windows(args, root: Path) -> list[tuple[int, float]]:
         for n, paths in drops.items():
             url = fresh_database(args.server, "ss_bench_window")
             try:
-                quiet_server(args.server)
+                quiet_server(args.server, args.settle)
                 times[n].append(load(url, paths, args.jobs)[1])
             finally:
                 drop_database(url)
@@ -359,6 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"sessions of the one-window loads, comma-separated (default {WINDOW_SESSIONS})",
     )
     p.add_argument("--skip-windows", action="store_true", help="no one-window loads")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=30.0,
+        help="before a timed load, wait at most this long for the server to flush and purge"
+        " what the one before left (default 30; 0: no wait)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the databases")
     args = p.parse_args(argv)
     unknown = set(args.styles.split(",")) - set(sample.ID_STYLES)

@@ -106,7 +106,7 @@ def bench_days(args, root: Path) -> int:
         status = db.connect(url)
         for n, day in enumerate(days):
             paths = generated(root, day, args, style=style)
-            quiet_server(args.server)
+            quiet_server(args.server, args.settle)
             before = pages_read(status.cursor())
             summary, took = load(url, paths, args.jobs)
             seconds.append(took)
@@ -128,7 +128,7 @@ def bench_days(args, root: Path) -> int:
         try:
             for _ in range(2):
                 scratches.append(fresh_database(args.server, "ss_bench_day1"))
-                quiet_server(args.server)
+                quiet_server(args.server, args.settle)
                 empty.append(load(scratches[-1], last, args.jobs)[1])
         finally:
             for scratch in scratches:
