@@ -1,20 +1,21 @@
-"""Benchmark: session-stream against Monetate's row-by-row loader, and a growing warehouse.
+"""Benchmark: session-stream against its floor and Monetate's row-by-row loader, in every id style.
 
-    python -m session_stream.bench [--server mysql://root@127.0.0.1:3306/] [--sessions 80000] [--files 16]
-    python -m session_stream.bench --days 12
+    python -m session_stream.bench [--server mysql://root@127.0.0.1:3306/] [--styles uuid,...]
+    python -m session_stream.bench --days 12 [--id-style timestamp]     (bench_days.py)
 
-A day (the default): generates a day (80,000 sessions in 16 files), loads it into a fresh
-database with the pipeline the CLI uses (split ahead in a worker process, LOAD DATA, newest-wins
-merge), then loads the same files into another fresh database holding Monetate's sample schema,
-one INSERT per row as Monetate's sample script does, checks the two warehouses hold the same
-rows, and prints sessions/s, rows/s, peak memory, the ratio, and what the unknown-key audit of
-the split costs.
+A day (the default): generates a day (80,000 sessions in 16 files) in each id style of the
+sample generator (random UUIDs, a window's timestamp first, one long shared prefix, 1
+character, 255 characters: the same sessions, other ids). In turns, so that a busy minute skews
+every style alike, and each timed load on a quiet server (benchkit.quiet_server), it loads
+each day into a fresh database with the pipeline the CLI uses (split in worker processes while
+MySQL loads, newest-wins merge, ledger) and times its floor: LOAD DATA of the same split rows
+into tables with no keys at all (no merge, no ledger), and the bare gunzip and JSON parse
+spread over the cores, whichever is longer. Then it loads one window of 5,000 sessions and one
+of 50,000 (four files each, a window's timestamp first) and prints the time per session of
+each, and finally each day once more the way Monetate's sample script does, one INSERT per
+row, checks that both warehouses hold the same rows and prints the ratio.
 
-A growing warehouse (`--days N`): loads N generated days one day at a time into one database and
-prints each day's time and day N against day 1; then runs Monetate's guide joins
-(session_sessions left-joined to each child table on session_id, grouped by a session column;
-purchase line items to purchase lines on purchase_id) and prints each against the time to read
-both of its tables once.
+A growing warehouse (`--days N`): see bench_days.py.
 
 The databases are dropped afterwards unless --keep.
 """
@@ -23,67 +24,262 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
 import time
-import uuid
-from datetime import date, timedelta
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from . import db, rowbyrow, sample, schema, split, tables
-from .load import Loader
-from .pipeline import load_files
+from . import bench_days, db, rowbyrow, sample, schema, split, tables
+from .benchkit import DAY, drop_database, fresh_database, generated, load, peak_mb, quiet_server
+from .layout import LOAD_FORMAT, SplitResult, load_columns
 from .sql import quote
 from .workers import DEFAULT_WORKERS
 
-DAY = date(2026, 11, 1)
+WINDOW_SESSIONS = "5000,50000"
+WINDOW_FILES = 4
+WINDOW_STYLE = "timestamp"
 
 
-def _peak_mb(who: int) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+# --- the floor ---------------------------------------------------------------------------------
 
 
-def _fresh_database(server: str, prefix: str, *, init: bool = True) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    conn = db.connect(f"{server.rstrip('/')}/mysql", database=False)
-    conn.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    conn.close()
-    url = f"{server.rstrip('/')}/{name}"
-    if init:
+def _split_one(job: tuple[str, str]) -> str:
+    split.split_file(Path(job[0]), Path(job[1]))
+    return job[1]
+
+
+def split_all(paths: list[Path], work: Path, pool: ProcessPoolExecutor) -> list[Path]:
+    """Each file's staged split, under `work` (untimed: the floor loads the same rows)."""
+    jobs = [(str(p), str(work / f"{i:04d}")) for i, p in enumerate(paths)]
+    return [Path(out) for out in pool.map(_split_one, jobs)]
+
+
+def load_floor(server: str, splits: list[Path], settle: float = 30.0) -> float:
+    """Seconds to LOAD DATA the split rows into tables with no keys at all, a transaction a
+    file: what the database cannot avoid, with no merge, no index and no ledger."""
+    url = fresh_database(server, "ss_bench_floor", init=False)
+    try:
         conn = db.connect(url)
-        schema.init_db(conn)
+        cur = conn.cursor()
+        collation = schema.key_collation(conn)
+        for table in tables.TABLES:
+            columns = ", ".join(
+                f"{quote(name)} {definition.replace(' AUTO_INCREMENT', '')}"
+                for name, definition in schema.column_definitions(table, collation)
+            )
+            cur.execute(
+                f"CREATE TABLE {quote(table.storage)} ({columns}) ENGINE=InnoDB"
+                " DEFAULT CHARSET=utf8mb4"
+            )
+        key = quote(tables.SESSION_KEY_COLUMN)
+        quiet_server(server, settle)
+        started = time.perf_counter()
+        for folder in splits:
+            files = SplitResult.read(folder).files()
+            conn.begin()
+            for table in tables.TABLES:
+                cur.execute(
+                    f"LOAD DATA LOCAL INFILE %s INTO TABLE {quote(table.storage)} {LOAD_FORMAT}"
+                    f" ({', '.join(load_columns(table))}) SET {key} = @idx",
+                    (str(files[table.name]),),
+                )
+            conn.commit()
+        seconds = time.perf_counter() - started
         conn.close()
-    return url
+        return seconds
+    finally:
+        drop_database(url)
 
 
-def _drop_database(url: str) -> None:
-    conn = db.connect(url, database=False)
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS `{db.DbUrl.parse(url).database}`")
-    conn.close()
+def _parse_file(path: str) -> int:
+    """Gunzip a file and parse each line, nothing else (the split's JSON decoder)."""
+    lines = 0
+    with gzip.open(path, "rb") as f:
+        for line in f:
+            try:
+                split._decode(line)
+            except (ValueError, RecursionError):
+                pass
+            lines += 1
+    return lines
 
 
-def _drop(root: Path, day: date, args, seed: int) -> list[Path]:
-    folder = root / f"{day:%Y/%m/%d}"
-    paths = sorted(folder.glob("*.json.gz")) if folder.exists() else []
-    if not paths:
-        paths = sample.write_drop(root, day, sessions=args.sessions, files=args.files, seed=seed)
-    return paths
-
-
-def _load(url: str, paths: list[Path], jobs: int):
-    loader = Loader(lambda: db.connect(url))
+def parse_floor(paths: list[Path], pool: ProcessPoolExecutor) -> float:
+    """Seconds to gunzip and parse every line, spread over a warm pool of one process a core."""
     started = time.perf_counter()
-    summary = load_files(paths, loader, workers=jobs)
-    seconds = time.perf_counter() - started
-    loader.close()
-    if summary.failed:
-        raise SystemExit(f"FAILED: {summary.failures}")
-    return summary, seconds
+    list(pool.map(_parse_file, map(str, paths)))
+    return time.perf_counter() - started
 
 
-def _audit_seconds(paths: list[Path], repeat: int = 3) -> tuple[float, float]:
+# --- a day in each style -------------------------------------------------------------------------
+
+
+class _Style:
+    def __init__(self, name: str, paths: list[Path]):
+        self.name, self.paths = name, paths
+        self.ours: list[float] = []
+        self.load_floor: list[float] = []
+        self.parse_floor: list[float] = []
+        self.kept: str | None = None  # the last load's database, for the baseline's check
+        self.summary = None
+        self.baseline: float | None = None
+        self.identical: bool | None = None
+
+    @property
+    def time(self) -> float:
+        return statistics.median(self.ours)
+
+    @property
+    def floor(self) -> float:
+        return max(statistics.median(self.load_floor), statistics.median(self.parse_floor))
+
+
+def bench_day(args, root: Path) -> int:
+    styles = [
+        _Style(name, generated(root, DAY, args, style=name)) for name in args.styles.split(",")
+    ]
+    cores = os.cpu_count() or 1
+    work = Path(tempfile.mkdtemp(prefix="session-stream-bench-splits-"))
+    windows = []
+    try:
+        with ProcessPoolExecutor(cores) as pool:
+            list(pool.map(_parse_file, []))  # start the workers before anything is timed
+            splits = {s.name: split_all(s.paths, work / s.name, pool) for s in styles}
+            gz_mb = sum(p.stat().st_size for p in styles[0].paths) / 1e6
+            print(
+                f"a day: {args.sessions:,} sessions in {args.files} files ({gz_mb:.0f} MB gzip) in"
+                f" each id style, {args.repeat} runs of each in turns (the median counts);"
+                f" {args.jobs} split workers, {cores} cores",
+                flush=True,
+            )
+            for attempt in range(args.repeat):
+                for s in styles:
+                    if s.kept:
+                        drop_database(s.kept)
+                    s.kept = fresh_database(args.server, "ss_bench_day")
+                    quiet_server(args.server, args.settle)
+                    s.summary, seconds = load(s.kept, s.paths, args.jobs)
+                    s.ours.append(seconds)
+                    s.load_floor.append(load_floor(args.server, splits[s.name], args.settle))
+                    s.parse_floor.append(parse_floor(s.paths, pool))
+                    print(
+                        f"  run {attempt + 1}/{args.repeat} {s.name:<10} session-stream"
+                        f" {seconds:5.2f} s | floor: LOAD DATA {s.load_floor[-1]:5.2f} s,"
+                        f" parse {s.parse_floor[-1]:5.2f} s",
+                        flush=True,
+                    )
+        peak_main, peak_worker = peak_mb(resource.RUSAGE_SELF), peak_mb(resource.RUSAGE_CHILDREN)
+        if not args.skip_windows:
+            windows = bench_windows(args, root)
+        if not args.skip_baseline:
+            for s in styles:
+                print(f"row-by-row INSERT baseline, {s.name} ids ...", flush=True)
+                s.baseline, s.identical = baseline(args.server, s.paths, s.kept)
+        _print_day(styles, args)
+        print(f"peak memory: {peak_main:.0f} MB main process, {peak_worker:.0f} MB a worker")
+        _print_windows(windows)
+        audited, plain = audit_seconds(styles[0].paths)
+        audit = max(0.0, audited - plain)
+        print(
+            f"unknown-key audit: {audit:.2f} s of CPU for the day's sessions"
+            f" = {100 * audit / styles[0].time:.1f}% of the day's load time (parsing with the key"
+            f" check {audited:.2f} s, a plain parse without it {plain:.2f} s)"
+        )
+        return 0 if all(s.identical is not False for s in styles) else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            for s in styles:
+                if s.kept:
+                    drop_database(s.kept)
+
+
+def _print_day(styles: list[_Style], args) -> None:
+    print(
+        f"\n{'id style':<10} {'session-stream':>14} {'floor':>8} {'x floor':>8}"
+        f" {'row-by-row':>11} {'x faster':>9}  identical"
+    )
+    for s in styles:
+        slow = f"{s.baseline:9.1f} s" if s.baseline else f"{'-':>11}"
+        ratio = f"{s.baseline / s.time:8.1f}x" if s.baseline else f"{'-':>9}"
+        same = {True: "yes", False: "NO", None: "-"}[s.identical]
+        print(
+            f"{s.name:<10} {s.time:12.2f} s {s.floor:6.2f} s {s.time / s.floor:7.2f}x"
+            f" {slow} {ratio}  {same}"
+        )
+    summary = styles[0].summary
+    print(
+        f"each: {summary.sessions:,} session versions, {summary.total_rows:,} rows;"
+        f" {styles[0].summary.sessions / styles[0].time:,.0f} session versions/s"
+        f" ({styles[0].name}); floor = the longer of LOAD DATA into tables without keys and the"
+        " bare gunzip + parse over the cores"
+    )
+    by_name = {s.name: s for s in styles}
+    if "uuid" in by_name:
+        for s in styles:
+            if s.name != "uuid":
+                print(f"  {s.name} ids against random UUIDs: {s.time / by_name['uuid'].time:.2f}x")
+
+
+def bench_windows(args, root: Path) -> list[tuple[int, float]]:
+    """(sessions, seconds) of loading one window of each size of --window-sessions, in turns."""
+    drops = {
+        n: generated(
+            root / f"window-{n}",
+            DAY,
+            args,
+            style=WINDOW_STYLE,
+            sessions=n,
+            files=WINDOW_FILES,
+            hours=1,
+            window_count=1,
+        )
+        for n in map(int, args.window_sessions.split(","))
+    }
+    times: dict[int, list[float]] = {n: [] for n in drops}
+    print(
+        f"one window of {' and '.join(f'{n:,}' for n in drops)} sessions ({WINDOW_FILES} files,"
+        f" {WINDOW_STYLE} ids), {args.repeat} runs in turns ...",
+        flush=True,
+    )
+    for _ in range(args.repeat):
+        for n, paths in drops.items():
+            url = fresh_database(args.server, "ss_bench_window")
+            try:
+                quiet_server(args.server, args.settle)
+                times[n].append(load(url, paths, args.jobs)[1])
+            finally:
+                drop_database(url)
+    return [(n, statistics.median(t)) for n, t in times.items()]
+
+
+def _print_windows(windows: list[tuple[int, float]]) -> None:
+    if not windows:
+        return
+    per = [(n, seconds / n * 1e6) for n, seconds in windows]
+    parts = " | ".join(f"{n:,} sessions {us:.0f} µs a session" for n, us in per)
+    print(f"one window ({WINDOW_STYLE} ids): {parts} | {per[-1][1] / per[0][1]:.2f}x")
+
+
+def baseline(server: str, paths: list[Path], ours: str) -> tuple[float, bool]:
+    """Seconds to load `paths` one INSERT per row, and whether that warehouse equals `ours`."""
+    url = fresh_database(server, "ss_bench_rowbyrow", init=False)
+    try:
+        rowbyrow.create_sample_schema(url)
+        started = time.perf_counter()
+        rowbyrow.load_files(url, paths)
+        seconds = time.perf_counter() - started
+        return seconds, rowbyrow.contents(url) == rowbyrow.contents(ours)
+    finally:
+        drop_database(url)
+
+
+def audit_seconds(paths: list[Path], repeat: int = 3) -> tuple[float, float]:
     """CPU seconds to parse every line of `paths` as the split does, with the unknown-key
     audit (into the spec's structs, which checks the keys in C; into dicts and KeyAudit for a
     line with other keys), and to parse them into dicts with no audit at all: the best of
@@ -120,238 +316,6 @@ def _audit_seconds(paths: list[Path], repeat: int = 3) -> tuple[float, float]:
     return best[audited], best[plain]
 
 
-def bench_day(args, root: Path) -> int:
-    paths = _drop(root, DAY, args, seed=42)
-    gz_mb = sum(p.stat().st_size for p in paths) / 1e6
-    fast_url = slow_url = None
-    try:
-        # The fast load is short, so one busy moment on the machine skews it: take the median
-        # of --repeat runs, each into a fresh database. The baseline runs once.
-        times = []
-        for attempt in range(args.repeat):
-            if fast_url:
-                _drop_database(fast_url)
-            fast_url = _fresh_database(args.server, "ss_bench_fast")
-            print(
-                f"session-stream: loading {len(paths)} files ({gz_mb:.0f} MB gzip),"
-                f" run {attempt + 1}/{args.repeat} ...",
-                flush=True,
-            )
-            summary, seconds = _load(fast_url, paths, args.jobs)
-            times.append(seconds)
-            print(f"  {seconds:.2f} s")
-        fast = statistics.median(times)
-        rows = summary.total_rows
-        peak_main, peak_worker = _peak_mb(resource.RUSAGE_SELF), _peak_mb(resource.RUSAGE_CHILDREN)
-        print(
-            f"session-stream (median of {len(times)}): {fast:.2f} s"
-            f" | {summary.sessions / fast:,.0f} sessions/s | {rows / fast:,.0f} rows/s"
-            f" | {summary.sessions:,} session versions, {rows:,} rows"
-        )
-        print(f"  peak memory: {peak_main:.0f} MB main process, {peak_worker:.0f} MB split worker")
-        audited, plain = _audit_seconds(paths)
-        audit = max(0.0, audited - plain)
-        print(
-            f"  unknown-key audit: {audit:.2f} s of CPU for the day's sessions"
-            f" = {100 * audit / fast:.1f}% of the day's load time (parsing with the key"
-            f" check {audited:.2f} s, a plain parse without it {plain:.2f} s)"
-        )
-        if args.skip_baseline:
-            return 0
-
-        slow_url = _fresh_database(args.server, "ss_bench_rowbyrow", init=False)
-        rowbyrow.create_sample_schema(slow_url)
-        print(
-            "row-by-row INSERT baseline (Monetate's sample schema and script): loading the same"
-            " files ...",
-            flush=True,
-        )
-        started = time.perf_counter()
-        rowbyrow.load_files(slow_url, paths)
-        slow = time.perf_counter() - started
-        print(
-            f"  {slow:.2f} s | {summary.sessions / slow:,.0f} sessions/s | {rows / slow:,.0f} rows/s"
-        )
-        same = rowbyrow.contents(fast_url) == rowbyrow.contents(slow_url)
-        print(f"  warehouses identical: {'yes' if same else 'NO'}")
-        print(f"ratio: session-stream is {slow / fast:.1f}x faster than row-by-row INSERT")
-        return 0 if same else 1
-    finally:
-        if not args.keep:
-            for url in (fast_url, slow_url):
-                if url:
-                    _drop_database(url)
-
-
-# --- a growing warehouse ----------------------------------------------------------------------
-
-
-# The guide joins group by a session column; reading session_sessions once groups the same way.
-_SESSIONS, _GROUP = quote(tables.SESSIONS.name), quote("device_type")
-_READ_SESSIONS = f"SELECT s.{_GROUP}, COUNT(*) FROM {_SESSIONS} s GROUP BY s.{_GROUP}"
-
-
-def guide_joins() -> list[tuple[str, str, list[str]]]:
-    """(label, the guide's join, the queries that read each of its tables once)."""
-    sessions, group, read_sessions = _SESSIONS, _GROUP, _READ_SESSIONS
-    out = []
-    for table in tables.CHILD_TABLES:
-        counted = quote(table.value_names[-1])
-        join = (
-            f"SELECT s.{group}, COUNT(c.{counted}) FROM {sessions} s"
-            f" LEFT JOIN {quote(table.name)} c ON c.`session_id` = s.`session_id`"
-            f" GROUP BY s.{group}"
-        )
-        read_child = f"SELECT COUNT(c.{counted}) FROM {quote(table.name)} c"
-        out.append((f"sessions -> {table.name}", join, [read_sessions, read_child]))
-    lines, items = tables.PURCHASE_LINES, tables.PURCHASE_LINE_ITEMS
-    join = (
-        f"SELECT COUNT(i.`unit_price`), SUM(i.`quantity`) FROM {quote(lines.name)} l"
-        f" LEFT JOIN {quote(items.name)} i ON i.`purchase_id` = l.`purchase_id`"
-    )
-    reads = [
-        f"SELECT COUNT(l.`total`) FROM {quote(lines.name)} l",
-        f"SELECT COUNT(i.`unit_price`) FROM {quote(items.name)} i",
-    ]
-    out.append((f"{lines.name} -> {items.name}", join, reads))
-    return out
-
-
-def join_steps() -> list[tuple[str, str]]:
-    """The parts of a guide join, each timed alone: reading the sessions, then adding the lookup
-    of each session's child rows by the storage key, or the lookup of each session by its
-    session_id (what a join on session_id pays before it can find the rows)."""
-    sessions, group = _SESSIONS, _GROUP
-    key, sid = quote(tables.SESSION_KEY_COLUMN), quote(tables.SESSION_ID.name)
-    child = tables.VIEW_LINES
-    counted = quote(child.value_names[-1])
-    return [
-        ("session_sessions read once", _READ_SESSIONS),
-        (
-            f"+ {child.name} rows of each session by session_key (one lookup)",
-            f"SELECT s.{group}, COUNT(c.{counted}) FROM {sessions} s"
-            f" LEFT JOIN {quote(child.storage)} c ON c.{key} = s.{key} GROUP BY s.{group}",
-        ),
-        (
-            "+ each session found again by its session_id (the lookup alone)",
-            f"SELECT s.{group}, COUNT(s2.{key}) FROM {sessions} s"
-            f" LEFT JOIN {sessions} s2 ON s2.{sid} = s.{sid} GROUP BY s.{group}",
-        ),
-    ]
-
-
-def _best_of(cur, sql: str, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        cur.execute(sql)
-        cur.fetchall()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
-def _pages_read(cur) -> int:
-    """InnoDB pages read from disk since the server started (the buffer pool's misses)."""
-    cur.execute(
-        "SELECT variable_value FROM information_schema.global_status"
-        " WHERE variable_name = 'INNODB_BUFFER_POOL_READS'"
-    )
-    return int(cur.fetchone()[0])
-
-
-def bench_days(args, root: Path) -> int:
-    url = _fresh_database(args.server, "ss_bench_days")
-    try:
-        days = [DAY - timedelta(days=args.days - n) for n in range(args.days)]
-        seconds, misses = [], []
-        # A day's time on this shared 2-core machine moves by ±20%; the pages a load has to read
-        # from disk do not, and they are what grows when an index a load writes in random order
-        # outgrows the buffer pool (the warehouse's own reads: nothing else runs meanwhile).
-        status = db.connect(url)
-        for n, day in enumerate(days):
-            paths = _drop(root, day, args, seed=42)
-            before = _pages_read(status.cursor())
-            summary, took = _load(url, paths, args.jobs)
-            seconds.append(took)
-            misses.append(_pages_read(status.cursor()) - before)
-            print(
-                f"day {n + 1:>2} ({day}): {took:5.2f} s | {summary.sessions:,} session versions,"
-                f" {summary.total_rows:,} rows | {misses[-1]:,} pages read from disk",
-                flush=True,
-            )
-        status.close()
-        # The last day's files again, right after, into an empty warehouse, twice: the same files
-        # at nearly the same moment, so a busy machine skews both alike. After the grown load,
-        # not before it: a load into another database just before would fill the buffer pool
-        # with its pages and leave them to flush, and the grown load would pay for that (it did:
-        # 1.2-1.4x, where days 2 to 11 had stayed level). The empty warehouses are dropped only
-        # at the end: InnoDB purges a dropped database in the background.
-        last = _drop(root, days[-1], args, seed=42)
-        empty, scratches = [], []
-        try:
-            for _ in range(2):
-                scratches.append(_fresh_database(args.server, "ss_bench_day1"))
-                empty.append(_load(scratches[-1], last, args.jobs)[1])
-        finally:
-            for scratch in scratches:
-                _drop_database(scratch)
-        conn = db.connect(url)
-        cur = conn.cursor()
-        cur.execute(
-            "SELECT SUM(table_rows), SUM(data_length + index_length) FROM information_schema.tables"
-            " WHERE table_schema = DATABASE()"
-        )
-        total_rows, total_bytes = cur.fetchone()
-        cur.execute("SELECT @@innodb_buffer_pool_size")
-        (pool,) = cur.fetchone()
-        cur.execute(f"SELECT COUNT(*) FROM {quote(tables.SESSIONS.name)}")
-        (sessions,) = cur.fetchone()
-        print(
-            f"warehouse: {sessions:,} sessions, about {int(total_rows):,} rows,"
-            f" {int(total_bytes) / 2**20:,.0f} MiB (buffer pool {int(pool) / 2**20:,.0f} MiB)"
-        )
-        first = statistics.mean(empty)
-        print(
-            f"growth: day {args.days} took {seconds[-1] / first:.2f}x the same files loaded into"
-            f" an empty warehouse right after ({seconds[-1]:.2f} s / {first:.2f} s, the mean of"
-            f" {empty[0]:.2f} s and {empty[1]:.2f} s)"
-        )
-        print(f"  day {args.days} against day 1 as loaded first: {seconds[-1] / seconds[0]:.2f}x")
-        if args.days >= 6:
-            head, tail = statistics.mean(seconds[:3]), statistics.mean(seconds[-3:])
-            print(
-                f"  the last three days against the first three: {tail / head:.2f}x"
-                f" ({tail:.2f} s / {head:.2f} s)"
-            )
-            print(
-                "  pages read from disk while loading, a day: first three"
-                f" {statistics.mean(misses[:3]):,.0f}, last three {statistics.mean(misses[-3:]):,.0f}"
-            )
-
-        print(
-            f"Monetate's guide joins (best of {args.repeat}), against reading both tables once"
-            " (a full scan of each):"
-        )
-        worst = 0.0
-        for label, join, reads in guide_joins():
-            joined = _best_of(cur, join, args.repeat)
-            read = sum(_best_of(cur, sql, args.repeat) for sql in reads)
-            if label.startswith("sessions"):
-                worst = max(worst, joined / read)
-            print(
-                f"  {label:<58} {joined:6.2f} s | read once {read:5.2f} s | {joined / read:4.1f}x"
-            )
-        print(f"  slowest join of session_sessions to a child table: {worst:.1f}x")
-        print("  where such a join's time goes (best of each, as above):")
-        for label, sql in join_steps():
-            print(f"    {label:<72} {_best_of(cur, sql, args.repeat):6.2f} s")
-        conn.close()
-        return 0
-    finally:
-        if not args.keep:
-            _drop_database(url)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m session_stream.bench", description=__doc__.split("\n\n")[0]
@@ -361,6 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--sessions", type=int, default=80_000, help="sessions a day (default 80000)")
     p.add_argument("--files", type=int, default=16, help="files a day (default 16)")
+    p.add_argument(
+        "--styles",
+        default=",".join(sample.ID_STYLES),
+        help=f"id styles of a day, comma-separated (default all: {','.join(sample.ID_STYLES)})",
+    )
+    p.add_argument(
+        "--id-style",
+        choices=tuple(sample.ID_STYLES),
+        default=sample.DEFAULT_ID_STYLE,
+        help="id style of --days (default uuid)",
+    )
     p.add_argument(
         "--jobs",
         type=int,
@@ -377,14 +352,30 @@ def main(argv: list[str] | None = None) -> int:
         "--days", type=int, default=0, help="load this many days into one warehouse, then join"
     )
     p.add_argument("--data", type=Path, help="reuse or keep the generated drops in this folder")
-    p.add_argument("--skip-baseline", action="store_true", help="time session-stream only")
+    p.add_argument("--skip-baseline", action="store_true", help="no row-by-row loads")
+    p.add_argument(
+        "--window-sessions",
+        default=WINDOW_SESSIONS,
+        help=f"sessions of the one-window loads, comma-separated (default {WINDOW_SESSIONS})",
+    )
+    p.add_argument("--skip-windows", action="store_true", help="no one-window loads")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=30.0,
+        help="before a timed load, wait at most this long for the server to flush and purge"
+        " what the one before left (default 30; 0: no wait)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the databases")
     args = p.parse_args(argv)
+    unknown = set(args.styles.split(",")) - set(sample.ID_STYLES)
+    if unknown:
+        p.error(f"unknown id style {sorted(unknown)[0]!r}: use {', '.join(sample.ID_STYLES)}")
 
     with tempfile.TemporaryDirectory(prefix="session-stream-bench-") as tmp:
         root = args.data or Path(tmp)
         if args.days:
-            return bench_days(args, root)
+            return bench_days.bench_days(args, root)
         return bench_day(args, root)
 
 

@@ -4,8 +4,9 @@ What it changes (see tables.py for the shape it converts to):
 - session_sessions gets exactly the 35 columns of Monetate's sample schema: the 16 it lacked are
   added (NULL for sessions already loaded: `session-stream load --force`, or the DAG with
   `start`/`end`/`force`, refills them), the 5 invented ones (mid, ip_address, user_agent,
-  country, referrer) are dropped, session_id is widened to 255 characters, and its unique
-  index gives way to the compact index on its first characters (schema.table_ddl says why).
+  country, referrer) are dropped, session_id is widened to 255 characters and keeps a unique
+  index on the whole id (schema.table_ddl says why; migration 7 brings the same index to
+  warehouses made between migrations 3 and 6, which indexed only its first 16 characters).
 - Each child table's rows move to its storage table (session_stream_<name>, numbered by row_no,
   ids widened to 255) and the child table becomes a view of the same name.
 - The ledger gets its unknown_keys / missing_keys columns; the BI views are made again.
@@ -17,7 +18,10 @@ tables move.
 
 from __future__ import annotations
 
+import MySQLdb
+
 from . import schema, tables
+from .errors import ConfigError
 from .sql import quote
 
 LOCK_SECONDS = 6 * 3600  # a long load may hold the lock; a migration waits for it
@@ -31,7 +35,7 @@ def to_monetate_schema(conn) -> None:
     try:
         collation = schema.key_collation(conn)
         reconcile_columns(conn, tables.SESSIONS, collation)
-        _session_id_index(conn)
+        session_id_index(conn)
         for table in tables.CHILD_TABLES:
             _move_child_rows(conn, table, collation)
         _add_ledger_columns(conn)
@@ -95,8 +99,13 @@ def reconcile_columns(conn, table: tables.Table, collation: str) -> bool:
     return True
 
 
-def _session_id_index(conn) -> None:
-    """The unique index on the whole session_id gives way to the compact one (schema.table_ddl)."""
+def session_id_index(conn) -> None:
+    """session_sessions' index on session_id becomes the unique one on the whole id
+    (schema.table_ddl says why), in place of the index on its first 16 characters (migrations 3
+    to 6) or of a unique one on a narrower session_id (before migration 3). Readers are not
+    blocked while the index is built; loads are (the caller holds their lock, or no loader
+    runs an older schema). Fails, naming one, if two sessions share an id: the loaders kept
+    ids unique, so that means rows written by hand."""
     cur = conn.cursor()
     cur.execute(
         "SELECT DISTINCT index_name FROM information_schema.statistics"
@@ -104,15 +113,30 @@ def _session_id_index(conn) -> None:
         (tables.SESSIONS.storage,),
     )
     have = {row[0] for row in cur.fetchall()}
-    changes = [f"DROP INDEX {quote(name)}" for name in ("ux_session_id",) if name in have]
+    changes = []
     if schema.SESSION_ID_INDEX not in have:
         changes.append(
-            f"ADD KEY {quote(schema.SESSION_ID_INDEX)}"
-            f" ({quote(tables.SESSION_ID.name)}({tables.SESSION_ID_INDEX_PREFIX}))"
+            f"ADD UNIQUE KEY {quote(schema.SESSION_ID_INDEX)} ({quote(tables.SESSION_ID.name)})"
         )
-    if changes:
-        cur.execute(f"ALTER TABLE {quote(tables.SESSIONS.storage)} " + ", ".join(changes))
-    cur.close()
+    if schema.PREFIX_SESSION_ID_INDEX in have:
+        changes.append(f"DROP INDEX {quote(schema.PREFIX_SESSION_ID_INDEX)}")
+    if not changes:
+        cur.close()
+        return
+    try:
+        cur.execute(
+            f"ALTER TABLE {quote(tables.SESSIONS.storage)} {', '.join(changes)},"
+            " ALGORITHM=INPLACE, LOCK=NONE"
+        )
+    except MySQLdb.IntegrityError as exc:  # 1062: a session_id held twice
+        raise ConfigError(
+            f"session_sessions holds a session_id more than once ({exc.args[-1]}), so it cannot"
+            " get its unique index: keep the newest row of each such session (SELECT session_id"
+            " FROM session_sessions GROUP BY session_id HAVING COUNT(*) > 1), then run init-db"
+            " again"
+        ) from None
+    finally:
+        cur.close()
 
 
 def _primary_key(cur, name: str) -> list[str]:

@@ -13,7 +13,10 @@ What a drop holds:
 - About 30% bounces with no child rows; the others average ~12 child rows, so a day of
   80,000 sessions in 16 files is ~860k rows in all tables and ~110 MB of JSON (21 MB gzip).
 - Session ids are unique across days, hours and seeds: each drop draws them from a stream of
-  its seed and its first window.
+  its seed and its first window. Their shape is `id_style` (ID_STYLES): random UUIDs by default,
+  or one of the shapes the contract allows and an index must not be fooled by (ids that share
+  their first characters with every session of their window, 1 character, 255 characters). The
+  style changes the ids only: the sessions are the same in every style.
 - A share of sessions (`reemit`, 10%) is written twice: open (`is_closed` 'f') in one file,
   then closed in a later file with a greater `end_time` and different children (more cart and
   view lines, a purchase, one custom target dropped), so a loader must replace, not merge.
@@ -81,6 +84,65 @@ BAD_KINDS = ("not_json", "no_session_id", "too_long")
 BAD_SESSION_PREFIX = "bad-"  # session_id prefix of bad lines that still have one
 
 NUMBER_RE = r"\d{13}"  # the opaque number in a file name: epoch-ms-like
+
+# Session id shapes (CONTRACT: an opaque string of 1 to 255 characters, nothing promised about
+# its shape). Each is made from the same 128 random bits per session, so a drop differs between
+# styles in its ids alone.
+ID_STYLES = {
+    "uuid": "random UUIDs (36 characters), as the default",
+    "timestamp": "the window's start in epoch ms and the account first: '<ms>-<account>-<hex>',"
+    " so every session of a window shares its first 19 characters",
+    "prefix": "one long prefix shared by every session (64 characters), then 32 hex digits",
+    "short": "one character each, any Unicode character but a surrogate (control characters,"
+    " spaces and 4-byte emoji included), all distinct within a drop; another drop reuses"
+    " them, so load one drop per warehouse in this style",
+    "long": "255 characters: a 223-character prefix shared by every session, then 32 hex digits",
+}
+DEFAULT_ID_STYLE = "uuid"
+SHARED_ID_PREFIX = "monetate:retailer-4521:site-www.example.com:session-stream:session:"[:64]
+_LONG_ID_PREFIX = ("monetate-session-stream-" * 10)[: tables.SESSION_ID.length - 32]
+# `short` ids: every Unicode scalar value but the surrogates, by UTF-8 length (1 to 4 bytes).
+# Sessions take the classes in turn while each lasts, so a drop of any size holds characters of
+# every length, and each class is walked with a stride coprime to its size.
+_UTF8_CLASSES = (
+    (0, 0x80, 37),
+    (0x80, 0x780, 7),
+    (0x800, 0xF000, 7919),
+    (0x10000, 0x100000, 7919),
+)
+
+
+def _short_id(index: int) -> str:
+    used, active, i = [0] * 4, [0, 1, 2, 3], index
+    while active:
+        turn = min(_UTF8_CLASSES[c][1] - used[c] for c in active)
+        if i < turn * len(active):
+            c = active[i % len(active)]
+            first, size, stride = _UTF8_CLASSES[c]
+            n = first + (used[c] + i // len(active)) * stride % size
+            return chr(n + 0x800 if n >= 0xD800 else n) if c == 2 else chr(n)
+        i -= turn * len(active)
+        for c in active:
+            used[c] += turn
+        active = [c for c in active if used[c] < _UTF8_CLASSES[c][1]]
+    raise ConfigError(f"the 'short' id style has {index:,} distinct ids, not {index + 1:,}")
+
+
+def session_id(style: str, bits: int, window_ms: int, index: int) -> str:
+    """The session id of style `style` made from a session's 128 random `bits`, the start of
+    its first window (epoch ms) and its index in the drop."""
+    h = f"{bits:032x}"
+    if style == "uuid":
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    if style == "timestamp":
+        return f"{window_ms}-{ACCOUNT_ID}-{h}"
+    if style == "prefix":
+        return SHARED_ID_PREFIX + h
+    if style == "short":
+        return _short_id(index)
+    if style == "long":
+        return _LONG_ID_PREFIX + h
+    raise ConfigError(f"unknown id style {style!r}: use one of {', '.join(ID_STYLES)}")
 
 
 def _keys(table: tables.Table) -> SimpleNamespace:
@@ -221,13 +283,20 @@ def _money(cents: int) -> float:
 
 
 def _new_session(
-    rng: random.Random, cat: _Catalog, start: int, end: int, *, busy: bool, bounce: bool
+    rng: random.Random,
+    cat: _Catalog,
+    start: int,
+    end: int,
+    *,
+    busy: bool,
+    bounce: bool,
+    make_id=lambda bits, window_ms: session_id(DEFAULT_ID_STYLE, bits, window_ms, 0),
 ) -> _Session:
-    """A session's history from `start` to `end`; `busy` guarantees a cart and a purchase."""
+    """A session's history from `start` to `end`; `busy` guarantees a cart and a purchase.
+    `make_id(bits, window_ms)` makes its id from 128 random bits and its window's start."""
     r = rng.random
     s = _Session()
-    h = f"{rng.getrandbits(128):032x}"
-    s.sid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    s.sid = make_id(rng.getrandbits(128), start - start % WINDOW_MS)
     browser, browser_versions, os_name, os_versions, device, screens = rng.choices(
         cat.agents, cat.agent_weights
     )[0]
@@ -485,11 +554,14 @@ def write_drop(
     reemit: float = REEMIT_SHARE,
     bad_lines: int = 0,
     compresslevel: int = GZIP_LEVEL,
+    id_style: str = DEFAULT_ID_STYLE,
+    window_count: int | None = None,
 ) -> list[Path]:
     """Write a drop under `root/YYYY/MM/DD/` and return the files written, oldest first.
 
     The files are spread evenly over the windows of hours [start_hour, start_hour + hours) of
-    `day`; when `files` exceeds the windows, several files share a window.
+    `day`, or over the first `window_count` of them; when `files` exceeds the windows, several files
+    share a window.
     """
     if files < 1 or sessions < 0:
         raise ConfigError("a drop needs at least one file and a non-negative number of sessions")
@@ -497,12 +569,16 @@ def write_drop(
         raise ConfigError(
             "the hours of a drop must lie in one day: 0 <= start_hour < start_hour + hours <= 24"
         )
+    if id_style not in ID_STYLES:
+        raise ConfigError(f"unknown id style {id_style!r}: use one of {', '.join(ID_STYLES)}")
     day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     windows = [
         day_start + timedelta(minutes=15 * w)
         for w in range(start_hour * WINDOWS_PER_HOUR, (start_hour + hours) * WINDOWS_PER_HOUR)
-    ]
-    drop = _Drop(seed, quirks, windows[0])
+    ][:window_count]
+    if not windows:
+        raise ConfigError("a drop needs at least one window")
+    drop = _Drop(seed, quirks, windows[0], id_style)
     per_window: dict[datetime, int] = defaultdict(int)
     for k in range(files):
         ws = windows[k * len(windows) // files]
@@ -544,8 +620,9 @@ def ms_of(moment: datetime) -> int:
 class _Drop:
     """The state that runs across files: random streams, the file plan, closed versions due."""
 
-    def __init__(self, seed: int, quirks: bool, first_window: datetime):
+    def __init__(self, seed: int, quirks: bool, first_window: datetime, id_style: str):
         self.seed = seed
+        self.id_style = id_style
         # The retailer's catalog is the seed's; the sessions are the seed's and the hours',
         # so drops of other days or hours never send the same session ids again.
         self.cat = _Catalog(random.Random(seed))
@@ -584,6 +661,9 @@ class _Drop:
                 self.index += 1
             good += 1
 
+    def _make_id(self, bits: int, window_ms: int) -> str:
+        return session_id(self.id_style, bits, window_ms, self.index)
+
     def _session(self, k: int, w0: int) -> dict:
         """The next new session for file k; a re-emitted one also queues its closed version."""
         rng, r, index = self.rng, self.rng.random, self.index
@@ -594,7 +674,9 @@ class _Drop:
             start = w0 + int(r() * 0.9 * WINDOW_MS)
             end = start if bounce else start + int(rng.expovariate(1 / 240_000))
             end = min(end, w0 + WINDOW_MS - 1)
-            s = _new_session(rng, self.cat, start, end, busy=busy, bounce=bounce)
+            s = _new_session(
+                rng, self.cat, start, end, busy=busy, bounce=bounce, make_id=self._make_id
+            )
             return _render(s, end, True, qr)
         # Open in file k (ending in the first half of its window), closed in a later file j.
         j = min(len(self.plan) - 1, k + 1 + (r() < 0.3))
@@ -603,7 +685,7 @@ class _Drop:
         wj = ms_of(self.plan[j][0])
         lo = max(cut + 2, wj)
         end = lo + int(r() * (wj + WINDOW_MS - 1 - lo))
-        s = _new_session(rng, self.cat, start, cut, busy=busy, bounce=False)
+        s = _new_session(rng, self.cat, start, cut, busy=busy, bounce=False, make_id=self._make_id)
         _reemit(rng, self.cat, s, cut, end)
         self.pending[j].append(orjson.dumps(_render(s, end, True, qr)))
         return _render(s, cut, False, qr)
@@ -655,6 +737,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--truncate", type=int, default=0, help="cut this many of the newest files short"
     )
+    parser.add_argument(
+        "--id-style",
+        choices=tuple(ID_STYLES),
+        default=DEFAULT_ID_STYLE,
+        help="how session ids look: "
+        + "; ".join(f"{k}: {v}" for k, v in ID_STYLES.items())
+        + f" (default {DEFAULT_ID_STYLE})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -670,6 +760,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             quirks=not args.no_quirks,
             bad_lines=args.bad_lines,
+            id_style=args.id_style,
         )
     except OSError as exc:
         raise ConfigError(

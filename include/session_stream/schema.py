@@ -14,7 +14,9 @@ from . import tables
 from .sql import quote
 
 LOCK_NAME = "session_stream_migrations"
-SESSION_ID_INDEX = "ix_session_id"
+SESSION_ID_INDEX = "ux_session_id"
+# The index on session_id's first 16 characters that migration 7 replaces (table_ddl says why).
+PREFIX_SESSION_ID_INDEX = "ix_session_id"
 
 
 def load_lock_name(database: str) -> str:
@@ -57,18 +59,19 @@ def table_ddl(table: tables.Table, key_collation: str, name: str | None = None) 
     """The base table behind `table`: session_sessions itself, or a child table's storage.
 
     Clustered keys that only ever grow: a load appends its rows at the end of every table
-    instead of writing pages all over it. The one index a load writes in random order is
-    session_sessions' index on session_id: the newest-wins merge looks sessions up there, and so
-    do the child tables' views, which is how Monetate's joins on session_id find a session's
-    rows without a session_id index in every child table (such indexes doubled LOAD DATA's cost
-    on the first day, and grow worse as the tables outgrow the buffer pool).
+    instead of writing pages all over it. The one index a load writes in the order of the ids
+    it gets is session_sessions' unique index on the whole session_id: the newest-wins merge
+    finds sessions there, and so do the child tables' views, which is how Monetate's joins on
+    session_id find a session's rows without a session_id index in every child table (such
+    indexes doubled LOAD DATA's cost on the first day, and grow worse as the tables outgrow the
+    buffer pool).
 
-    That index keeps only the first SESSION_ID_INDEX_PREFIX characters of a session_id: half
-    the size of a full one, so that a growing warehouse's index stays in a stock 128 MB buffer
-    pool far longer (a full unique index of 12 days of sessions did not, and a day's load took
-    twice as long by then). A lookup compares the whole id on the row it finds. It is not a
-    unique index: the loader, which looks up every session of a file before loading it, under
-    its lock, is what keeps session_id unique.
+    The whole id, not its first characters: a session_id is opaque (CONTRACT), and ids that
+    share their first characters (an epoch-ms or account prefix, the same for every session of a
+    window) made an index on a prefix walk every session of the window for each lookup, so a
+    day cost the square of its sessions per window. A B-tree on the whole id finds any id in
+    the same few steps whatever it looks like, and, being unique, lets the database itself keep
+    session_id unique, under the loader's lock or not.
     """
     key = quote(tables.SESSION_KEY_COLUMN)
     cols = [f"  {quote(n)} {d}" for n, d in column_definitions(table, key_collation)]
@@ -76,10 +79,7 @@ def table_ddl(table: tables.Table, key_collation: str, name: str | None = None) 
         cols.append(f"  PRIMARY KEY ({key}, {quote(tables.ROW_NO_COLUMN)})")
     else:
         cols.append(f"  PRIMARY KEY ({key})")
-        cols.append(
-            f"  KEY {quote(SESSION_ID_INDEX)}"
-            f" ({quote(tables.SESSION_ID.name)}({tables.SESSION_ID_INDEX_PREFIX}))"
-        )
+        cols.append(f"  UNIQUE KEY {quote(SESSION_ID_INDEX)} ({quote(tables.SESSION_ID.name)})")
     for index in table.indexes:
         cols.append(
             f"  KEY {quote('ix_' + '_'.join(index))} ({', '.join(quote(n) for n in index)})"
@@ -248,6 +248,12 @@ def _rejects_in_parts(conn) -> None:
     cur.close()
 
 
+def _session_id_unique(conn) -> None:
+    from . import migrate  # the index change lives with migration 3's, which makes the same
+
+    migrate.session_id_index(conn)
+
+
 # Migrations 1 and 2 build from the spec, so a new database gets the current shape from them and
 # migration 3 finds nothing to convert; a database made before migration 3 is converted by it.
 MIGRATIONS: list[Migration] = [
@@ -261,6 +267,7 @@ MIGRATIONS: list[Migration] = [
     Migration(
         6, "rejects of any size: the raw line in parts, its length and SHA-256", _rejects_in_parts
     ),
+    Migration(7, "session_sessions: a unique index on the whole session_id", _session_id_unique),
 ]
 
 

@@ -102,8 +102,6 @@ class Table:
 
 
 SESSION_ID = Column("session_id", STR, 255, key=True, not_null=True)
-# session_sessions indexes this many leading characters of session_id (schema.table_ddl says why).
-SESSION_ID_INDEX_PREFIX = 16
 
 
 def _text(name: str) -> Column:

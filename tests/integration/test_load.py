@@ -593,10 +593,10 @@ def test_session_whose_start_time_moved_still_replaces_the_stored_version(url, e
     assert query(url, "SELECT product_id FROM session_cart_lines") == [("new",)]
 
 
-def test_session_ids_alike_in_their_first_characters_stay_apart(url, empty, tmp_path):
-    # session_sessions indexes only the first characters of session_id: ids that share them
-    # are still two sessions, and a newer version replaces only its own.
-    same = "x" * tables.SESSION_ID_INDEX_PREFIX
+def test_session_ids_alike_but_for_their_last_character_stay_apart(url, empty, tmp_path):
+    # Ids that share all but their last character (and one that is their common prefix) are
+    # still three sessions, and a newer version replaces only its own.
+    same = "x" * (tables.SESSION_ID.length - 1)
     first = write_gz(
         tmp_path / name(0),
         [

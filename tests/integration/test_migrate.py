@@ -15,6 +15,7 @@ import pytest
 from warehouse import query
 
 from session_stream import db, migrate, schema, tables
+from session_stream.errors import ConfigError
 from session_stream.load import Loader
 from session_stream.pipeline import load_files
 
@@ -40,6 +41,9 @@ ADDED = (
     "time_on_site",
     "time_on_site_ss",
 )
+# The migrations an old warehouse (made with 1 and 2) applies, and a new one.
+LATER = [m.version for m in schema.MIGRATIONS if m.version >= 3]
+ALL = [m.version for m in schema.MIGRATIONS]
 # Columns the old session_sessions shares with the new one.
 KEPT = [c.name for c in tables.SESSIONS.columns if c.name not in ADDED]
 
@@ -113,14 +117,14 @@ def test_the_fixture_has_the_old_shape_and_data(old):
 
 def test_migration_3_converts_an_old_warehouse_to_the_shape_of_a_new_one(old, fresh_db_url):
     before = contents(old)
-    assert init(old) == [3, 4, 5, 6]
+    assert init(old) == LATER
     # A database created now has exactly the same tables, views, columns and indexes.
     new_conn = db.connect(fresh_db_url.rsplit("/", 1)[0] + "/mysql", database=False)
     cur = new_conn.cursor()
     cur.execute("CREATE DATABASE ss_test_migrate_new CHARACTER SET utf8mb4")
     new = fresh_db_url.rsplit("/", 1)[0] + "/ss_test_migrate_new"
     try:
-        assert init(new) == [1, 2, 3, 4, 5, 6]
+        assert init(new) == ALL
         assert shape(old) == shape(new)
     finally:
         cur.execute("DROP DATABASE ss_test_migrate_new")
@@ -168,7 +172,7 @@ def test_an_interrupted_migration_finishes_when_run_again(old, monkeypatch):
     with pytest.raises(RuntimeError):
         init(old)
     monkeypatch.setattr(migrate, "_move_child_rows", real)
-    assert init(old) == [3, 4, 5, 6]
+    assert init(old) == LATER
     assert contents(old) == before
 
 
@@ -203,3 +207,56 @@ def test_loading_after_the_migration_refills_and_replaces_old_sessions(old, tmp_
     assert query(old, "SELECT COUNT(*) FROM session_stream_cart_lines WHERE session_key = %s", (key,)) == [
         (0,)
     ]  # fmt: skip
+
+
+def _index_of_migrations_3_to_6(url: str) -> None:
+    """Give a new warehouse the index migrations 3 to 6 made: session_id's first 16 characters."""
+    conn = db.connect(url)
+    cur = conn.cursor()
+    cur.execute(
+        "ALTER TABLE session_sessions DROP INDEX ux_session_id,"
+        " ADD KEY ix_session_id (session_id(16))"
+    )
+    cur.execute(f"DELETE FROM {tables.MIGRATIONS_TABLE} WHERE version >= 7")
+    conn.close()
+
+
+def _indexes(url: str) -> list[tuple]:
+    return query(
+        url,
+        "SELECT index_name, non_unique, column_name, sub_part FROM information_schema.statistics"
+        " WHERE table_schema = DATABASE() AND table_name = 'session_sessions' ORDER BY 1, 3",
+    )
+
+
+def test_migration_7_indexes_the_whole_session_id_uniquely(fresh_db_url):
+    init(fresh_db_url)
+    new = _indexes(fresh_db_url)
+    assert ("ux_session_id", 0, "session_id", None) in new
+    _index_of_migrations_3_to_6(fresh_db_url)
+    conn = db.connect(fresh_db_url)
+    conn.cursor().execute(
+        "INSERT INTO session_sessions (session_id, source_file) VALUES"
+        " ('1793491200000-4521-a', 'f'), ('1793491200000-4521-b', 'f')"
+    )
+    conn.close()
+    assert init(fresh_db_url) == [v for v in ALL if v >= 7]
+    assert _indexes(fresh_db_url) == new
+    assert init(fresh_db_url) == []
+
+
+def test_migration_7_names_the_way_out_when_a_session_id_is_held_twice(fresh_db_url):
+    init(fresh_db_url)
+    _index_of_migrations_3_to_6(fresh_db_url)
+    conn = db.connect(fresh_db_url)
+    conn.cursor().execute(
+        "INSERT INTO session_sessions (session_id, source_file) VALUES ('twice', 'a'), ('twice', 'b')"
+    )
+    conn.close()
+    with pytest.raises(ConfigError, match="more than once.*twice.*init-db again"):
+        init(fresh_db_url)
+    conn = db.connect(fresh_db_url)
+    conn.cursor().execute("DELETE FROM session_sessions WHERE source_file = 'a'")
+    conn.close()
+    assert 7 in init(fresh_db_url)
+    assert ("ux_session_id", 0, "session_id", None) in _indexes(fresh_db_url)

@@ -355,3 +355,64 @@ def test_cli_writes_a_drop_and_rejects_bad_arguments_in_one_line(tmp_path, capsy
     with pytest.raises(SystemExit) as exit_:
         sample.main(["--out", str(tmp_path), "--day", "2024-13-01"])
     assert exit_.value.code == 2
+
+
+def _without_ids(paths) -> list[tuple[str, bytes]]:
+    out = []
+    for path, obj in objects(paths):
+        obj.pop(SID, None)
+        out.append((path.name, orjson.dumps(obj)))
+    return out
+
+
+@pytest.mark.parametrize("style", [s for s in sample.ID_STYLES if s != sample.DEFAULT_ID_STYLE])
+def test_an_id_style_changes_the_ids_only(tmp_path, style):
+    kwargs = dict(day=DAY, sessions=300, files=4, hours=1, seed=3, bad_lines=3)
+    plain = sample.write_drop(tmp_path / "uuid", **kwargs)
+    styled = sample.write_drop(tmp_path / style, id_style=style, **kwargs)
+    assert _without_ids(styled) == _without_ids(plain)
+    # One id per session, re-emitted versions included, as in the default style.
+    ids = {o.get(SID) for _, o in objects(plain)}
+    pairs = {
+        (a.get(SID), b.get(SID))
+        for (_, a), (_, b) in zip(objects(plain), objects(styled), strict=True)
+    }
+    assert len(pairs) == len(ids) == len({b for _, b in pairs})
+
+
+def test_id_styles_have_the_shapes_an_index_must_not_be_fooled_by(tmp_path):
+    def ids(style):
+        paths = sample.write_drop(
+            tmp_path / style, DAY, sessions=400, files=4, hours=1, id_style=style
+        )
+        return {
+            (window_of(p), o[SID])
+            for p, o in objects(paths)
+            if not o.get(SID, sample.BAD_SESSION_PREFIX).startswith(sample.BAD_SESSION_PREFIX)
+        }
+
+    first_window: dict[str, datetime] = {}
+    for window, sid in sorted(ids("timestamp")):
+        first_window.setdefault(sid, window)
+    for sid, window in first_window.items():
+        # Every session that starts in a window shares its first 19 characters: the window's
+        # epoch ms and the account (a version re-emitted later keeps its id).
+        assert sid.startswith(f"{ms(window)}-{sample.ACCOUNT_ID}-") and len(sid) == 51
+    prefixed = {sid for _, sid in ids("prefix")}
+    assert {sid[:64] for sid in prefixed} == {sample.SHARED_ID_PREFIX}
+    long = {sid for _, sid in ids("long")}
+    assert {len(sid) for sid in long} == {tables.SESSION_ID.length}
+    assert len({sid[:-32] for sid in long}) == 1
+    short = [sid for _, sid in ids("short")]
+    assert {len(sid) for sid in short} == {1} and len(set(short)) == 400
+    # Characters of every UTF-8 length, a control character among them.
+    assert {len(sid.encode()) for sid in short} == {1, 2, 3, 4}
+    assert any(ord(sid) < 0x20 for sid in short)
+
+
+def test_an_unknown_id_style_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sample.main(["--out", str(tmp_path), "--id-style", "guid"])
+    assert "invalid choice: 'guid'" in capsys.readouterr().err
+    with pytest.raises(sample.ConfigError, match="unknown id style 'guid'"):
+        sample.write_drop(tmp_path, DAY, sessions=1, files=1, id_style="guid")
