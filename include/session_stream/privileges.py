@@ -7,7 +7,8 @@ Three MySQL users (README, "Security"):
   and CREATE TEMPORARY TABLES on the warehouse (LOAD DATA LOCAL needs INSERT, not FILE; the
   named locks need nothing), plus CREATE, DROP and ALTER on the metadata lookup tables, which a
   refresh rebuilds and swaps in with RENAME TABLE;
-- the analyst reads the session tables, the BI views and the lookups, never the rejected raw
+- the analyst reads the session tables (and the child tables' storage), the BI views and the
+  lookups, never the rejected raw
   lines (`session_stream_rejects` and the parts of long ones, `session_stream_reject_parts`)
   nor the ledger (NOT_FOR_ANALYSTS).
 
@@ -134,11 +135,14 @@ def account(spec: str) -> str:
 
 
 def analyst_objects() -> list[str]:
-    """What analysts read: the session tables (or their views), the BI views, the lookups."""
+    """What analysts read: the session tables (or their views), the child tables' storage (the
+    same rows keyed by session_key: on MySQL, which cannot drop a view's join to
+    session_sessions, the way to read a child table alone), the BI views, the lookups."""
     from . import views
     from .lookups import LOOKUPS
 
-    names = [t.name for t in tables.TABLES] + list(views.VIEWS) + [lk.table for lk in LOOKUPS]
+    names = [t.name for t in tables.TABLES] + [t.storage for t in tables.CHILD_TABLES]
+    names += list(views.VIEWS) + [lk.table for lk in LOOKUPS]
     return [name for name in dict.fromkeys(names) if name not in NOT_FOR_ANALYSTS]
 
 
