@@ -223,6 +223,24 @@ class SplitWriter:
 # --- reading staged files back, for the loader -------------------------------------------------
 
 
+def sessions_starting_by(keys: Path, reach: int | None) -> tuple[Path, int]:
+    """The rows of a keys file whose session may already be stored: those starting at or before
+    `reach` (None: nothing is stored), or with no start_time. Returns the file and its rows."""
+    out = keys.with_name("keys_to_check.tsv")
+    kept = 0
+    with (
+        keys.open("r", encoding="utf-8", newline="") as src,
+        out.open("w", encoding="utf-8", newline="") as dst,
+    ):
+        if reach is not None:
+            for line in src:
+                start = line.rsplit("\t", 1)[1].rstrip("\n")
+                if start == NULL or int(start) <= reach:
+                    dst.write(line)
+                    kept += 1
+    return out, kept
+
+
 def without_sessions(path: Path, indexes: set[str]) -> tuple[Path, int]:
     """A copy of a staged table file without the rows of the sessions at `indexes` (their index
     in the file, as text: the first field of every row), and its row count."""

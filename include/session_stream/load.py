@@ -36,6 +36,7 @@ from .layout import (
     LOAD_FORMAT,
     SplitResult,
     load_columns,
+    sessions_starting_by,
     without_sessions,
 )
 from .names import file_rank
@@ -53,6 +54,10 @@ ER_LOCAL_INFILE = {1148, 2068, 3948}  # LOAD DATA LOCAL refused by client or ser
 # A MEMORY table stores VARCHAR at full width: a row of _ss_incoming takes about this many bytes.
 MEMORY_ROW_BYTES = 4 * tables.SESSION_ID.length + 64
 ER_DUP_ENTRY = 1062
+
+
+class DuplicateSessions(LoadError):
+    """LOAD DATA met session_ids session_sessions holds already (its unique index refused them)."""
 
 
 @dataclass
@@ -305,15 +310,26 @@ class Loader:
                 done = _read_ledger(conn, [split.source_name]).get(split.source_name)
                 if is_loaded(done, size):
                     return FileOutcome(split.source_name, "skipped", rejects=done["rejects"] or 0)
-            self._prepare_temp_tables(cur, split.sessions)
-            conn.begin()
-            try:
-                outcome = self._merge(cur, split, size, window_start, time.perf_counter())
-                conn.commit()
-                return outcome
-            except BaseException:
-                conn.rollback()
-                raise
+            started = time.perf_counter()
+            for look_up_all in (False, True):
+                self._prepare_temp_tables(cur, split.sessions)
+                conn.begin()
+                try:
+                    outcome = self._merge(cur, split, size, window_start, started, look_up_all)
+                    conn.commit()
+                    return outcome
+                except DuplicateSessions:
+                    # A session assumed new was stored already (it starts later than the version
+                    # stored, or was stored outside the ledger): look every session up.
+                    conn.rollback()
+                    if look_up_all:
+                        raise
+                    log.info(
+                        "%s: a session thought new was stored; looking all up", split.source_name
+                    )
+                except BaseException:
+                    conn.rollback()
+                    raise
         finally:
             try:
                 cur.execute("SELECT RELEASE_LOCK(%s)", (self.lock_name,))
@@ -339,7 +355,13 @@ class Loader:
             )
 
     def _merge(
-        self, cur, split: SplitResult, size: int, window_start, started: float
+        self,
+        cur,
+        split: SplitResult,
+        size: int,
+        window_start,
+        started: float,
+        look_up_all: bool = False,
     ) -> FileOutcome:
         name = split.source_name
         files = split.files()
@@ -353,13 +375,18 @@ class Loader:
         )
         key = quote(tables.SESSION_KEY_COLUMN)
 
-        # 1. Which of the file's sessions exist already, and who wins. Every session of the file
-        # is looked up: this is what keeps session_id unique in session_sessions (its index is
-        # not a unique one, see schema.table_ddl), and it costs little, as the index is small
-        # enough to stay in memory.
+        # 1. Which of the file's sessions exist already, and who wins. Only a session that
+        # starts no later than every file loaded so far reaches (the ledger's horizon) can be
+        # stored: in a drop loaded in order, that is the sessions re-emitted from earlier windows,
+        # not the new ones, so most are not looked up. One that is stored all the same (its start
+        # moved, or it was stored outside the ledger) meets session_sessions' unique index in
+        # step 3, and the file is merged again with every session looked up.
         existing = ()
-        if split.sessions:
-            self._load_data(cur, split.keys_path, INCOMING, list(KEYS_FIELDS), split.sessions)
+        keys, candidates = split.keys_path, split.sessions
+        if not look_up_all and candidates:
+            keys, candidates = sessions_starting_by(keys, self._stored_reach(cur))
+        if candidates:
+            self._load_data(cur, keys, INCOMING, list(KEYS_FIELDS), candidates)
             cur.execute(
                 f"SELECT i.idx, i.end_time, s.{key}, s.end_time, s.{quote(tables.SOURCE_FILE_COLUMN)}"
                 f" FROM {quote(INCOMING)} i JOIN {quote(tables.SESSIONS.name)} s ON s.session_id = i.session_id"
@@ -437,6 +464,13 @@ class Loader:
         )
         return outcome
 
+    @staticmethod
+    def _stored_reach(cur) -> int | None:
+        """The latest time any stored session reaches, by the ledger (None: nothing loaded)."""
+        cur.execute(f"SELECT MAX(horizon) FROM {quote(tables.LEDGER_TABLE)}")
+        (reach,) = cur.fetchone()
+        return None if reach is None else int(reach)
+
     def _load_data(
         self, cur, path: Path, table: str, columns: list[str], expected: int, set_clause: str = ""
     ) -> int:
@@ -451,6 +485,8 @@ class Loader:
             found = cur.fetchall()
             detail = "; ".join(f"{msg} ({code})" for _, code, msg in found)
             if any(code == ER_DUP_ENTRY for _, code, _ in found):
+                if table == tables.SESSIONS.storage:
+                    raise DuplicateSessions(f"{table}: sessions already stored: {detail}")
                 raise LoadError(f"{table}: rows already present: {detail}")
             raise LoadError(f"MySQL changed or dropped values loading {table}: {detail}")
         if loaded != expected:

@@ -665,3 +665,26 @@ def test_a_huge_bad_value_gives_a_short_reason(tmp_path):
     assert "(5,000,000 characters)" in reasons[0] and reasons[0].startswith("view_lines[0].time:")
     assert reasons[1] == "session.has_cart: {'x': [0, 1, 2, 3, ...]} is not a 't'/'f' flag"
     assert "(5,000,000 characters)" in reasons[2] and "expected a JSON object" in reasons[2]
+
+
+def test_only_sessions_starting_by_the_stored_reach_are_looked_up(tmp_path):
+    from session_stream.layout import sessions_starting_by
+
+    src = tmp_path / "20261101T000000.000Z_PT15M-1.json.gz"
+    with gzip.open(src, "wb") as f:
+        for sid, start in (("old", 100), ("edge", 200), ("new", 300), ("timeless", None)):
+            f.write(orjson.dumps({"session_id": sid, "start_time": start, "end_time": 400}) + b"\n")
+    keys = split_file(src, tmp_path / "out").keys_path
+
+    def looked_up(reach):
+        path, n = sessions_starting_by(keys, reach)
+        rows = [line.split("\t")[1] for line in path.read_text().splitlines()]
+        assert len(rows) == n
+        return rows
+
+    # A session that starts no later than every stored session reaches may be stored; one with
+    # no start_time may be anywhere; nothing stored, nothing to look up.
+    assert looked_up(200) == ["old", "edge", "timeless"]
+    assert looked_up(10**13) == ["old", "edge", "new", "timeless"]
+    assert looked_up(99) == ["timeless"]
+    assert looked_up(None) == []
