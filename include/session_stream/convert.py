@@ -312,3 +312,11 @@ def converter(column: tables.Column, *, clean: bool = False) -> Callable[[object
     else:
         raise ValueError(f"no converter for {kind}")
     return conv
+
+
+# What the split's fast path (fastsplit.py) inlines instead of calling a converter: the
+# plainest money and time texts, the days already found real, and the time converter itself.
+is_plain_money = _MONEY_PLAIN
+is_iso_utc_ms = _ISO_UTC_MS
+known_real_days = _REAL_DAYS
+utc_datetime = _utc_datetime
