@@ -55,7 +55,14 @@ class DropUrl:
         if not url or not url.strip():
             raise ConfigError(f"no drop location given: use {URL_FORMS}")
         url = url.strip()
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.hostname, parts.username, parts.password  # noqa: B018 - they raise too
+        except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[' in the host
+            raise ConfigError(
+                f"the drop URL cannot be read ({exc}): use {URL_FORMS}; percent-encode '[', ']',"
+                " '/', '?', '#' and '@' in a user name or password"
+            ) from None
         scheme = parts.scheme.lower()
         if scheme == "":
             return cls("file", url)
