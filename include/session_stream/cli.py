@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+import MySQLdb
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -116,7 +117,10 @@ def cmd_split(args) -> int:
 
     result = split_file(Path(args.file), Path(args.out))
     out.print(
-        f"{result.source_name}: {result.sessions} sessions, {result.rejects} rejects, {result.seconds}s -> {result.out_dir}"
+        f"{result.source_name}: {result.lines:,} lines = {result.sessions:,} sessions +"
+        f" {result.repeats:,} older versions later in the file + {result.rejects:,} rejects +"
+        f" {result.blank_lines:,} blank, {result.seconds}s -> {result.out_dir}",
+        markup=False,
     )
     for table, n in result.rows.items():
         out.print(f"  {table}.tsv  {n} rows")
@@ -131,22 +135,30 @@ def cmd_load(args) -> int:
 
     paths: list[Path] = []
     refused: list[tuple[Path, str]] = []
+    ignored: list[tuple[Path, str]] = []
     for source in args.source:
-        found, not_read = scan_tree(Path(source))
-        paths.extend(found)
-        refused.extend(not_read)
+        scan = scan_tree(Path(source))
+        paths.extend(scan.files)
+        refused.extend(scan.refused)
+        ignored.extend(scan.ignored)
     url = db_url(args)
     loader = Loader(lambda: db.connect(url))
     loader.connect_now()  # fail fast on config problems, before any splitting starts
-    # Entries a drop folder holds that are not regular files inside it (a symlink out of it,
-    # a FIFO): failed in the ledger with the reason and in the summary, never read.
-    refusals = []
+    # Every entry listed ends in one place the summary counts: entries that are not regular
+    # files inside the folder (a symlink out of it, a FIFO, a folder named like a file) are
+    # failed in the ledger with the reason, other names ignored there with theirs; never read.
+    others = []
     for path, why in refused:
-        size = path.lstat().st_size
+        size = path.lstat().st_size if not path.is_dir() else 0
         loader.record_failure(path.name, size, window_start(path.name), f"refused: {why}")
-        err.print(f"[red]refused[/] {path}: {why}", soft_wrap=True)
-        refusals.append(FileOutcome(path.name, "failed", error=f"refused: {why}"))
-    if not paths and not refusals:
+        err.print(f"[red]refused[/] {escape(str(path))}: {escape(why)}", soft_wrap=True)
+        others.append(FileOutcome(path.name, "failed", error=f"refused: {why}"))
+    for path, why in ignored:
+        loader.record_ignored(path.name, path.lstat().st_size, why)
+        if not args.quiet:
+            err.print(f"[yellow]ignored[/] {escape(str(path))}: {escape(why)}", soft_wrap=True)
+        others.append(FileOutcome(path.name, "ignored", error=why))
+    if not paths and not others:
         err.print(f"no Monetate files found under {', '.join(args.source)}")
         return 0
 
@@ -169,14 +181,22 @@ def cmd_load(args) -> int:
             progress.update(task, advance=1, description=f"{path.name} {outcome.status}")
             if outcome.status == "failed":
                 err.print(f"[red]failed[/] {_failure(path.name, outcome.error)}", soft_wrap=True)
-            elif not show_progress and not args.quiet:
+            elif outcome.replaced_copy:
                 err.print(
-                    f"{outcome.status} {path.name} ({outcome.sessions} sessions, {outcome.seconds}s)"
+                    f"[yellow]replaced[/] {escape(path.name)}: {escape(outcome.replaced_copy)}",
+                    soft_wrap=True,
                 )
+            elif not show_progress and not args.quiet:
+                how = (
+                    f"{outcome.error}"
+                    if outcome.status == "skipped"
+                    else f"{outcome.sessions} sessions, {outcome.seconds}s"
+                )
+                err.print(f"{outcome.status} {escape(path.name)} ({escape(how)})", soft_wrap=True)
 
         summary = load_files(paths, loader, force=args.force, workers=args.jobs, on_file=on_file)
     loader.close()
-    for outcome in refusals:
+    for outcome in others:
         summary.add(outcome)
     print_summary(summary)
     return 1 if summary.failed else 0
@@ -190,14 +210,27 @@ def print_summary(summary) -> None:
         table.add_row(t.name, f"{summary.rows[t.name]:,}")
     out.print(table)
     out.print(
-        f"files: {summary.loaded} loaded, {summary.skipped} skipped, {summary.failed} failed | "
+        f"files: {summary.listed:,} listed = {summary.loaded:,} loaded + {summary.skipped:,}"
+        f" skipped (already loaded) + {summary.failed:,} failed + {summary.ignored:,} ignored"
+        f" (not Monetate files) | lines of the files loaded: {summary.lines:,} ="
+        f" {summary.sessions:,} sessions + {summary.repeats:,} older versions later in the same"
+        f" file + {summary.rejects:,} rejects + {summary.blank_lines:,} blank",
+        markup=False,
+    )
+    out.print(
         f"sessions: {summary.sessions:,} ({summary.replaced:,} replaced an older version, "
         f"{summary.superseded:,} older than the stored one) | rows: {summary.total_rows:,} | "
-        f"rejects: {summary.rejects:,} | "
-        f"{summary.seconds:.1f}s | {summary.sessions_per_second:,.0f} sessions/s"
+        f"{summary.seconds:.1f}s | {summary.sessions_per_second:,.0f} sessions/s",
+        markup=False,
     )
+    for name, what in summary.replaced_copies:
+        out.print(f"[yellow]replaced[/] {escape(name)}: {escape(what)}")
     for name, error in summary.failures:
         out.print(f"[red]failed[/] {_failure(name, error)}")
+    for name, why in summary.ignored_files[:20]:
+        out.print(f"[yellow]ignored[/] {escape(name)}: {escape(why)}")
+    if len(summary.ignored_files) > 20:
+        out.print(f"... and {len(summary.ignored_files) - 20:,} more ignored (see the ledger)")
     print_key_counts(summary.unknown_keys, summary.missing_keys)
 
 
@@ -331,11 +364,19 @@ def cmd_reject(args) -> int:
 
     conn = db.connect(db_url(args))
     try:
-        length = save_line(conn, args.file_name, args.line_no, args.output)
+        written, length = save_line(conn, args.file_name, args.line_no, args.output)
     finally:
         conn.close()
-    if args.output:
-        err.print(f"wrote {length:,} bytes to {args.output}", soft_wrap=True, markup=False)
+    if written < length:
+        err.print(
+            f"the line was {length:,} bytes, too long to keep whole: wrote its first {written:,}"
+            f"{' to ' + str(args.output) if args.output else ''} (the whole line is in the"
+            " source file; its SHA-256 is raw_sha256 in session_stream_rejects)",
+            soft_wrap=True,
+            markup=False,
+        )
+    elif args.output:
+        err.print(f"wrote {written:,} bytes to {args.output}", soft_wrap=True, markup=False)
     return 0
 
 
@@ -483,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     except SessionStreamError as exc:
         err.print(f"[red]error:[/] {escape(mask_text(str(exc)))}", soft_wrap=True)
         return exc.exit_code
+    except MySQLdb.Error as exc:  # one the engine does not explain (a right the user lacks...)
+        text = f"MySQL error {exc.args[0]}: {exc.args[1]}" if len(exc.args) >= 2 else str(exc)
+        err.print(f"[red]error:[/] {escape(mask_text(text))}", soft_wrap=True)
+        return ConfigError.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

@@ -265,12 +265,26 @@ def fetch(
     scope = window.widened(lookback_hours)
     sweep_since = window.end - timedelta(days=sweep_days)
     listed = drop.list_files(scope.start, scope.end)
+    listed_ignored = list(drop.ignored)  # before any other listing replaces them
     silent = drop_silence(drop, listed, scope, silence_hours) if silence_hours else None
     # Entries the drop will not read (a symlink out of a local drop, a FIFO): failed in the
     # ledger with the reason, reported by the run, never silently skipped.
     refused = {f.name: (f, f.refused) for f in listed if f.refused}
     readable = [f for f in listed if not f.refused]
-    pending_names = set(loader.pending([(f.name, f.size) for f in readable], force=force))
+    # Entries of the day folders that are not Monetate files: in the ledger as ignored, and in
+    # the report the first time (issue 20: nothing listed goes unseen).
+    known = loader.ledger(f.name for f, _ in listed_ignored) if listed_ignored else {}
+    ignored = {}
+    for f, why in listed_ignored:
+        entry = known.get(f.name)
+        if not (entry and entry["status"] in ("ignored", "loaded") and entry["size"] == f.size):
+            loader.record_ignored(f.name, f.size, why)
+            ignored[f.name] = why
+    # A file is known by its content: the store's version of it (ETag, mtime) decides here,
+    # its SHA-256 at the load (ledger.same_content).
+    pending_names = set(
+        loader.pending([(f.name, f.size, f.version) for f in readable], force=force)
+    )
     pending = [f for f in readable if f.name in pending_names]
     retried = []
     if sweep:
@@ -310,6 +324,7 @@ def fetch(
                 "name": f.name,
                 "size": f.size,
                 "window_start": f.window_start.isoformat() if f.window_start else None,
+                "version": f.version,
             }
             if f.name in retried_names:
                 item["retry"] = True  # failed before; failing again does not fail this run
@@ -328,6 +343,7 @@ def fetch(
         "already_loaded": len(readable) - len(pending_names),
         "waiting": [f.name for f in waiting],
         "refused": {name: why for name, (_, why) in refused.items()},
+        "ignored": ignored,
         "fetched": [f["name"] for f in staged],
         "retried": [f["name"] for f in staged if f.get("retry")],
         "sweep_since": sweep_since.isoformat(),
@@ -437,7 +453,11 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
             try:
                 local = staging.get_dir(key, _local_path(staging, key) or Path(tmp) / name)
                 outcome = loader.load(
-                    SplitResult.read(Path(local)), size=size, window_start=window_start, force=force
+                    SplitResult.read(Path(local)),
+                    size=size,
+                    window_start=window_start,
+                    force=force,
+                    version=item.get("version"),
                 )
             except (BadInputError, LoadError) as exc:
                 # About this file, before the loader saw it (Loader.load records its own failures).

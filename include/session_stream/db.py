@@ -36,6 +36,16 @@ ENCODE_HINT = (
     f"or leave the password out of the URL and set {DB_PASSWORD_ENV}"
 )
 
+# Bounds on every wait for the server (README, "Operating it"). A connection that cannot be made
+# in CONNECT_TIMEOUT fails; a statement whose answer does not come in READ_TIMEOUT (a hung server,
+# a network that dropped the connection without a word) fails as a lost connection; a statement
+# waits at most LOCK_WAIT_TIMEOUT for a table lock another client holds (the server's default is a
+# day on MariaDB, a year on MySQL) and then fails with error 1205, naming the wait.
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 3600
+WRITE_TIMEOUT = 600
+LOCK_WAIT_TIMEOUT = 600
+
 # Server error codes a user can act on.
 ER_ACCESS_DENIED = (1045, 1698)
 ER_BAD_DB = 1049
@@ -86,7 +96,14 @@ class DbUrl:
         url = url or os.environ.get(DB_ENV)
         if not url:
             raise ConfigError(f"no database given: pass --db {URL_FORM} or set {DB_ENV}")
-        parts = urlsplit(url.strip())
+        try:
+            parts = urlsplit(url.strip())
+            hostname, username, url_password = parts.hostname, parts.username, parts.password
+        except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[' in the host
+            raise ConfigError(
+                f"the database URL cannot be read ({exc}): it must look like {URL_FORM}; "
+                f"{ENCODE_HINT}"
+            ) from None
         if parts.scheme not in ("mysql", "mariadb", "mysql+mysqldb"):
             raise ConfigError(
                 f"database URL must look like {URL_FORM}, got scheme {parts.scheme!r}"
@@ -97,7 +114,7 @@ class DbUrl:
             # The userinfo ended early at a '/', '?' or '#' that is part of the password.
             raise ConfigError(f"the database URL cannot be read: {ENCODE_HINT}")
         database = parts.path.lstrip("/")
-        if not parts.hostname or not database or "/" in database:
+        if not hostname or not database or "/" in database:
             raise ConfigError(
                 f"database URL must look like {URL_FORM} (host and database name are required)"
             )
@@ -120,13 +137,13 @@ class DbUrl:
                 )
         ssl_mode, ssl_files = tls_settings(ssl_mode, ssl)
         if password is None:
-            password = unquote(parts.password) if parts.password is not None else None
+            password = unquote(url_password) if url_password is not None else None
         if password is None:
             password = os.environ.get(DB_PASSWORD_ENV, "")
         return cls(
-            host=parts.hostname,
+            host=hostname,
             port=port,
-            user=unquote(parts.username or "root"),
+            user=unquote(username or "root"),
             password=password,
             database=unquote(database),
             ssl_mode=ssl_mode,
@@ -152,7 +169,9 @@ def connect(
         charset="utf8mb4",
         local_infile=LOCAL_INFILE_AUTO if local_infile else 0,
         autocommit=True,
-        connect_timeout=10,
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        write_timeout=WRITE_TIMEOUT,
         conv=CONVERSIONS,
     )
     if url.ssl_mode:
@@ -228,6 +247,13 @@ def prepare_session(conn) -> None:
             cur.execute("SET SESSION optimizer_switch = 'table_elimination=off'")
     else:
         cur.execute(f"SET SESSION sql_mode = '{SQL_MODE}'")
+    # Lock waits end: metadata locks (LOCK TABLES, ALTER) after LOCK_WAIT_TIMEOUT, row locks after
+    # the server's innodb_lock_wait_timeout (50 s by default) if that is shorter.
+    cur.execute(
+        "SET SESSION lock_wait_timeout = %s,"
+        " innodb_lock_wait_timeout = LEAST(@@SESSION.innodb_lock_wait_timeout, %s)",
+        (LOCK_WAIT_TIMEOUT, LOCK_WAIT_TIMEOUT),
+    )
     cur.close()
 
 

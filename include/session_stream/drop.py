@@ -17,7 +17,7 @@ import os
 import posixpath
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from .errors import BadInputError, ConfigError
-from .names import day_folders, order_key, parse_name
+from .names import day_folders, is_drop_name, order_key, window_start
 from .redact import mask_url
 from .utc import to_utc
 
@@ -55,7 +55,14 @@ class DropUrl:
         if not url or not url.strip():
             raise ConfigError(f"no drop location given: use {URL_FORMS}")
         url = url.strip()
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.hostname, parts.username, parts.password  # noqa: B018 - they raise too
+        except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[' in the host
+            raise ConfigError(
+                f"the drop URL cannot be read ({exc}): use {URL_FORMS}; percent-encode '[', ']',"
+                " '/', '?', '#' and '@' in a user name or password"
+            ) from None
         scheme = parts.scheme.lower()
         if scheme == "":
             return cls("file", url)
@@ -106,32 +113,70 @@ class DropFile:
     size: int
     mtime: float | None = None  # epoch seconds, when the store tells
     refused: str | None = None  # why the loader will not read it (see RefusedFile)
+    # What the store says of this copy of the file (an S3 ETag, "mtime:<ns>"): a file delivered
+    # again with other content under the same name and size has another (ledger.same_content).
+    version: str | None = None
 
     @property
     def name(self) -> str:
         return posixpath.basename(self.path)
 
     @property
-    def window_start(self) -> datetime:
-        return parse_name(self.name)[0]
+    def window_start(self) -> datetime | None:
+        return window_start(self.name)
+
+
+FOLDER = "a folder, not a regular file"
+
+
+def folder_entry(rel: str, mtime: float | None = None) -> DropFile:
+    """A folder found in a day folder. `list_files` refuses it when it is named like a Monetate
+    file (a run fails and reports it) and ignores it otherwise (a run records and reports it)."""
+    return DropFile(rel, 0, mtime, refused=FOLDER)
+
+
+def ignored_reason(name: str) -> str | None:
+    """Why a listed entry is not a file the loader reads, or None for a Monetate file name."""
+    if len(name) > ledger_name_chars():
+        return f"its name is longer than the {ledger_name_chars()} characters the warehouse keeps"
+    if not is_drop_name(name):
+        return (
+            "not a Monetate Session Stream file name (YYYYMMDDTHHMMSS.sssZ_PT15M-<number>.json.gz);"
+            " to load it anyway, give the file itself to `session-stream load`"
+        )
+    return None
+
+
+def ledger_name_chars() -> int:
+    from .ledger import NAME_CHARS  # the ledger imports MySQLdb: only when asked
+
+    return NAME_CHARS
 
 
 class DropLocation(ABC):
     """A drop root. Subclasses list one day folder and fetch one file; the rest is shared."""
 
     url: str  # for logs and messages: never holds a password
+    # The entries of the day folders last listed that are not Monetate files, with why: a run
+    # records them in the ledger as ignored and reports them (nothing listed goes unseen).
+    ignored: Sequence[tuple[DropFile, str]] = ()
 
     def list_files(self, start: datetime, end: datetime) -> list[DropFile]:
-        """Monetate files whose window start lies in [start, end), oldest first by `order_key`."""
+        """Monetate files whose window start lies in [start, end), oldest first by `order_key`.
+        Other entries of the day folders listed are kept in `ignored`."""
         start, end = to_utc(start), to_utc(end)
         found: list[tuple[tuple, DropFile]] = []
+        self.ignored = []
         for folder in day_folders(start, end):
             for f in self._list_folder(folder):
-                try:
-                    key = order_key(f.name)
-                except ValueError:
-                    log.info("skipping %s/%s: not a Monetate file name", self.url, f.path)
+                why = ignored_reason(f.name)
+                if why is not None and f.refused == FOLDER:
+                    why = "a folder: the drop's files are directly in its YYYY/MM/DD/ folders"
+                if why is not None:
+                    log.info("ignoring %s/%s: %s", self.url, f.path, why)
+                    self.ignored.append((f, why))
                     continue
+                key = order_key(f.name)
                 if start <= key[0] < end:
                     found.append((key, f))
         found.sort(key=lambda kf: kf[0])
@@ -211,40 +256,58 @@ def open_drop(
 
 def list_tree(path: Path) -> list[Path]:
     """Monetate files under a local folder laid out YYYY/MM/DD/ (or the file itself), oldest first."""
-    return scan_tree(path)[0]
+    return scan_tree(path).files
 
 
-def scan_tree(path: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(Monetate files under a local folder, oldest first; (path, reason) of those refused).
+@dataclass
+class Scan:
+    """What a local folder holds, every entry once: Monetate files to load (oldest first),
+    entries refused (a symlink out of the folder, a FIFO, a folder named like a file: marked
+    failed) and entries ignored (other names: recorded as such), each with why."""
+
+    files: list[Path] = field(default_factory=list)
+    refused: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def scan_tree(path: Path) -> Scan:
+    """Every entry under a local folder (see Scan), or a file named directly, which is read as
+    given whatever its name (a name too long for the ledger excepted).
 
     Inside a folder only regular files that really lie in it are read: a symlink that leads out
-    of it, a FIFO or a device is refused (drop_local.refusal). A file named directly is read as
-    given.
+    of it, a FIFO or a device is refused (drop_local.refusal), and so is a folder named like a
+    Monetate file. Sub-folders are walked; any other file is ignored, with the reason.
     """
     from .drop_local import refusal
 
     path = Path(path).expanduser()
     if path.is_file():
-        return [path], []
+        if len(path.name) > ledger_name_chars():
+            return Scan(ignored=[(path, ignored_reason(path.name))])
+        return Scan(files=[path])
     if not path.is_dir():
         raise ConfigError(
             f"{path} does not exist: give a .json.gz file or a drop folder laid out YYYY/MM/DD/"
         )
-    found, refused = [], []
+    scan, found = Scan(), []
     for folder, dirs, names in os.walk(path):
         dirs.sort()
+        for name in dirs:
+            if is_drop_name(name):  # walked all the same: what it holds is listed too
+                scan.refused.append((Path(folder, name), "a folder, not a regular file"))
         for name in names:
-            try:
-                key = order_key(name)
-            except ValueError:
-                if name.endswith(".json.gz"):
-                    log.warning("skipping %s: not a Monetate file name", Path(folder, name))
+            entry = Path(folder, name)
+            why = ignored_reason(name)
+            if why is not None:
+                scan.ignored.append((entry, why))
                 continue
-            why = refusal(path, Path(folder, name))
+            why = refusal(path, entry)
             if why:
-                refused.append((Path(folder, name), why))
+                scan.refused.append((entry, why))
             else:
-                found.append((key, Path(folder, name)))
+                found.append((order_key(name), entry))
     found.sort(key=lambda kp: (kp[0], str(kp[1])))
-    refused.sort(key=lambda pr: str(pr[0]))
-    return [p for _, p in found], refused
+    scan.files = [p for _, p in found]
+    scan.refused.sort(key=lambda pr: str(pr[0]))
+    scan.ignored.sort(key=lambda pr: str(pr[0]))
+    return scan

@@ -14,7 +14,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from .drop import DropFile, DropLocation, RefusedFile
+from .drop import DropFile, DropLocation, RefusedFile, folder_entry
 from .errors import ConfigError
 from .roots import contained
 
@@ -81,15 +81,17 @@ class LocalDrop(DropLocation):
         try:
             with os.scandir(self.root / folder) as entries:
                 for e in entries:
-                    if e.is_dir(follow_symlinks=False):
-                        continue
                     rel = f"{folder}/{e.name}"
+                    if e.is_dir(follow_symlinks=False):
+                        out.append(folder_entry(rel, e.stat(follow_symlinks=False).st_mtime))
+                        continue
                     why = refusal(self.root, self.root / rel)
                     try:
                         st = e.stat(follow_symlinks=why is None)
                     except OSError:
                         st = e.stat(follow_symlinks=False)
-                    out.append(DropFile(rel, st.st_size, st.st_mtime, refused=why))
+                    version = f"mtime:{st.st_mtime_ns}"
+                    out.append(DropFile(rel, st.st_size, st.st_mtime, refused=why, version=version))
         except FileNotFoundError:
             if not self.root.is_dir():
                 raise ConfigError(f"drop folder {self.root} has disappeared") from None

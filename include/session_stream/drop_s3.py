@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .drop import DropFile, DropLocation
+from .drop import DropFile, DropLocation, folder_entry
 from .s3 import S3Source, endpoint_of, s3_client, s3_config_error
 
 
@@ -44,7 +44,19 @@ class S3Drop(DropLocation):
                     name = obj["Key"][len(prefix) :]
                     if name:
                         rel = f"{folder}/{name}" if folder else name
-                        out.append(DropFile(rel, obj["Size"], obj["LastModified"].timestamp()))
+                        out.append(
+                            DropFile(
+                                rel,
+                                obj["Size"],
+                                obj["LastModified"].timestamp(),
+                                version=obj.get("ETag"),
+                            )
+                        )
+                # Keys below a "sub-folder" (with the delimiter): listed as the folder.
+                for common in page.get("CommonPrefixes", []):
+                    name = common["Prefix"][len(prefix) :].rstrip("/")
+                    if name:
+                        out.append(folder_entry(f"{folder}/{name}" if folder else name))
         except self._errors as exc:
             raise s3_config_error(exc, self.url, self.endpoint_url) from exc
         return out

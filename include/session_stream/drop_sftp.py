@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .drop import DropFile, DropLocation, DropUrl
+from .drop import DropFile, DropLocation, DropUrl, folder_entry
 from .drop_local import KINDS as _KINDS
 from .errors import ConfigError, UnreachableError
 from .keys import paramiko_private_key
@@ -283,8 +283,11 @@ class SftpDrop(DropLocation):
                     continue
                 mode = a.st_mode
             if mode is None or stat.S_ISREG(mode):
-                out.append(DropFile(rel, a.st_size or 0, a.st_mtime))
-            elif not stat.S_ISDIR(mode):
+                version = None if a.st_mtime is None else f"mtime:{a.st_mtime}"
+                out.append(DropFile(rel, a.st_size or 0, a.st_mtime, version=version))
+            elif stat.S_ISDIR(mode):
+                out.append(folder_entry(rel, a.st_mtime))
+            else:
                 # Listed, so that one named like a Monetate file is refused and reported rather
                 # than skipped without a word (drop_local does the same).
                 kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")

@@ -15,6 +15,12 @@ import orjson
 
 from . import tables
 
+# A file's counts keep this many paths at most (so its ledger row stays far below the server's
+# max_allowed_packet, whatever keys its lines carry); the objects of any further path are counted
+# under OTHER_PATHS.
+KEY_PATHS_PER_FILE = 1000
+OTHER_PATHS = "(other paths)"
+
 
 @dataclass
 class KeyCounts:

@@ -8,10 +8,14 @@
     session_keys.tsv  one row per session: index, session_id, end_time, start_time (all the
                       newest-wins merge reads before loading)
     rejects.jsonl     one JSON object per rejected line: line_no, reason, and where its raw bytes
-                      are in rejects.raw (offset, length) with their SHA-256
-    rejects.raw       the rejected lines' raw bytes, whole, one after another (without their
-                      newline): a line of any size is copied from the source once, never
-                      encoded or held twice
+                      are in rejects.raw (offset, length) with their SHA-256; for a line not
+                      kept whole, also the whole line's length and SHA-256
+    rejects.raw       the rejected lines' raw bytes, one after another (without their newline):
+                      a line is copied from the source once, in pieces, never encoded or held
+                      whole. Lines are kept whole while a file's rejected bytes stay within
+                      REJECT_BYTES_PER_FILE; a line that would pass it keeps its first
+                      REJECT_HEAD_BYTES (or what is left), so a small file that unpacks to
+                      gigabytes of bad lines cannot fill the warehouse
     manifest.json     the counts (SplitResult); written last, so its presence means complete
 
 Rows use MySQL's own LOAD DATA text format (`LOAD_FORMAT`: tab-separated, backslash escapes,
@@ -46,6 +50,11 @@ INDEX_FIELD = "@idx"  # the leading field of every table row, as LOAD DATA reads
 # LOAD DATA columns of the keys file, into the loader's temporary table (idx, session_id, end_time).
 KEYS_FIELDS = ("idx", "session_id", "end_time", "@start")
 
+# What one file's rejected lines may keep (see rejects.raw above): a line that is rejected is
+# kept whole while the file's kept bytes stay within the budget, else its head only.
+REJECT_BYTES_PER_FILE = 64 << 20
+REJECT_HEAD_BYTES = 1 << 20
+
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 needs_escape = re.compile(r"[\\\t\n\r\0]").search
 
@@ -78,8 +87,15 @@ class StagedReject:
     line_no: int
     reason: str
     offset: int
-    length: int
-    sha256: str  # hex, of the raw line
+    length: int  # of the bytes kept in rejects.raw
+    sha256: str  # hex, of the bytes kept
+    # The whole line's, when only its head is kept (None: the line is kept whole).
+    line_length: int | None = None
+    line_sha256: str | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.line_length is None
 
 
 @dataclass
@@ -92,7 +108,10 @@ class SplitResult:
     rows: dict[str, int] = field(default_factory=dict)
     rejects: int = 0
     lines: int = 0
+    blank_lines: int = 0  # empty or whitespace only: nothing to store
+    repeats: int = 0  # sessions written again later in the file: only the newest is staged
     seconds: float = 0.0
+    sha256: str | None = None  # of the source file's bytes (its content identity)
     # The latest time (ms) any session of the file reaches: max of start_time and end_time
     # (kept in the ledger: how far the file's sessions reach).
     horizon: int | None = None
@@ -146,7 +165,7 @@ class SplitResult:
             )
 
     def read_rejects(self) -> list[tuple[int, str, bytes]]:
-        """(line number, reason, raw line) for each rejected line, each line whole in memory."""
+        """(line number, reason, the bytes kept of its raw line) for each rejected line, in memory."""
         return [
             (r.line_no, r.reason, b"".join(self.reject_parts(r, 1 << 20)))
             for r in self.staged_rejects()
@@ -159,7 +178,10 @@ class SplitResult:
             "rows",
             "rejects",
             "lines",
+            "blank_lines",
+            "repeats",
             "seconds",
+            "sha256",
             "horizon",
             "unknown_keys",
             "missing_keys",
@@ -194,23 +216,21 @@ class SplitWriter:
         self.rejects = (out_dir / REJECTS_FILE).open("wb")
         self.rejects_raw = (out_dir / REJECTS_RAW_FILE).open("wb")
         self.keys = (out_dir / KEYS_FILE).open("w", encoding="utf-8", newline="", buffering=1 << 16)
+        self.kept = 0  # bytes of rejected lines kept in rejects.raw
 
     def write_key(self, index: int, session_id: str, end_time: str, start_time: str) -> None:
         """One session's row of the keys file (fields already in staged form)."""
         self.keys.write(f"{index}\t{session_id}\t{end_time}\t{start_time}\n")
 
     def write_reject(self, line_no: int, reason: str, raw: bytes) -> None:
-        # A view, not a slice: a line of tens of MB is written and hashed without a copy.
-        line = memoryview(raw)[:-1] if raw.endswith(b"\n") else memoryview(raw)
-        record = {
-            "line_no": line_no,
-            "reason": reason[:1000],
-            "offset": self.rejects_raw.tell(),
-            "length": len(line),
-            "sha256": hashlib.sha256(line).hexdigest(),
-        }
-        self.rejects_raw.write(line)
-        self.rejects.write(orjson.dumps(record) + b"\n")
+        # A view, not a slice: a line of megabytes is written and hashed without a copy.
+        sink = self.reject(line_no)
+        sink.add(memoryview(raw)[:-1] if raw.endswith(b"\n") else memoryview(raw))
+        sink.end(reason)
+
+    def reject(self, line_no: int) -> RejectSink:
+        """A rejected line written piece by piece (`add`), then recorded with its reason (`end`)."""
+        return RejectSink(self, line_no)
 
     def close(self) -> None:
         for h in self.handles.values():
@@ -218,6 +238,62 @@ class SplitWriter:
         self.rejects.close()
         self.rejects_raw.close()
         self.keys.close()
+
+
+class RejectSink:
+    """One rejected line on its way to rejects.raw, in pieces: kept whole if it fits in what is
+    left of the file's REJECT_BYTES_PER_FILE, else its first REJECT_HEAD_BYTES (or what is left);
+    its whole length and SHA-256 are counted either way."""
+
+    def __init__(self, writer: SplitWriter, line_no: int):
+        self.writer, self.line_no = writer, line_no
+        self.raw = writer.rejects_raw
+        self.offset = self.raw.tell()
+        self.room = max(0, REJECT_BYTES_PER_FILE - writer.kept)
+        self.head = min(REJECT_HEAD_BYTES, self.room)
+        self.digest = hashlib.sha256()
+        self.length = 0
+        self.cut = False  # past `room`: only the head is kept
+
+    def add(self, data) -> None:
+        self.digest.update(data)
+        start, self.length = self.length, self.length + len(data)
+        if not self.cut and self.length <= self.room:
+            self.raw.write(data)
+            return
+        if not self.cut:
+            self.cut = True
+            if start > self.head:  # more than the head is written already: cut it back
+                self.raw.truncate(self.offset + self.head)
+                self.raw.seek(self.offset + self.head)
+        if start < self.head:
+            self.raw.write(memoryview(data)[: self.head - start])
+
+    def end(self, reason: str) -> StagedReject:
+        kept = self.raw.tell() - self.offset
+        whole = self.digest.hexdigest()
+        if self.cut:
+            self.raw.flush()
+            with open(self.raw.name, "rb") as f:  # the head, hashed as the loader will check it
+                f.seek(self.offset)
+                kept_sha = hashlib.sha256(f.read(kept)).hexdigest()
+            reason = (
+                f"{reason}; only its first {kept:,} of {self.length:,} bytes are kept"
+                f" (a file's rejected lines keep {REJECT_BYTES_PER_FILE >> 20} MiB at most)"
+            )
+        record = StagedReject(
+            line_no=self.line_no,
+            reason=reason[:1000],
+            offset=self.offset,
+            length=kept,
+            sha256=kept_sha if self.cut else whole,
+            line_length=self.length if self.cut else None,
+            line_sha256=whole if self.cut else None,
+        )
+        fields = {k: v for k, v in record.__dict__.items() if v is not None}
+        self.writer.rejects.write(orjson.dumps(fields) + b"\n")
+        self.writer.kept += kept
+        return record
 
 
 # --- reading staged files back, for the loader -------------------------------------------------

@@ -10,26 +10,37 @@ session_ids that already exist are looked at: the ones the file beats are delete
 ones that beat the file are filtered out of its staged rows.
 
 Loads of one database are serialised by a named lock (GET_LOCK), so concurrent DAG runs,
-backfills and CLI loads each load a file once and end as if run one after another. Deadlocks,
-lock waits and a lost connection are retried.
+backfills and CLI loads each load a file once and end as if run one after another. Every wait is
+bounded and logged every minute with what it waits for (waits.py); deadlocks, lock waits and a
+lost connection are retried, reconnecting included, within one policy (`_with_retries`).
+
+A file is known by its content (ledger.py): loaded again under the same name and size, it is
+skipped only when its SHA-256 is the one the ledger has; otherwise it loads, and its ledger row
+says which copy it replaced.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import MySQLdb
-import orjson
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from . import db as dbmod
-from . import rejects, schema, tables
-from .errors import ConfigError, LoadError
+from . import ledger, rejects, schema, tables
+from .errors import ConfigError, LoadError, UnreachableError
 from .layout import (
     INDEX_FIELD,
     KEYS_FIELDS,
@@ -42,6 +53,7 @@ from .layout import (
 from .names import file_rank
 from .sql import quote
 from .utc import to_utc
+from .waits import Watch, minutes, named_lock
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +61,16 @@ INCOMING = "_ss_incoming"  # temporary tables: private to the connection
 REPLACED = "_ss_replaced"
 # Server gone, lost connection, and MySQL 8's "disconnected because of inactivity" (wait_timeout).
 LOST_CONNECTION = {2006, 2013, 4031}
-RETRYABLE = {1205, 1213} | LOST_CONNECTION  # + lock wait timeout, deadlock
+ER_LOCK_WAIT_TIMEOUT = 1205
+RETRYABLE = {ER_LOCK_WAIT_TIMEOUT, 1213} | LOST_CONNECTION  # + deadlock
 ER_LOCAL_INFILE = {1148, 2068, 3948}  # LOAD DATA LOCAL refused by client or server
 # A MEMORY table stores VARCHAR at full width: a row of _ss_incoming takes about this many bytes.
 MEMORY_ROW_BYTES = 4 * tables.SESSION_ID.length + 64
 ER_DUP_ENTRY = 1062
+# How long a load waits for the load lock (another load of the database holds it for seconds;
+# half an hour means that load is stuck), and how long one file's retries may go on.
+LOCK_TIMEOUT = 30 * 60
+RETRY_SECONDS = 5 * 60
 
 
 class DuplicateSessions(LoadError):
@@ -63,21 +80,26 @@ class DuplicateSessions(LoadError):
 @dataclass
 class FileOutcome:
     name: str
-    status: str  # 'loaded' | 'skipped' | 'failed'
+    status: str  # 'loaded' | 'skipped' | 'failed' | 'ignored'
     sessions: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     rejects: int = 0
     seconds: float = 0.0
-    error: str | None = None
+    error: str | None = None  # why it failed, or was skipped or ignored
     replaced: int = 0  # sessions of the file that replaced an older version
     superseded: int = 0  # sessions of the file that a newer version already in MySQL beat
     unknown_keys: dict[str, int] = field(default_factory=dict)  # see split.KeyAudit
     missing_keys: dict[str, int] = field(default_factory=dict)
+    lines: int = 0  # = sessions + repeats + rejects + blank_lines
+    blank_lines: int = 0
+    repeats: int = 0  # sessions written again later in the same file (the newest was loaded)
+    replaced_copy: str | None = None  # the earlier copy of the file this load replaced
 
 
-def is_loaded(entry: dict | None, size: int) -> bool:
-    """Whether a ledger row says the file is loaded as it is now (same size): then it is skipped."""
-    return bool(entry) and entry["status"] == "loaded" and entry["size"] == size
+def is_loaded(entry: dict | None, size: int, identity: str | None = None) -> bool:
+    """Whether a ledger row says the file is loaded as it is now (same size, and same content
+    as far as `identity` tells: see ledger.same_content): then it is skipped."""
+    return ledger.same_content(entry, size, identity)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -99,15 +121,21 @@ def incoming_wins(
 
 class Loader:
     """Loads split files into one database. `connect()` returns a MySQLdb connection that allows
-    LOAD DATA LOCAL (`db.connect(url)`, or an Airflow `MySqlHook(local_infile=True).get_conn()`)."""
+    LOAD DATA LOCAL (`db.connect(url)`, or the DAG's `mysql_connect`)."""
 
     def __init__(
-        self, connect: Callable[[], object], *, lock_timeout: int = 6 * 3600, attempts: int = 5
+        self,
+        connect: Callable[[], object],
+        *,
+        lock_timeout: int = LOCK_TIMEOUT,
+        attempts: int = 5,
+        retry_seconds: float = RETRY_SECONDS,
     ):
         self._connect = connect
         self._conn = None
         self.lock_timeout = lock_timeout
         self.attempts = attempts
+        self.retry_seconds = retry_seconds
 
     # --- connection ---------------------------------------------------------------------
     @property
@@ -150,7 +178,7 @@ class Loader:
 
     def connect_now(self) -> None:
         """Connect now, so a configuration problem surfaces before any work starts."""
-        _ = self.conn
+        self._with_retries(lambda conn: None, "connecting")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -171,20 +199,6 @@ class Loader:
                 self.close()
         return self.conn
 
-    def _outside_load(self, work: Callable):
-        """Run `work(conn)`, a short statement outside any load (ledger reads, marking a file
-        failed), reconnecting once if the connection is lost on the way. Never called while the
-        load lock is held: a new connection would not hold the lock."""
-        conn = self._live_conn()
-        try:
-            return work(conn)
-        except MySQLdb.OperationalError as exc:
-            if not (exc.args and exc.args[0] in LOST_CONNECTION):
-                raise
-            log.info("the MySQL connection was lost (%s); reconnecting", _describe(exc))
-            self.close()
-            return work(self.conn)
-
     def _reset(self) -> None:
         """Drop a connection that failed mid-transaction; the server rolls it back."""
         if self._conn is not None:
@@ -193,35 +207,87 @@ class Loader:
             except MySQLdb.Error:
                 self.close()
 
+    def _with_retries(self, work: Callable, what: str, *, watched: bool = True):
+        """`work(conn)` under the retry policy: a lost connection, a deadlock or a lock wait
+        timeout is retried (`attempts` times, for `retry_seconds` at most, with back-off), each
+        attempt on a live connection, reconnecting included, so that a connection the server
+        kills right after it was reopened is one more retry, not a failed file. While an
+        attempt runs, a Watch logs every minute what it waits for."""
+        for attempt in Retrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_seconds),
+            wait=wait_exponential(multiplier=0.5, max=30),
+            before_sleep=lambda rs: (
+                log.warning("%s: %s, retrying", what, _describe(rs.outcome.exception())),
+                self._reset(),
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                conn = self._live_conn()
+                self.watch = Watch(self._connect, conn.thread_id(), what)
+                if not watched:  # the work starts the watch itself (see _load_locked)
+                    return work(conn)
+                with self.watch:
+                    return work(conn)
+        raise AssertionError("unreachable: Retrying reraises")  # pragma: no cover
+
+    def _outside_load(self, work: Callable, what: str):
+        """A short statement outside any load (ledger reads, marking a file failed or ignored)
+        under the retry policy. A server that stays away after the retries is an
+        UnreachableError (one line from the CLI; Airflow retries the task); any other MySQL
+        error goes up as it is (Airflow's retry rule reads its code)."""
+        try:
+            return self._with_retries(work, what)
+        except MySQLdb.OperationalError as exc:
+            if exc.args and exc.args[0] in LOST_CONNECTION:
+                raise UnreachableError(f"{what}: lost the MySQL server ({_describe(exc)})") from exc
+            raise
+
     # --- ledger ---------------------------------------------------------------------------
     def ledger(self, names: Iterable[str]) -> dict[str, dict]:
         """The ledger rows of `names` (absent names have none), by file name."""
         names = list(names)
-        return self._outside_load(lambda conn: _read_ledger(conn, names))
+        return self._outside_load(lambda conn: ledger.read(conn, names), "reading the ledger")
 
     def record_failure(
         self, name: str, size: int, window_start: datetime | None, error: str
     ) -> None:
         """Mark a file failed, so the next run tries it again. Nothing of this attempt was
         loaded; rows from an earlier, successful load of the file stay until one succeeds."""
+        values = {
+            "file_name": ledger.file_name(name),
+            "size": size,
+            "window_start": _naive_utc(window_start) if window_start else None,
+            "failed_since": _naive_utc(datetime.now(UTC)),
+            "status": "failed",
+            "error": ledger.error_text(error),
+            "attempts": 1,
+        }
 
         def write(conn):
             cur = conn.cursor()
-            # failed_since is set before status: MySQL assigns left to right, so it still sees
-            # whether the file was failing already.
-            cur.execute(
-                f"INSERT INTO {quote(tables.LEDGER_TABLE)}"
-                " (file_name, size, window_start, status, error, failed_since)"
-                " VALUES (%s, %s, %s, 'failed', %s, UTC_TIMESTAMP(3))"
-                " ON DUPLICATE KEY UPDATE failed_since = IF(status = 'failed',"
-                " COALESCE(failed_since, UTC_TIMESTAMP(3)), UTC_TIMESTAMP(3)),"
-                " attempts = attempts + 1, error = VALUES(error),"
-                " size = VALUES(size), status = 'failed'",
-                (name, size, window_start, error[:60000]),
-            )
+            ledger.write(cur, ledger.FAILED, values)
             cur.close()
 
-        self._outside_load(write)
+        self._outside_load(write, f"{name}: marking it failed")
+
+    def record_ignored(self, name: str, size: int, why: str) -> None:
+        """Say in the ledger that a listed entry is not read, and why (a row of the same name
+        that is loaded stays)."""
+        values = {
+            "file_name": ledger.file_name(name),
+            "size": size,
+            "error": ledger.error_text(f"ignored: {why}"),
+            "status": "ignored",
+        }
+
+        def write(conn):
+            cur = conn.cursor()
+            ledger.write(cur, ledger.IGNORED, values)
+            cur.close()
+
+        self._outside_load(write, f"{name}: recording it as ignored")
 
     def failing(self, since: datetime, until: datetime) -> list[dict]:
         """The files the ledger marks failed whose window starts in [since, until), newest
@@ -240,15 +306,21 @@ class Loader:
             cur.close()
             return rows
 
-        return self._outside_load(read)
+        return self._outside_load(read, "reading the failing files")
 
-    def pending(self, files: Iterable[tuple[str, int]], force: bool = False) -> list[str]:
-        """Names of the files that still need loading: not loaded, or loaded with another size."""
-        files = list(files)
+    def pending(self, files: Iterable[tuple], force: bool = False) -> list[str]:
+        """Names of the files that still need loading: not loaded, or loaded with another size
+        or other content. Each file is (name, size) or (name, size, identity): its SHA-256 as
+        "sha256:<hex>", or the drop's version of it (see ledger.same_content)."""
+        files = [(f[0], f[1], f[2] if len(f) > 2 else None) for f in files]
         if force:
-            return [name for name, _ in files]
-        done = self.ledger(name for name, _ in files)
-        return [name for name, size in files if not is_loaded(done.get(name), size)]
+            return [name for name, _, _ in files]
+        done = self.ledger(name for name, _, _ in files)
+        return [
+            name
+            for name, size, identity in files
+            if not is_loaded(done.get(ledger.file_name(name)), size, identity)
+        ]
 
     # --- loading --------------------------------------------------------------------------
     def load(
@@ -258,12 +330,25 @@ class Loader:
         size: int,
         window_start: datetime | None = None,
         force: bool = False,
+        version: str | None = None,
     ) -> FileOutcome:
-        """Load one split file; never raises for a problem with the file itself (see FileOutcome)."""
+        """Load one split file; never raises for a problem with the file itself (see
+        FileOutcome). `version`: the drop's version of the file (an S3 ETag, an mtime), kept in
+        the ledger so that the next listing knows it without reading the file."""
         started = time.perf_counter()
+        name = split.source_name
+        # One token per load of a file, written with its ledger row: an attempt that finds it
+        # there knows that an earlier attempt of this very load committed (its answer lost).
+        token = uuid.uuid4().hex
+        done: dict = {}
         try:
-            self._live_conn()
-            outcome = self._load_with_retries(split, size, window_start, force)
+            outcome = self._with_retries(
+                lambda conn: self._load_locked(
+                    conn, split, size, window_start, force, version, token, done
+                ),
+                name,
+                watched=False,
+            )
         except ConfigError:
             raise
         except (LoadError, MySQLdb.Error, OSError) as exc:
@@ -273,69 +358,73 @@ class Loader:
                 raise ConfigError(
                     f"LOAD DATA LOCAL INFILE was refused ({message}): enable local_infile"
                 ) from None
-            log.error("%s: load failed: %s", split.source_name, message)
-            self.record_failure(split.source_name, size, window_start, message)
-            outcome = FileOutcome(split.source_name, "failed", error=message)
+            waited = getattr(self, "watch", None)
+            if (
+                isinstance(exc, MySQLdb.OperationalError)
+                and exc.args
+                and exc.args[0] == ER_LOCK_WAIT_TIMEOUT
+                and waited is not None
+                and waited.last
+            ):
+                message = (
+                    f"{message}: waited {minutes(time.monotonic() - waited.started)} for"
+                    f" {waited.last}; nothing was loaded, the next run retries it"
+                )
+            log.error("%s: load failed: %s", name, message)
+            self.record_failure(name, size, window_start, message)
+            outcome = FileOutcome(name, "failed", error=message)
         outcome.seconds = round(time.perf_counter() - started, 3)
         return outcome
 
-    def _load_with_retries(self, split, size, window_start, force) -> FileOutcome:
-        @retry(
-            retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential(multiplier=0.5, max=30),
-            before_sleep=lambda rs: (
-                log.warning(
-                    "%s: %s, retrying", split.source_name, _describe(rs.outcome.exception())
-                ),
-                self._reset(),
-            ),
-            reraise=True,
-        )
-        def attempt():
-            return self._load_locked(split, size, window_start, force)
-
-        return attempt()
-
-    def _load_locked(self, split: SplitResult, size: int, window_start, force: bool) -> FileOutcome:
-        conn = self.conn
-        cur = conn.cursor()
-        cur.execute("SELECT GET_LOCK(%s, %s)", (self.lock_name, self.lock_timeout))
-        if cur.fetchone()[0] != 1:
-            raise LoadError(
-                f"waited {self.lock_timeout}s for another load of this database to finish"
-            )
-        try:
-            if not force:
-                done = _read_ledger(conn, [split.source_name]).get(split.source_name)
-                if is_loaded(done, size):
-                    return FileOutcome(split.source_name, "skipped", rejects=done["rejects"] or 0)
-            started = time.perf_counter()
-            for look_up_all in (False, True):
-                self._prepare_temp_tables(cur, split.sessions)
-                conn.begin()
-                try:
-                    outcome = self._merge(cur, split, size, window_start, started, look_up_all)
-                    conn.commit()
-                    return outcome
-                except DuplicateSessions:
-                    # A session assumed new was stored already (it starts later than the version
-                    # stored, or was stored outside the ledger): look every session up.
-                    conn.rollback()
-                    if look_up_all:
-                        raise
-                    log.info(
-                        "%s: a session thought new was stored; looking all up", split.source_name
-                    )
-                except BaseException:
-                    conn.rollback()
-                    raise
-        finally:
+    def _load_locked(
+        self, conn, split, size, window_start, force, version, token, done: dict
+    ) -> FileOutcome:
+        name = split.source_name
+        # named_lock logs its own wait each minute; the watch covers the rest, under the lock.
+        with named_lock(conn, self.lock_name, self.lock_timeout, name), self.watch:
+            cur = conn.cursor()
             try:
-                cur.execute("SELECT RELEASE_LOCK(%s)", (self.lock_name,))
-            except MySQLdb.Error:
-                pass  # the connection is gone; the server has released the lock with it
-            cur.close()
+                previous = ledger.read(conn, [name]).get(name)
+                if previous and previous.get("load_token") == token:
+                    # This load committed in an earlier attempt whose answer was lost.
+                    return done["outcome"]
+                identity = f"sha256:{split.sha256}" if split.sha256 else None
+                if not force and is_loaded(previous, size, identity):
+                    if version and previous.get("source_version") != version:
+                        cur.execute(
+                            f"UPDATE {ledger.TABLE} SET source_version = %s WHERE file_name = %s",
+                            (version, name),
+                        )
+                    return FileOutcome(
+                        name,
+                        "skipped",
+                        rejects=previous["rejects"] or 0,
+                        error="already loaded, with the same content",
+                    )
+                started = time.perf_counter()
+                for look_up_all in (False, True):
+                    self._prepare_temp_tables(cur, split.sessions)
+                    conn.begin()
+                    try:
+                        outcome = self._merge(cur, split, size, window_start, started, look_up_all)
+                        outcome.replaced_copy = self._write_ledger(
+                            cur, split, outcome, size, window_start, version, token, previous
+                        )
+                        done["outcome"] = outcome
+                        conn.commit()
+                        return outcome
+                    except DuplicateSessions:
+                        # A session thought new was stored already (it starts later than the
+                        # version stored, or was stored outside the ledger): look all up.
+                        conn.rollback()
+                        if look_up_all:
+                            raise
+                        log.info("%s: a session thought new was stored; looking all up", name)
+                    except BaseException:
+                        conn.rollback()
+                        raise
+            finally:
+                cur.close()
 
     def _prepare_temp_tables(self, cur, sessions: int) -> None:
         # MEMORY makes the key lookup about twice as cheap as InnoDB, within the server's
@@ -372,6 +461,9 @@ class Loader:
             rejects=split.rejects,
             unknown_keys=split.unknown_keys,
             missing_keys=split.missing_keys,
+            lines=split.lines,
+            blank_lines=split.blank_lines,
+            repeats=split.repeats,
         )
         key = quote(tables.SESSION_KEY_COLUMN)
 
@@ -426,42 +518,9 @@ class Loader:
             outcome.rows[table.name] = loaded
 
         # 4. Rejects of this file, whole whatever their size (replacing any from an earlier
-        # load of it), then the ledger.
+        # load of it); the ledger row follows (_write_ledger).
         rejects.replace(cur, name, split, self.reject_part_bytes)
-        counts = [tables.rows_column(t) for t in tables.TABLES]
-        values = [outcome.rows[t.name] for t in tables.TABLES]
-        cur.execute(
-            f"INSERT INTO {quote(tables.LEDGER_TABLE)} (file_name, size, window_start, status, sessions,"
-            f" {', '.join(quote(c) for c in counts)}, rejects, horizon, split_seconds, load_seconds, error,"
-            f" {quote(tables.UNKNOWN_KEYS_COLUMN)}, {quote(tables.MISSING_KEYS_COLUMN)})"
-            f" VALUES (%s, %s, %s, 'loaded', %s, {', '.join(['%s'] * len(counts))}, %s, %s, %s, %s, NULL,"
-            " %s, %s)"
-            " ON DUPLICATE KEY UPDATE size = VALUES(size), window_start = VALUES(window_start),"
-            " status = 'loaded', sessions = VALUES(sessions),"
-            + "".join(f" {quote(c)} = VALUES({quote(c)})," for c in counts)
-            + " rejects = VALUES(rejects), split_seconds = VALUES(split_seconds),"
-            # a reload may leave sessions of the earlier version: the horizon only grows
-            " horizon = GREATEST(COALESCE(horizon, VALUES(horizon)), COALESCE(VALUES(horizon), horizon)),"
-            " load_seconds = VALUES(load_seconds), error = NULL, failed_since = NULL,"
-            + "".join(
-                f" {quote(c)} = VALUES({quote(c)}),"
-                for c in (tables.UNKNOWN_KEYS_COLUMN, tables.MISSING_KEYS_COLUMN)
-            )
-            + " attempts = attempts + 1",
-            (
-                name,
-                size,
-                window_start,
-                split.sessions,
-                *values,
-                split.rejects,
-                split.horizon,
-                split.seconds,
-                round(time.perf_counter() - started, 3),
-                _json_counts(split.unknown_keys),
-                _json_counts(split.missing_keys),
-            ),
-        )
+        outcome.seconds = round(time.perf_counter() - started, 3)
         return outcome
 
     @staticmethod
@@ -470,6 +529,50 @@ class Loader:
         cur.execute(f"SELECT MAX(horizon) FROM {quote(tables.LEDGER_TABLE)}")
         (reach,) = cur.fetchone()
         return None if reach is None else int(reach)
+
+    def _write_ledger(
+        self, cur, split, outcome, size, window_start, version, token, previous
+    ) -> str | None:
+        """The file's ledger row (ledger.LOADED), in the file's transaction. Returns what it says
+        about an earlier copy of the file this load replaced, if any."""
+        replaced_sha256 = replaced_at = replaced = None
+        if previous and previous["status"] == "loaded":
+            old = previous.get("sha256")
+            if old != split.sha256 or old is None:
+                replaced_sha256, replaced_at = old, previous.get("loaded_at")
+                replaced = (
+                    f"replaced the copy loaded {replaced_at:%Y-%m-%d %H:%M} UTC"
+                    f" ({previous['size']:,} bytes"
+                    + (f", SHA-256 {old[:12]}…" if old else "")
+                    + f"; this one: {size:,} bytes, SHA-256 {(split.sha256 or '?')[:12]}…)"
+                )
+        values = {
+            "file_name": split.source_name,
+            "size": size,
+            "window_start": _naive_utc(window_start) if window_start else None,
+            "status": "loaded",
+            "sessions": split.sessions,
+            **{tables.rows_column(t): outcome.rows[t.name] for t in tables.TABLES},
+            "rejects": split.rejects,
+            "lines_read": split.lines,
+            "blank_lines": split.blank_lines,
+            "repeats": split.repeats,
+            "horizon": split.horizon,
+            "split_seconds": split.seconds,
+            "load_seconds": outcome.seconds,
+            "error": None,
+            "failed_since": None,
+            tables.UNKNOWN_KEYS_COLUMN: ledger.counts_json(split.unknown_keys),
+            tables.MISSING_KEYS_COLUMN: ledger.counts_json(split.missing_keys),
+            "sha256": split.sha256,
+            "source_version": version,
+            "replaced_sha256": replaced_sha256,
+            "replaced_at": replaced_at,
+            "load_token": token,
+            "attempts": 1,
+        }
+        ledger.write(cur, ledger.LOADED, values)
+        return replaced
 
     def _load_data(
         self, cur, path: Path, table: str, columns: list[str], expected: int, set_clause: str = ""
@@ -494,29 +597,9 @@ class Loader:
         return loaded
 
 
-def _json_counts(counts: dict[str, int]) -> str | None:
-    """Key counts as the ledger keeps them: a JSON object, or NULL when there are none."""
-    return orjson.dumps(counts).decode() if counts else None
-
-
 def _naive_utc(moment: datetime) -> datetime:
     """A DATETIME parameter: UTC, without tzinfo (the session's time zone is UTC)."""
     return to_utc(moment).replace(tzinfo=None)
-
-
-def _read_ledger(conn, names: list[str]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    cur = conn.cursor(MySQLdb.cursors.DictCursor)
-    for i in range(0, len(names), 1000):
-        chunk = names[i : i + 1000]
-        marks = ", ".join(["%s"] * len(chunk))
-        cur.execute(
-            f"SELECT * FROM {quote(tables.LEDGER_TABLE)} WHERE file_name IN ({marks})", chunk
-        )
-        for row in cur.fetchall():
-            out[row["file_name"]] = row
-    cur.close()
-    return out
 
 
 def _describe(exc: BaseException) -> str:

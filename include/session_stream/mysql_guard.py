@@ -19,10 +19,13 @@ with local-infile on sends it. What the client libraries offer against that:
   ctypes on the connection's MYSQL handle (found at a fixed offset in the connection object and
   verified by asking the library for the handle's thread id before anything is installed).
 
-`GuardedConnection` uses the last two: the callbacks open a file only when it is the very file the
-LOAD DATA LOCAL statement being executed names (and only a regular file), so a request for any
-other file, or a request during any other statement, is refused before a byte is read. The guard
-is installed before the connection's first query (mysqlclient sends SET NAMES while connecting).
+`GuardedConnection` uses the last two. When a LOAD DATA LOCAL statement is sent, the file it names
+is opened there and then, once, without following a symbolic link, and checked to be a regular
+file; the callbacks hand the server that open file only when the server asks for exactly the name
+the statement gave, and at most once. A request for any other name (a link's target included), a
+second request, or a request during any other statement is refused before a byte is read, and a
+file swapped after it was opened is never read: what is sent is what was checked. The guard is
+installed before the connection's first query (mysqlclient sends SET NAMES while connecting).
 Where it cannot be installed (another client library or Python), the connection logs a warning
 and relies on what the library alone offers (see the README, "Security").
 
@@ -62,19 +65,44 @@ _ERROR = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes
 
 
 @dataclass
-class _Guard:
-    """What one connection may send now: the file of the LOAD DATA statement being executed."""
-
-    allowed: str | None = None
-    refused: list[str] = field(default_factory=list)
-
-
-@dataclass
 class _Open:
     """One file request being answered: the open file, or why it was refused."""
 
     file: object | None = None
     error: str | None = None
+
+
+@dataclass
+class _Guard:
+    """What one connection may send now: the file the running LOAD DATA statement names (its
+    name as the statement gives it), opened when the statement was sent."""
+
+    allowed: str | None = None
+    opened: _Open | None = None
+    refused: list[str] = field(default_factory=list)
+
+    def arm(self, path: str | None) -> None:
+        self.disarm()
+        if path is not None:
+            self.allowed, self.opened = path, _open_named(path)
+
+    def disarm(self) -> None:
+        opened, self.allowed, self.opened = self.opened, None, None
+        if opened is not None and opened.file is not None:
+            opened.file.close()
+
+    def hand_over(self, requested: str) -> _Open:
+        """The open file for a request of `requested`, once; a refusal otherwise."""
+        if self.allowed is None:
+            return _refuse(requested, "no LOAD DATA LOCAL statement of ours is running")
+        if requested != self.allowed:
+            return _refuse(requested, "not the file the running statement names")
+        opened, self.opened = self.opened, None
+        if opened is None:
+            return _refuse(requested, "it was sent once already for this statement")
+        if opened.file is None:
+            return _refuse(requested, opened.error or "it could not be opened")
+        return opened
 
 
 _guards: dict[int, _Guard] = {}
@@ -118,19 +146,24 @@ def _refuse(requested: str, why: str) -> _Open:
     return _Open(error=message)
 
 
-def _open_checked(requested: str, allowed: str | None) -> _Open:
-    if allowed is None:
-        return _refuse(requested, "no LOAD DATA LOCAL statement of ours is running")
-    if os.path.realpath(requested) != os.path.realpath(allowed):
-        return _refuse(requested, "not the file the running statement names")
+def _open_named(path: str) -> _Open:
+    """The file a statement names, opened without following a symbolic link (O_NOFOLLOW) and
+    without blocking on a FIFO, and kept only if what was opened is a regular file."""
     try:
-        fd = os.open(requested, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        return _Open(error=f"cannot open {requested}: {exc.strerror}")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return _refuse(requested, "not a regular file")
-    return _Open(file=os.fdopen(fd, "rb"))
+        if os.path.islink(path):
+            return _Open(error="a symbolic link, never followed")
+        return _Open(error=f"cannot open it: {exc.strerror}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return _Open(error="not a regular file")
+        os.set_blocking(fd, True)
+        file, fd = os.fdopen(fd, "rb"), None
+        return _Open(file=file)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 @_INIT
@@ -142,7 +175,7 @@ def _init(handle_out, filename, userdata):
         if guard is None:
             state = _refuse(requested, "the connection has no guard")
         else:
-            state = _open_checked(requested, guard.allowed)
+            state = guard.hand_over(requested)
             if state.file is None:
                 guard.refused.append(requested)
         key = next(_ids)
@@ -321,13 +354,15 @@ class GuardedConnection(MySQLdb.connections.Connection):
         guard = _guards.get(self._guard_key or 0)
         if guard is None:
             return super().query(query)
-        guard.allowed = statement_file(query) if isinstance(query, bytes) else None
+        guard.arm(statement_file(query) if isinstance(query, bytes) else None)
         try:
             return super().query(query)
         finally:
-            guard.allowed = None
+            guard.disarm()
 
 
 def _forget_guard(key: int) -> None:
     with _lock:
-        _guards.pop(key, None)
+        guard = _guards.pop(key, None)
+    if guard is not None:
+        guard.disarm()

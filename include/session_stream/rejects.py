@@ -50,7 +50,19 @@ def replace(cur, file_name: str, split: SplitResult, part_size: int) -> None:
     for reject in split.staged_rejects():
         parts = split.reject_parts(reject, part_size)
         first = next(parts)
-        rows.append((file_name, reject.line_no, reject.reason, first, reject.length, reject.sha256))
+        # raw_length and raw_sha256 are the whole line's; raw_kept the bytes kept of a line too
+        # long to keep whole (NULL: kept whole).
+        rows.append(
+            (
+                file_name,
+                reject.line_no,
+                reject.reason,
+                first,
+                reject.length if reject.whole else reject.line_length,
+                reject.sha256 if reject.whole else reject.line_sha256,
+                None if reject.whole else reject.length,
+            )
+        )
         # The rest, one statement each: only a long line has any (reading to the end checks
         # the staged bytes against their hash). Sent in hex, which the server reads faster
         # than an escaped string whatever the bytes (the figures are in the README).
@@ -69,16 +81,18 @@ def replace(cur, file_name: str, split: SplitResult, part_size: int) -> None:
 
 def _insert_rejects(cur, rows: list[tuple]) -> None:
     cur.executemany(
-        f"INSERT INTO {REJECTS} (file_name, line_no, reason, raw_line, raw_length, raw_sha256)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
+        f"INSERT INTO {REJECTS}"
+        " (file_name, line_no, reason, raw_line, raw_length, raw_sha256, raw_kept)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
         rows,
     )
 
 
-def save_line(conn, file_name: str, line_no: int, target: Path | None) -> int:
+def save_line(conn, file_name: str, line_no: int, target: Path | None) -> tuple[int, int]:
     """Write the stored raw line `line_no` of `file_name` to the file `target`, or to stdout;
-    returns its length. It goes to a temporary file first, checked, so a line that fails the
-    check (StoredRejectError) is never passed on."""
+    returns (bytes written, the line's length): less than the length for a line too long to
+    keep whole, of which the head is kept. It goes to a temporary file first, checked, so a
+    line that fails the check (StoredRejectError) is never passed on."""
     try:
         fd, name = tempfile.mkstemp(dir=Path(target).parent if target else None, prefix=".reject-")
     except OSError as exc:
@@ -86,7 +100,7 @@ def save_line(conn, file_name: str, line_no: int, target: Path | None) -> int:
     tmp = Path(name)
     try:
         with open(fd, "wb") as out:
-            length = write_line(conn, file_name, line_no, out)
+            written, length = write_line(conn, file_name, line_no, out)
         if target:
             tmp.replace(target)
         else:
@@ -95,18 +109,19 @@ def save_line(conn, file_name: str, line_no: int, target: Path | None) -> int:
             sys.stdout.buffer.flush()
     finally:
         tmp.unlink(missing_ok=True)
-    return length
+    return written, length
 
 
-def write_line(conn, file_name: str, line_no: int, out: BinaryIO) -> int:
-    """Write the stored raw line `line_no` of `file_name` to `out`, part by part; returns its
-    length. Raises StoredRejectError when there is no such reject, or when the bytes read back
-    differ from the length and SHA-256 stored with it (`out` then holds them all the same)."""
+def write_line(conn, file_name: str, line_no: int, out: BinaryIO) -> tuple[int, int]:
+    """Write the stored raw line `line_no` of `file_name` to `out`, part by part; returns
+    (bytes written, the line's length). Raises StoredRejectError when there is no such reject,
+    or when the bytes read back differ from the length and SHA-256 stored with it (for a line
+    kept in part: from the length kept) (`out` then holds them all the same)."""
     where = (file_name, line_no)
     cur = conn.cursor()
     try:
         cur.execute(
-            f"SELECT raw_line, raw_length, raw_sha256 FROM {REJECTS}"
+            f"SELECT raw_line, raw_length, raw_sha256, raw_kept FROM {REJECTS}"
             " WHERE file_name = %s AND line_no = %s",
             where,
         )
@@ -120,7 +135,7 @@ def write_line(conn, file_name: str, line_no: int, out: BinaryIO) -> int:
             f"{file_name} has no rejected line {line_no} in {tables.REJECTS_TABLE}"
             f" (SELECT line_no, reason FROM {tables.REJECTS_TABLE} WHERE file_name = ... lists them)"
         )
-    first, length, sha256 = bytes(row[0]), row[1], row[2]
+    first, length, sha256, kept = bytes(row[0]), row[1], row[2], row[3]
     digest, written, gap = hashlib.sha256(first), len(first), False
     out.write(first)
     # Streamed (the server sends a row as it is read), so a long line is never held whole.
@@ -141,14 +156,21 @@ def write_line(conn, file_name: str, line_no: int, out: BinaryIO) -> int:
     finally:
         parts.close()
     if length is None:  # written by a loader from before migration 6: raw_line is the line
-        return written
+        return written, written
+    if kept is not None:  # the head of a line too long to keep whole: its length is checked
+        if gap or written != kept:
+            raise StoredRejectError(
+                f"rejected line {line_no} of {file_name} is not stored as kept: {written} bytes"
+                f" read back{' (a part is missing)' if gap else ''}, {kept} kept"
+            )
+        return written, length
     if gap or written != length or digest.hexdigest() != sha256:
         raise StoredRejectError(
             f"rejected line {line_no} of {file_name} is not stored whole: {written} bytes read"
             f" back{' (a part is missing)' if gap else ''}, SHA-256 {digest.hexdigest()};"
             f" stored: {length} bytes, SHA-256 {sha256}"
         )
-    return written
+    return written, length
 
 
 def _unreadable(conn, exc: MySQLdb.Error) -> Exception:
@@ -162,7 +184,7 @@ def _unreadable(conn, exc: MySQLdb.Error) -> Exception:
             " may: a raw line can hold anything a file held): run this as the loader or the"
             " schema owner"
         )
-    if code in (ER_BAD_FIELD, ER_NO_SUCH_TABLE):
+    if code in (ER_BAD_FIELD, ER_NO_SUCH_TABLE):  # raw_kept: migration 8
         return ConfigError(
             f"the database has no {tables.REJECTS_TABLE} of this version: run `session-stream init-db`"
         )

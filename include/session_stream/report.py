@@ -59,6 +59,7 @@ def run_report(fetched: dict, loader, *, still_failing_days: float = DEFAULT_SWE
         "loaded": len(loaded),
         "failed": len(failed),
         "waiting": list(fetched.get("waiting") or []),
+        "ignored": dict(fetched.get("ignored") or {}),
         "retried": list(fetched.get("retried") or []),
         "sessions": sum(int(ledger[n].get("sessions") or 0) for n in loaded),
         "rows": rows,
@@ -91,6 +92,8 @@ def format_report(report: dict) -> str:
     figures.add_row("  loaded by this run", _n(report.get("loaded")), "")
     figures.add_row("  failed", _n(report.get("failed")), _names(failed))
     figures.add_row("  still being written (next run)", _n(len(waiting)), _names(waiting))
+    ignored = list(report.get("ignored") or {})
+    figures.add_row("  ignored, not Monetate files (new)", _n(len(ignored)), _names(ignored))
     figures.add_row("  late (window before the run's)", _n(len(late)), _names(late))
     figures.add_row("  retried failures of earlier windows", _n(len(retried)), _names(retried))
     figures.add_row("sessions", _n(report.get("sessions")), "")

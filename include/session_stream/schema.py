@@ -254,6 +254,37 @@ def _session_id_unique(conn) -> None:
     migrate.session_id_index(conn)
 
 
+def _ledger_lines_and_content(conn) -> None:
+    """Issue 20: every line and every listed entry accounted for, and a file known by its
+    content. The ledger counts a file's lines (lines_read = sessions + repeats + rejects +
+    blank_lines), keeps its SHA-256 and the drop's version of it (an S3 ETag, an mtime) so that a file
+    delivered again under the same name and size with other content loads again, says which
+    earlier copy a load replaced, and which load wrote the row (`load_token`: a retry after a
+    commit whose answer was lost tells its own load from another's). `ignored` is the status of
+    an entry the loader does not read. A rejected line longer than the file's rejects may keep
+    has `raw_kept` < `raw_length`. Rows from before keep NULL in the new columns."""
+    after = "`missing_keys`"
+    for column, definition in (
+        ("lines_read", f"INT UNSIGNED NULL AFTER {quote('rejects')}"),
+        ("blank_lines", "INT UNSIGNED NULL AFTER `lines_read`"),
+        ("repeats", "INT UNSIGNED NULL AFTER `blank_lines`"),
+        ("sha256", f"CHAR(64) NULL AFTER {after}"),
+        ("source_version", "VARCHAR(255) NULL AFTER `sha256`"),
+        ("replaced_sha256", "CHAR(64) NULL AFTER `source_version`"),
+        ("replaced_at", "DATETIME(3) NULL AFTER `replaced_sha256`"),
+        ("load_token", "CHAR(32) NULL AFTER `replaced_at`"),
+    ):
+        _add_column(conn, tables.LEDGER_TABLE, column, definition)
+    cur = conn.cursor()
+    # Appending an ENUM value changes no stored row (InnoDB does it in place).
+    cur.execute(
+        f"ALTER TABLE {quote(tables.LEDGER_TABLE)}"
+        " MODIFY `status` ENUM('loaded', 'failed', 'ignored') NOT NULL"
+    )
+    cur.close()
+    _add_column(conn, tables.REJECTS_TABLE, "raw_kept", "BIGINT UNSIGNED NULL AFTER `raw_sha256`")
+
+
 # Migrations 1 and 2 build from the spec, so a new database gets the current shape from them and
 # migration 3 finds nothing to convert; a database made before migration 3 is converted by it.
 MIGRATIONS: list[Migration] = [
@@ -268,6 +299,11 @@ MIGRATIONS: list[Migration] = [
         6, "rejects of any size: the raw line in parts, its length and SHA-256", _rejects_in_parts
     ),
     Migration(7, "session_sessions: a unique index on the whole session_id", _session_id_unique),
+    Migration(
+        8,
+        "ledger: lines accounted for, content identity, ignored entries; long rejects kept in part",
+        _ledger_lines_and_content,
+    ),
 ]
 
 

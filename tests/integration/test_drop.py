@@ -476,10 +476,11 @@ def file_store(request, tmp_path, monkeypatch):
     return Store(request.param, tmp_path, request, monkeypatch)
 
 
-def test_entries_named_like_drop_files_are_read_refused_or_skipped_never_silently(file_store):
-    """A link to a file in the drop is read as that file; a broken link or a FIFO named like a
-    Monetate file is listed as refused (the run ledgers and reports it); a folder so named is
-    not a file and is skipped."""
+def test_entries_named_like_drop_files_are_read_refused_or_ignored_never_silently(file_store):
+    """A link to a file in the drop is read as that file; a broken link, a FIFO or a folder
+    named like a Monetate file is listed as refused (the run ledgers and reports it); an entry
+    of another name is listed as ignored, with why (issue 20: it had vanished from every
+    count)."""
     store = file_store
     payload = gz('{"session_id": "linked"}\n')
     store.write("2026/11/01/target.bin", payload)
@@ -492,11 +493,19 @@ def test_entries_named_like_drop_files_are_read_refused_or_skipped_never_silentl
         files = {f.name: f for f in drop.list_files(START, END)}
         assert sorted(files) == [
             name(t, n)
-            for t, n in [("2026-11-01 23:00", 1), ("2026-11-01 23:15", 2), ("2026-11-01 23:30", 3)]
+            for t, n in [
+                ("2026-11-01 23:00", 1),
+                ("2026-11-01 23:15", 2),
+                ("2026-11-01 23:30", 3),
+                ("2026-11-01 23:45", 4),
+            ]
         ]
         linked = files[name("2026-11-01 23:00", 1)]
         assert (linked.refused, linked.size) == (None, len(payload))
         assert "broken symlink" in files[name("2026-11-01 23:15", 2)].refused
         assert files[name("2026-11-01 23:30", 3)].refused == "a FIFO, not a regular file"
+        assert files[name("2026-11-01 23:45", 4)].refused == "a folder, not a regular file"
+        ((other, why),) = drop.ignored
+        assert other.name == "target.bin" and "not a Monetate Session Stream file name" in why
         got = drop.download(linked, store.root.parent / "got.json.gz")
     assert got.read_bytes() == payload

@@ -138,9 +138,9 @@ def assert_secret_nowhere(url: str) -> None:
 
 def test_the_cli_reports_and_ledgers_refused_files_and_exits_1(drop, fresh_db_url):
     root, good, _ = drop
-    paths, refused = scan_tree(root)
-    assert [p.name for p in paths] == sorted(p.name for p in good)
-    assert sorted(p.name for p, _ in refused) == sorted([LINK, FIFO])
+    scan = scan_tree(root)
+    assert [p.name for p in scan.files] == sorted(p.name for p in good)
+    assert sorted(p.name for p, _ in scan.refused) == sorted([LINK, FIFO])
     cli = [sys.executable, "-m", "session_stream.cli"]
     subprocess.run([*cli, "init-db", "--db", fresh_db_url], check=True, capture_output=True)
     result = subprocess.run(
@@ -151,7 +151,7 @@ def test_the_cli_reports_and_ledgers_refused_files_and_exits_1(drop, fresh_db_ur
     )
     assert result.returncode == 1, result.stderr
     assert f"failed {LINK}: refused: a symlink that leads out" in result.stdout
-    assert "2 loaded" in result.stdout and "2 failed" in result.stdout
+    assert "2 loaded" in result.stdout and "2 failed" in result.stdout, result.stdout
     assert "Traceback" not in result.stderr
     statuses = dict(
         warehouse.query(fresh_db_url, f"SELECT file_name, status FROM `{tables.LEDGER_TABLE}`")
@@ -165,4 +165,4 @@ def test_a_file_named_on_the_command_line_is_read_as_given(tmp_path):
     target.write_bytes(b"")
     link = tmp_path / LINK
     link.symlink_to(target)
-    assert scan_tree(Path(link)) == ([link], [])
+    assert scan_tree(Path(link)).files == [link]

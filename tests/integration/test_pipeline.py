@@ -125,7 +125,7 @@ def test_the_cli_reconnects_after_a_kill_without_a_traceback(url, tmp_path, monk
     out = capsys.readouterr()
     assert status == 1, out  # one file failed, the others loaded
     assert "Traceback" not in out.out + out.err
-    assert "2 loaded, 0 skipped, 1 failed" in out.out
+    assert "3 listed = 2 loaded + 0 skipped (already loaded) + 1 failed + 0 ignored" in out.out
     assert ledger(url)[paths[1].name][0] == "failed"
 
 
@@ -161,7 +161,7 @@ def test_a_killed_split_worker_fails_its_file_and_the_run_goes_on(url, tmp_path)
     assert (summary.loaded, summary.failed) == (5, 1)  # the rest went on, in a new pool
     status, error = ledger(url)[victim.name]
     assert status == "failed"
-    assert f"split worker process (pid {killed[0]}) died" in error
+    assert f"split worker process (pid {killed[0]}) was killed by SIGKILL" in error
     assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == "zombie"
     assert list(work.iterdir()) == []  # no split folder or marker left behind
 

@@ -105,6 +105,43 @@ def test_a_fifo_or_a_link_named_by_the_statement_is_not_sent(fake_mysql, secret_
     assert server.received_bytes() == b""
 
 
+def test_a_link_named_by_the_statement_never_sends_its_target(fake_mysql, secret_file, tmp_path):
+    """Issue 20, case 8: the statement names a link, the server asks for the link's target."""
+    link = tmp_path / "staged.tsv"
+    link.symlink_to(secret_file)
+    server = fake_mysql(wants_file=lambda q: str(secret_file) if q.startswith("LOAD") else None)
+    conn = db.connect(server.url())
+    with pytest.raises(MySQLdb.OperationalError, match="not the file the running statement"):
+        conn.cursor().execute("LOAD DATA LOCAL INFILE %s INTO TABLE t", (str(link),))
+    conn.close()
+    assert server.requests and server.received_bytes() == b""
+    assert conn.refused_files == [str(secret_file)]
+
+
+def test_the_file_sent_is_the_one_opened_when_the_statement_was_sent(
+    fake_mysql, secret_file, tmp_path
+):
+    """A staged file replaced (here by a hard link to a secret) between the statement and the
+    server's request: the bytes sent are those of the file checked, never the replacement."""
+    staged = tmp_path / "session_sessions.tsv"
+    staged.write_bytes(b"0\tsession-1\n")
+
+    def swap_then_ask(query):
+        if not query.startswith("LOAD"):
+            return None
+        swapped = tmp_path / "swap"
+        os.link(secret_file, swapped)
+        os.replace(swapped, staged)
+        return str(staged)
+
+    server = fake_mysql(wants_file=swap_then_ask)
+    conn = db.connect(server.url())
+    conn.cursor().execute("LOAD DATA LOCAL INFILE %s INTO TABLE t", (str(staged),))
+    conn.close()
+    assert server.received_bytes() == b"0\tsession-1\n"
+    assert SECRET not in server.received_bytes()
+
+
 @pytest.mark.parametrize(
     ("statement", "path"),
     [
