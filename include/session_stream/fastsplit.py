@@ -87,7 +87,7 @@ def decode(raw: bytes):
     the general path says which)."""
     try:
         return _decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+    except (ValueError, RecursionError):  # msgspec.DecodeError, ValidationError; bad UTF-8
         return None
 
 
@@ -153,7 +153,7 @@ def _source(table: tables.Table) -> str:
         binds, fields = _fields(table.columns[1:], "s", "'session'", "    ")
         return "\n".join([fn, *binds, f"    return [{_join(['lead', *fields])}]"])
     top = table.path[0]
-    code = [fn, f"    found = s.{top}", "    if not found:", "        return []"]
+    code = [fn, f"    found = s.{top}", "    if not found:", "        return ()"]
     if table.shape != "map_of_lists":
         code += ["    if len(found) > ROWS_MAX:", "        return None"]
     if table.shape == "map":
@@ -180,29 +180,49 @@ def _source(table: tables.Table) -> str:
     return "\n".join(code)
 
 
-def _compile() -> list:
+def _stage_source() -> str:
+    """The source of `stage(s, index, source)`: every table's writer in turn, then what the
+    repeated-key check counts besides the rows."""
+    lines, items = tables.PURCHASE_LINE_ITEMS.path
+    absent = " + ".join(f"(s.{key} is None)" for key in tables.COLLECTION_KEYS)
+    code = [
+        "def stage(s, index, source):",
+        "    sid = s.session_id",
+        "    if not sid:",
+        "        return None",
+        "    try:",
+        f"        out = [[rows_{tables.SESSIONS.storage}(s, f'{{index}}\\t{{sid}}')[0] + '\\t' + source]]",
+        "        lead = str(index)",
+    ]
+    for table in tables.CHILD_TABLES:
+        code += [
+            f"        found = rows_{table.storage}(s, lead)",
+            "        if found is None:",
+            "            return None",
+            "        out.append(found)",
+        ]
+    code += [
+        "    except Reject:",
+        "        return None",
+        f"    found = s.{lines}",
+        f"    items = sum([line.{items} is not None for line in found.values()]) if found else 0",
+        f"    return out, {absent}, items",
+    ]
+    return "\n".join(code)
+
+
+def _compile() -> dict:
     ns = _namespace()
+    ns["Reject"] = Reject
     for table in tables.TABLES:
         exec(compile(_source(table), f"<fastsplit {table.name}>", "exec"), ns)  # noqa: S102
-    return [ns[f"rows_{t.storage}"] for t in tables.TABLES]
+    exec(compile(_stage_source(), "<fastsplit stage>", "exec"), ns)  # noqa: S102
+    return ns
 
 
-_WRITERS = _compile()
-_SESSION_WRITER, _CHILD_WRITERS = _WRITERS[0], _WRITERS[1:]
-
-
-def rows(s, index: int, session_id: str, source: str) -> list[list[str]] | None:
-    """Every table's staged lines for session `s` (decoded by `decode`), in tables.TABLES order,
-    as split.py's general path writes them; None when the general path must judge the session
-    (too many rows, or a money or time value to reject: that path names the field)."""
-    try:
-        out = [[_SESSION_WRITER(s, f"{index}\t{session_id}")[0] + "\t" + source]]
-        lead = str(index)
-        for write in _CHILD_WRITERS:
-            found = write(s, lead)
-            if found is None:
-                return None
-            out.append(found)
-    except Reject:
-        return None
-    return out
+_GENERATED = _compile()
+stage = _GENERATED["stage"]
+stage.__doc__ = """(every table's staged lines for session `s`, decoded by `decode`, in tables.TABLES order
+as split.py's general path writes them; the collections it lacks or holds as null; its purchase
+lines that carry "items"), or None when the general path must judge the session (no
+session_id, too many rows, a money or time value to reject: that path names the field)."""

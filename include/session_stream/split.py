@@ -30,7 +30,7 @@ from pathlib import Path
 
 import msgspec
 
-from . import tables
+from . import fastsplit, tables
 from .convert import JsonNumber, Reject, converter, shown
 from .errors import BadInputError
 from .keycounts import KEY_PATHS_PER_FILE, OTHER_PATHS
@@ -685,6 +685,36 @@ def _split_pass(
     tally, counted, counted_lines = check.tally, 0, 0
     best = newest.best
     struct_builders, struct_clean_builders = _struct_builders(check.tally)
+
+    def general(session, known: bool, clean: bool, index: int):
+        """A line the fast path does not take: (its rows, staged session_id, staged end_time,
+        start_time as sent, None), or (None, None, None, None, the reject reason)."""
+        mark = tally.n
+        try:
+            if known:  # exactly the spec's keys, nothing to audit
+                sid_value, end_value = session.session_id, session.end_time
+                start_value = session.start_time
+                builders = struct_clean_builders if clean else struct_builders
+            else:
+                if type(session) is not dict:
+                    raise Reject("not a JSON object")
+                sid_value, end_value = session.get("session_id"), session.get("end_time")
+                start_value = session.get("start_time")
+                if sid_value not in (None, ""):
+                    audit.check(session)
+                builders = _CLEAN_BUILDERS if clean else _BUILDERS
+            if sid_value in (None, ""):
+                raise Reject("no session_id")
+            sid = _SESSION_ID(sid_value, "session")
+            end = _END_TIME(end_value, "session")
+            # Each staged row starts with the session's index in this file: the loader turns it
+            # into session_key (see tables.SESSION_KEY_COLUMN).
+            per_table = _session_rows(session, index, sid, source, builders)
+        except Reject as exc:
+            tally.n = mark  # a rejected line is not counted
+            return None, None, None, None, str(exc)
+        return per_table, sid, end, start_value, None
+
     source_file = _Hashing(open(src, "rb"))  # noqa: SIM115 - closed with the gzip reader
     try:
         with gzip.GzipFile(fileobj=source_file, mode="rb") as f:
@@ -703,40 +733,30 @@ def _split_pass(
                 if not raw or raw.isspace():  # blank (strip() would copy every line)
                     result.blank_lines += 1
                     continue
-                try:
-                    session, known = parse(raw)
-                except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, depth
-                    _reject(writers, result, line_no, f"not JSON: {exc}", raw)
-                    continue
                 # find, not `in`: bytes.__contains__ tries its argument as an int first, and
                 # builds and drops a TypeError on every call.
                 clean = raw.find(b"\\") < 0
-                mark = tally.n
-                try:
-                    if known:  # most lines: exactly the spec's keys, nothing to audit
-                        sid_value, end_value = session.session_id, session.end_time
-                        start_value = session.start_time
-                        builders = struct_clean_builders if clean else struct_builders
-                    else:
-                        if type(session) is not dict:
-                            raise Reject("not a JSON object")
-                        sid_value, end_value = session.get("session_id"), session.get("end_time")
-                        start_value = session.get("start_time")
-                        if sid_value not in (None, ""):
-                            audit.check(session)
-                        builders = _CLEAN_BUILDERS if clean else _BUILDERS
-                    if sid_value in (None, ""):
-                        raise Reject("no session_id")
-                    sid = _SESSION_ID(sid_value, "session")
-                    end = _END_TIME(end_value, "session")
-                    # Each staged row starts with the session's index in this file: the loader
-                    # turns it into session_key (see tables.SESSION_KEY_COLUMN).
-                    per_table = _session_rows(session, result.sessions, sid, source, builders)
-                except Reject as exc:
-                    reason = str(exc)  # rejected below, once the exception and its frames are gone
-                    tally.n = mark  # a rejected line is not counted
+                # Most lines: of the common shape, which the fast path stages (fastsplit.py).
+                fast = fastsplit.decode(raw) if clean else None
+                fast_rows = fastsplit.stage(fast, result.sessions, source) if fast else None
+                if fast_rows is not None:
+                    per_table, absent, items = fast_rows
+                    session, known, reason, sid = fast, True, None, fast.session_id
+                    tally.n += absent + items * _Tally.ITEM  # as the struct builders count
+                    end = NULL if fast.end_time is None else str(fast.end_time)
+                    start_value = fast.start_time
                 else:
-                    reason = None
+                    if fast is not None:
+                        session, known = fast, True
+                    else:
+                        try:
+                            session, known = parse(raw)
+                        except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, depth
+                            _reject(writers, result, line_no, f"not JSON: {exc}", raw)
+                            continue
+                    per_table, sid, end, start_value, reason = general(
+                        session, known, clean, result.sessions
+                    )
                 if reason is not None or careful:
                     # Checked on its own: a rejected line (a repeated key may be what made a
                     # value wrong: it is named first), every line of a careful pass.

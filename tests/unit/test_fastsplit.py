@@ -15,20 +15,29 @@ DAY = date(2026, 11, 1)
 
 
 def general(raw: bytes, index: int):
-    """The general path's rows for one line (split._session_rows), or its reject reason."""
+    """The general path's rows for one line (split._session_rows), or its reject reason, and
+    what its struct builders tally for the repeated-key check."""
     session, known = split.parse(raw)
-    clean = b"\\" not in raw
+    clean = raw.find(b"\\") < 0
+    tally = split._Tally()
     if known:
-        builders = split._KNOWN_CLEAN_BUILDERS if clean else split._KNOWN_BUILDERS
+        dirty, tidy = split._struct_builders(tally)
+        builders = tidy if clean else dirty
         sid_value = session.session_id
     else:
         builders = split._CLEAN_BUILDERS if clean else split._BUILDERS
         sid_value = session.get("session_id")
     try:
         sid = split._SESSION_ID(sid_value, "session")
-        return split._session_rows(session, index, sid, "the-file", builders), sid
+        rows = split._session_rows(session, index, sid, "the-file", builders)
     except split.Reject as exc:
-        return str(exc), None
+        return str(exc), None, None
+    return staged(rows), sid, (tally.absent, tally.items) if known else None
+
+
+def staged(rows):
+    """Rows as the buffers take them (a tuple or a list of lines: the same staged bytes)."""
+    return None if rows is None else [list(lines) for lines in rows]
 
 
 @pytest.mark.parametrize("style", list(sample.ID_STYLES))
@@ -43,11 +52,13 @@ def test_the_fast_path_stages_what_the_general_path_stages(tmp_path, style):
                 fast = fastsplit.decode(raw) if b"\\" not in raw else None
                 if fast is None:
                     continue
-                rows, sid = general(raw, index)
+                rows, sid, tally = general(raw, index)
                 assert sid is not None, (
                     f"the fast path took a line the general path rejects: {rows}"
                 )
-                assert fastsplit.rows(fast, index, sid, "the-file") == rows
+                out, absent, items = fastsplit.stage(fast, index, "the-file")
+                assert staged(out) == rows
+                assert (absent, items) == tally
                 taken += 1
     assert taken > 0.9 * 2000, "most lines of a drop take the fast path"
 
@@ -159,12 +170,14 @@ def test_edge_lines_are_staged_alike_or_left_to_the_general_path(edge):
     fast = fastsplit.decode(raw)
     if fast is None:
         return
-    rows, sid = general(raw, 7)
-    staged = fastsplit.rows(fast, 7, sid or "s", "the-file")
+    rows, sid, tally = general(raw, 7)
+    found = fastsplit.stage(fast, 7, "the-file")
     if sid is None:
-        assert staged is None, f"the general path rejects this line: {rows}"
-    else:
-        assert staged in (None, rows)
+        assert found is None, f"the general path rejects this line: {rows}"
+    elif found is not None:
+        out, absent, items = found
+        assert staged(out) == rows
+        assert tally is None or (absent, items) == tally
 
 
 def test_a_line_with_a_backslash_or_a_repeated_key_is_the_general_paths():
