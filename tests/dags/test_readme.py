@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from warehouse import query
 
-from session_stream import sample, tables
+from session_stream import tables
+from session_stream.drop import sample
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -122,11 +123,15 @@ def test_make_targets_named_in_the_readme_exist(heading):
 def test_the_design_section_names_every_module_and_no_other():
     start = README.index("## Design")
     section = README[start : README.index("\n## ", start + 1)]
-    named = set(re.findall(r"`(\w+\.py)`", section))
+    named = set(re.findall(r"`([\w/]+\.py)`", section))
     modules = {
-        p.name
-        for folder in ("include/session_stream", "plugins")
-        for p in (REPO / folder).glob("*.py")
+        str(p.relative_to(REPO / root))
+        for root, folder in (
+            ("include/session_stream", "include/session_stream"),
+            ("plugins", "plugins"),
+            (".", "benchmarks"),
+        )
+        for p in (REPO / folder).rglob("*.py")
         if p.name != "__init__.py"
     }
     assert modules - named == set(), "modules the README's Design section does not describe"
