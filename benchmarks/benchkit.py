@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 import uuid
@@ -21,7 +22,8 @@ def peak_mb(who: int) -> float:
 
 
 def fresh_database(server: str, prefix: str, *, init: bool = True) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    # The process id in the name: whose database it is, when several runs share a server.
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     conn = db.connect(f"{server.rstrip('/')}/mysql", database=False)
     conn.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     conn.close()

@@ -9,6 +9,7 @@ passed to the subprocess as AIRFLOW_CONN_<ID> (JSON) and AIRFLOW_VAR_<NAME> envi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from session_stream.runs.policy import LOAD_POOL
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW = Path(sys.executable).with_name("airflow")
 DAG_ID = "session_stream"
+TEMPLATE_ENV = "SESSION_STREAM_TEST_AIRFLOW_TEMPLATE"
 
 
 # `airflow ...` with the next run's id taken from argv[1] (see AirflowHome.dags_test).
@@ -62,6 +64,12 @@ def airflow_env(home: Path) -> dict[str, str]:
 def pytest_configure(config):
     home = Path(tempfile.mkdtemp(prefix="ss_airflow_home_"))
     config._session_stream_airflow_home = home
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        # The run's one migrated metadata database, made by the first worker that needs it and
+        # copied by the others (tests/conftest.py, "parallel workers").
+        template = Path(tempfile.mkdtemp(prefix="ss_airflow_template_"))
+        config._session_stream_airflow_template = template
+        os.environ[TEMPLATE_ENV] = str(template)
     os.environ.update(airflow_env(home))
     for folder in (REPO / "include", REPO / "plugins"):
         if str(folder) not in sys.path:
@@ -69,9 +77,10 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    home = getattr(config, "_session_stream_airflow_home", None)
-    if home is not None:
-        shutil.rmtree(home, ignore_errors=True)
+    for name in ("_session_stream_airflow_home", "_session_stream_airflow_template"):
+        folder = getattr(config, name, None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- connections as env vars
@@ -204,14 +213,26 @@ class AirflowHome:
 
 @pytest.fixture(scope="session")
 def airflow_home(pytestconfig) -> AirflowHome:
-    """The session's AIRFLOW_HOME with its metadata database migrated (once) and the load pool."""
-    home = AirflowHome(
-        pytestconfig._session_stream_airflow_home,
-        airflow_env(pytestconfig._session_stream_airflow_home),
-    )
-    for args in (("db", "migrate"), ("pools", "set", LOAD_POOL, "2", "session_stream loads")):
-        result = home.run(*args, timeout=300)
-        assert result.returncode == 0, result.explain()
+    """The session's AIRFLOW_HOME with its metadata database migrated and the load pool.
+
+    Each worker process has a home of its own (runs write to its database), but the database is
+    migrated once per test run: the first worker to need it migrates a template under a lock,
+    and every worker copies the template's file (a migration is ~10 s of CPU).
+    """
+    path = pytestconfig._session_stream_airflow_home
+    home = AirflowHome(path, airflow_env(path))
+    template = Path(os.environ[TEMPLATE_ENV])
+    with open(template / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (template / "airflow.db").exists():
+            made = AirflowHome(template, airflow_env(template))
+            for args in (
+                ("db", "migrate"),
+                ("pools", "set", LOAD_POOL, "2", "session_stream loads"),
+            ):
+                result = made.run(*args, timeout=300)
+                assert result.returncode == 0, result.explain()
+        shutil.copyfile(template / "airflow.db", path / "airflow.db")
     return home
 
 

@@ -1,9 +1,9 @@
 """A fake MySQL server on loopback that speaks just enough of the protocol to play a hostile one.
 
 It sends a protocol-10 handshake, accepts any login (optionally after a TLS upgrade with a
-certificate the test made), answers every query with OK, and, when `wants_file(query)` names a
-file, answers that query with a LOCAL INFILE request (0xFB + file name) instead, keeping whatever
-the client sends back. `requests` records what happened, so a test can assert that a file's
+certificate the test made), answers every query with OK, or with the rows `answers(query)` gives
+(a text result set), and, when `wants_file(query)` names a file, answers that query with a LOCAL
+INFILE request (0xFB + file name) instead, keeping whatever the client sends back. `requests` records what happened, so a test can assert that a file's
 content never reached the server.
 """
 
@@ -46,6 +46,7 @@ class FileRequest:
 @dataclass
 class FakeMySQL:
     wants_file: Callable[[str], str | None] = lambda query: None
+    answers: Callable[[str], list[tuple] | None] = lambda query: None
     tls: ssl.SSLContext | None = None
     host: str = "127.0.0.1"
     port: int = 0
@@ -146,6 +147,10 @@ class FakeMySQL:
                 continue
             query = payload[1:].decode("utf-8", "replace")
             self.queries.append(query)
+            rows = self.answers(query)
+            if rows is not None:
+                _send_rows(conn, seq + 1, rows)
+                continue
             wanted = self.wants_file(query)
             if not wanted:
                 _send(conn, seq + 1, _OK)
@@ -162,6 +167,35 @@ class FakeMySQL:
 
 
 _OK = b"\x00\x00\x00" + struct.pack("<H", 2) + b"\x00\x00"
+_EOF = b"\xfe\x00\x00" + struct.pack("<H", 2)
+MYSQL_TYPE_VAR_STRING = 253
+
+
+def _lenenc(data: bytes) -> bytes:
+    assert len(data) < 251
+    return bytes([len(data)]) + data
+
+
+def _send_rows(conn, seq: int, rows: list[tuple]) -> None:
+    """A text result set: the column count, one definition per column (all strings), EOF, the
+    rows, EOF (the client did not ask for CLIENT_DEPRECATE_EOF)."""
+    columns = len(rows[0]) if rows else 1
+    packets = [bytes([columns])]
+    for i in range(columns):
+        name = f"c{i}".encode()
+        packets.append(
+            b"".join(_lenenc(x) for x in (b"def", b"", b"", b"", name, name))
+            + b"\x0c"
+            + struct.pack("<HIBHB", 45, 255, MYSQL_TYPE_VAR_STRING, 0, 0)
+            + b"\x00\x00"
+        )
+    packets.append(_EOF)
+    for row in rows:
+        packets.append(b"".join(b"\xfb" if v is None else _lenenc(str(v).encode()) for v in row))
+    packets.append(_EOF)
+    for packet in packets:
+        _send(conn, seq, packet)
+        seq += 1
 
 
 def _send(conn, seq: int, payload: bytes) -> None:

@@ -3,6 +3,7 @@ it makes are dropped."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.integration
 SERVER = TEST_SERVER.rsplit("/", 1)[0] + "/"
 
 
-# The databases the benchmark makes, by prefix (other tests on the server may make others).
+# The databases the benchmark makes, by prefix; each name holds the process id of the run that
+# made it (other tests and other runs on the server may make others meanwhile).
 PREFIXES = ("ss_bench_day_", "ss_bench_floor_", "ss_bench_window_", "ss_bench_rowbyrow_")
 PREFIXES += ("ss_bench_days_", "ss_bench_day1_")
 
@@ -25,7 +27,8 @@ def _bench_databases() -> set[str]:
     conn = db.connect(TEST_SERVER, database=False)
     cur = conn.cursor()
     cur.execute("SHOW DATABASES LIKE 'ss\\_bench\\_%'")
-    names = {row[0] for row in cur.fetchall() if row[0].startswith(PREFIXES)}
+    mine = f"_{os.getpid()}_"
+    names = {row[0] for row in cur.fetchall() if row[0].startswith(PREFIXES) and mine in row[0]}
     conn.close()
     return names
 

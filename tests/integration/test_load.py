@@ -499,17 +499,15 @@ def test_a_schema_behind_this_version_says_to_run_init_db(drop, fresh_db_url):
     assert run_cli("load", "-q", "--db", fresh_db_url, str(drop)).returncode == 0
 
 
-def test_local_infile_off_is_reported(url, drop):
-    admin = db.connect(url)
-    cur = admin.cursor()
-    cur.execute("SET GLOBAL local_infile = 0")
-    try:
-        result = run_cli("load", "--db", url, str(drop))
-    finally:
-        cur.execute("SET GLOBAL local_infile = 1")
-        admin.close()
-    assert result.returncode == 2
+def test_local_infile_off_is_reported(fake_mysql, drop):
+    # A server that says local_infile=OFF; the shared test server's own setting is never touched
+    # (SET GLOBAL would fail every load running beside this test).
+    server = fake_mysql(answers=lambda q: [(0,)] if "@@GLOBAL.local_infile" in q else None)
+    result = run_cli("load", "--db", server.url(), str(drop))
+    assert result.returncode == 2, result.stderr
     assert "local_infile" in result.stderr and "SET GLOBAL local_infile=1" in result.stderr
+    assert any("@@GLOBAL.local_infile" in q for q in server.queries)
+    assert not any(q.lstrip().upper().startswith("LOAD DATA") for q in server.queries)
 
 
 def test_cli_load_summary_and_exit_status(url, empty, drop, tmp_path):
