@@ -1,6 +1,6 @@
-"""The README's command blocks run as written, so they cannot rot.
+"""The README's command blocks run as written, so they cannot rot (and those of docs/).
 
-Each test takes one ```bash block from README.md, swaps the example values (a server URL, an
+Each test takes one ```bash block from README.md or a page of docs/, swaps the example values (a server URL, an
 SFTP address, the day's sizes) for test ones listed here, and runs it with bash -e. Lines that
 need what a test cannot have (a long-running web server, the real Monetate SFTP) are listed too.
 """
@@ -22,12 +22,26 @@ from session_stream.drop import sample
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
+# The README and the docs/ pages: each topic moved there keeps the test that kept it true.
+PAGES = {p: p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
+
+
+def page_with(heading: str) -> tuple[str, int]:
+    """The text of the one page with a heading that says `heading` (at any level), and where."""
+    title = heading.lstrip("#").strip()
+    found = [
+        (text, m.start())
+        for text in PAGES.values()
+        for m in re.finditer(rf"^#+ {re.escape(title)}$", text, re.M)
+    ]
+    assert len(found) == 1, f"{len(found)} headings {title!r} in README.md and docs/"
+    return found[0]
 
 
 def bash_block(heading: str) -> str:
     """The first ```bash block after `heading`."""
-    start = README.index(heading)
-    match = re.compile(r"```bash\n(.*?)```", re.S).search(README, start)
+    text, start = page_with(heading)
+    match = re.compile(r"```bash\n(.*?)```", re.S).search(text, start)
     assert match, f"no bash block after {heading!r}"
     return match.group(1)
 
@@ -121,8 +135,9 @@ def test_make_targets_named_in_the_readme_exist(heading):
 
 
 def test_the_design_section_names_every_module_and_no_other():
-    start = README.index("## Design")
-    section = README[start : README.index("\n## ", start + 1)]
+    text, start = page_with("## Design")
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end > 0 else len(text)]
     named = set(re.findall(r"`([\w/]+\.py)`", section))
     modules = {
         str(p.relative_to(REPO / root))
