@@ -32,9 +32,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | syste
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install -q --no-deps --reinstall-package session-stream -e .
 	touch $@
 
+# In parallel worker processes (pytest-xdist), one per core by default: TEST_WORKERS=0 runs the
+# suite in this one process. Tests are handed out one at a time (--dist load), slowest first.
+TEST_WORKERS ?= auto
 test: setup
 	$(CHECK_SYSTEM) test
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist load
 
 # The integration tests (every SQL statement of the engine, on a real server) with MariaDB made to
 # act as MySQL 8.4 where it can: MySQL 8.4's default sql_mode in full and no table elimination, set

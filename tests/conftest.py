@@ -28,6 +28,31 @@ pytest_plugins: list[str] = [
 
 TEST_SERVER = os.environ.get("SESSION_STREAM_TEST_SERVER", "mysql://root@127.0.0.1:3306/test")
 
+# Parallel workers (`make test` runs pytest-xdist): each worker process has its own throwaway
+# databases (below: a uuid in every name), its own Airflow home (airflow_harness.py: one migrated
+# metadata database per run, copied), its own servers on free loopback ports. No test changes
+# the shared server's settings (SET GLOBAL), which would reach the tests of the other workers.
+# The tests that run Airflow in a subprocess take most of the suite's time: they are handed out
+# first, the slowest files first, so that no worker starts a long one as the others run out of work.
+SLOW_FIRST = (
+    "tests/dags/test_real_scheduler.py",  # airflow standalone: ~2 min
+    "tests/dags/test_readme.py",
+    "tests/dags/test_demo.py",
+    "tests/dags/test_session_stream_dag.py",
+    "tests/dags/test_security_dag.py",
+    "tests/dags/test_failures.py",
+    "tests/dags/test_metadata_dag.py",
+    "tests/integration/test_pipeline.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
 
 def _server_url(database: str) -> str:
     base = TEST_SERVER.rsplit("/", 1)[0]

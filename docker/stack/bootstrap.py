@@ -121,8 +121,9 @@ def connections(
             "login": env.get("WAREHOUSE_LOADER_USER") or "loader",
             "password": _need(env, "WAREHOUSE_LOADER_PASSWORD"),
             "schema": env.get("WAREHOUSE_DATABASE") or "warehouse",
-            # local_infile: LOAD DATA LOCAL; the DAG also asks MySqlHook for it explicitly.
-            "extra": {"charset": "utf8mb4", "local_infile": True, **tls},
+            # No local_infile extra: the engine enables LOAD DATA LOCAL itself, for the staged
+            # files only (warehouse/mysql_guard.py); nothing reads the extra.
+            "extra": {"charset": "utf8mb4", **tls},
         }
     }
 

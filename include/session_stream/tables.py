@@ -239,7 +239,6 @@ TABLES: tuple[Table, ...] = (
     PURCHASE_LINE_ITEMS,
 )
 CHILD_TABLES = TABLES[1:]
-BY_NAME = {t.name: t for t in TABLES}
 
 # The JSON keys a file may carry, by path, beyond which a key is "unknown" (CONTRACT: counted
 # in the ledger, never dropped silently). Maps (custom_targets, offers, ...) have free keys.

@@ -17,7 +17,7 @@ import pytest
 from session_stream import tables
 from session_stream.drop.sample import write_drop
 from session_stream.errors import ConfigError
-from session_stream.warehouse import db, privileges
+from session_stream.warehouse import db, migrations, privileges
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def test_the_loader_loads_and_reloads_once_the_owner_ran_init_db(accounts, drop)
     assert reload.returncode == 0 and "4 loaded" in reload.stdout, reload.stdout + reload.stderr
 
     conn = db.connect(accounts.urls["loader"])
-    assert privileges.pending_migrations(conn) == []
+    assert migrations.pending_migrations(conn) == []
     with pytest.raises(MySQLdb.OperationalError, match="denied"):
         conn.cursor().execute(f"DROP TABLE `{tables.SESSIONS.name}`")
     conn.close()

@@ -604,7 +604,7 @@ def test_bootstrap_makes_the_warehouse_and_sftp_connections(bootstrap):
         "mysql", "mysql", 3306, "loader", "warehouse"
     )  # fmt: skip
     assert mysql["password"] == "p@ss:w/rd"
-    assert mysql["extra"]["local_infile"] is True
+    assert "local_infile" not in mysql["extra"]  # the engine's own, guarded, not the extra
     # TLS, checked against the CA stack-init made: MySQL 8.4's caching_sha2_password logs in
     # over TLS, and the stack's accounts REQUIRE SSL
     assert mysql["extra"]["ssl_mode"] == "VERIFY_IDENTITY"
@@ -689,7 +689,7 @@ def test_warehouse_tls_can_be_set_or_turned_off(bootstrap):
     assert DbUrl.parse(bootstrap.warehouse_url(plain)).ssl_mode == "DISABLED"
     assert bootstrap.connections(plain, read=FILES.__getitem__)["session_stream_mysql"][
         "extra"
-    ] == {"charset": "utf8mb4", "local_infile": True, "ssl_mode": "DISABLED"}
+    ] == {"charset": "utf8mb4", "ssl_mode": "DISABLED"}
     with pytest.raises(bootstrap.SetupError, match="WAREHOUSE_SSL_MODE must be one of"):
         bootstrap.warehouse_url({**BASE_ENV, "WAREHOUSE_SSL_MODE": "yes"})
 

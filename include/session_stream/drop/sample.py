@@ -83,7 +83,6 @@ TRICKY_STRINGS = (
 BAD_KINDS = ("not_json", "no_session_id", "too_long")
 BAD_SESSION_PREFIX = "bad-"  # session_id prefix of bad lines that still have one
 
-NUMBER_RE = r"\d{13}"  # the opaque number in a file name: epoch-ms-like
 
 # Session id shapes (CONTRACT: an opaque string of 1 to 255 characters, nothing promised about
 # its shape). Each is made from the same 128 random bits per session, so a drop differs between

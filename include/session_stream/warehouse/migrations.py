@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from session_stream import tables
 from session_stream.sql import quote
 from session_stream.warehouse import monetate_schema, schema
+from session_stream.warehouse.waits import named_lock
 
 LOCK_NAME = "session_stream_migrations"
+LOCK_SECONDS = monetate_schema.LOCK_SECONDS  # a migration may take long: the next one waits
 
 
 def _create_core_tables(conn) -> None:
@@ -162,10 +164,13 @@ def applied_versions(conn) -> set[int]:
 
 
 def init_db(conn) -> list[Migration]:
-    """Apply pending migrations; returns the ones applied now (empty when up to date)."""
+    """Apply pending migrations; returns the ones applied now (empty when up to date).
+
+    One process at a time: another one's migrations are waited for (logged every minute), for at
+    most LOCK_SECONDS, and then found applied."""
     cur = conn.cursor()
-    cur.execute("SELECT GET_LOCK(%s, 60)", (LOCK_NAME,))
-    try:
+    holder_is = "another init-db of this database; nothing was changed"
+    with named_lock(conn, LOCK_NAME, LOCK_SECONDS, "init-db", holder_is=holder_is):
         done = applied_versions(conn)
         applied = []
         for migration in MIGRATIONS:
@@ -178,10 +183,8 @@ def init_db(conn) -> list[Migration]:
             )
             conn.commit()
             applied.append(migration)
-        return applied
-    finally:
-        cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
-        cur.close()
+    cur.close()
+    return applied
 
 
 def pending_migrations(conn) -> list[Migration]:

@@ -24,6 +24,7 @@ from session_stream import tables
 from session_stream.errors import ConfigError
 from session_stream.sql import quote
 from session_stream.warehouse import schema
+from session_stream.warehouse.waits import named_lock
 
 LOCK_SECONDS = 6 * 3600  # a long load may hold the lock; a migration waits for it
 
@@ -32,8 +33,9 @@ def to_monetate_schema(conn) -> None:
     cur = conn.cursor()
     cur.execute("SELECT DATABASE()")
     lock = schema.load_lock_name(cur.fetchone()[0])
-    cur.execute("SELECT GET_LOCK(%s, %s)", (lock, LOCK_SECONDS))
-    try:
+    cur.close()
+    holder_is = "a load of this database; nothing was converted, init-db tries again"
+    with named_lock(conn, lock, LOCK_SECONDS, "migration 3", holder_is=holder_is):
         collation = schema.key_collation(conn)
         reconcile_columns(conn, tables.SESSIONS, collation)
         session_id_index(conn)
@@ -43,9 +45,6 @@ def to_monetate_schema(conn) -> None:
         from session_stream.warehouse import views
 
         views.create_lookups_and_views(conn)
-    finally:
-        cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
-        cur.close()
 
 
 def _table_type(cur, name: str) -> str | None:

@@ -61,23 +61,6 @@ ANALYST_RIGHTS = ("SELECT",)
 NOT_FOR_ANALYSTS = (tables.REJECTS_TABLE, tables.REJECT_PARTS_TABLE, tables.LEDGER_TABLE)
 
 
-def pending_migrations(conn) -> list[migrations.Migration]:
-    """Migrations not yet applied, found with reads only (no CREATE, unlike init_db)."""
-    cur = conn.cursor()
-    cur.execute(
-        "SELECT COUNT(*) FROM information_schema.tables"
-        " WHERE table_schema = DATABASE() AND table_name = %s",
-        (tables.MIGRATIONS_TABLE,),
-    )
-    if not cur.fetchone()[0]:
-        cur.close()
-        return list(migrations.MIGRATIONS)
-    cur.execute(f"SELECT version FROM {quote(tables.MIGRATIONS_TABLE)}")
-    done = {row[0] for row in cur.fetchall()}
-    cur.close()
-    return [m for m in migrations.MIGRATIONS if m.version not in done]
-
-
 def current_user(conn) -> str:
     cur = conn.cursor()
     cur.execute("SELECT CURRENT_USER(), DATABASE()")
@@ -102,7 +85,7 @@ def migrate_if_pending(conn) -> list[migrations.Migration]:
     A user without the rights a pending migration needs gets one ConfigError naming the user,
     the right and what to do, instead of a traceback.
     """
-    pending = pending_migrations(conn)
+    pending = migrations.pending_migrations(conn)
     if not pending:
         return []
     try:

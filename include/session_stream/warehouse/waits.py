@@ -234,10 +234,13 @@ def named_lock(
     what: str,
     *,
     interval: float | None = None,
+    holder_is: str = "another load of this database; nothing was loaded, the next run retries it",
 ) -> Iterator[None]:
-    """Hold the named lock `name` (GET_LOCK) for the block. Waits at most `timeout` seconds, a
-    minute at a time, logging after each minute whose connection holds it; past the bound,
-    raises LockWaitError naming the holder."""
+    """Hold the named lock `name` (GET_LOCK) for the block: the one way the engine takes a MySQL
+    named lock. Waits at most `timeout` seconds, a minute at a time, logging after each minute
+    whose connection holds it; past the bound, raises LockWaitError naming the holder and
+    `holder_is` (who holds such a lock, and what became of the work). Released when the block
+    ends, however it ends."""
     interval = interval or INTERVAL
     cur = conn.cursor()
     waited = 0.0
@@ -255,8 +258,8 @@ def named_lock(
             raise LoadError(f"{what}: MySQL could not take the lock {name!r} ({holder})")
         if waited >= timeout:
             raise LockWaitError(
-                f"{what}: waited {minutes(waited)} for the lock {name!r} (another load of this"
-                f" database), held by {holder}; nothing was loaded, the next run retries it"
+                f"{what}: waited {minutes(waited)} for the lock {name!r}, held by {holder}"
+                f" ({holder_is})"
             )
         log.warning(
             "%s: waiting %s for the lock %r, held by %s", what, minutes(waited), name, holder
