@@ -178,7 +178,7 @@ def test_a_line_of_900000_unknown_keys_is_rejected_and_its_file_loads(empty, tmp
 
 
 def test_distinct_unknown_keys_per_file_and_per_line_are_bounded(empty, tmp_path):
-    from session_stream.split import splitter as split
+    from session_stream.split.key_audit import UNKNOWN_KEYS_PER_LINE
     from session_stream.split.keycounts import KEY_PATHS_PER_FILE, OTHER_PATHS
 
     # 3,000 lines with a key of their own each, one with a key of 100 kB, one with 2,000 keys.
@@ -191,7 +191,7 @@ def test_distinct_unknown_keys_per_file_and_per_line_are_bounded(empty, tmp_path
     ((reason,),) = query(empty, "SELECT reason FROM session_stream_rejects")
     assert reason == (
         f"carries 2,000 keys the spec does not know, more than the"
-        f" {split.UNKNOWN_KEYS_PER_LINE:,} a line may carry"
+        f" {UNKNOWN_KEYS_PER_LINE:,} a line may carry"
     )
     counts = orjson.loads(ledger(empty, path.name)[tables.UNKNOWN_KEYS_COLUMN])
     assert len(counts) == KEY_PATHS_PER_FILE + 1 and sum(counts.values()) == 3001
