@@ -1,6 +1,6 @@
 """The row-by-row baseline: load files the way Monetate's sample script does, into its schema.
 
-The database holds Monetate's sample schema (../shared/seed/000_2f25791046f21e93.txt): session
+The database holds Monetate's sample schema (tests/fixtures/monetate_sample_schema.sql): session
 rows keyed by session_id, child rows with an AUTO_INCREMENT id and a session_id index
 (purchase_line_items keyed to their purchase line by purchase_id), with this project's column
 types so values compare exactly. One `cursor.execute` per row (no executemany, no LOAD DATA),

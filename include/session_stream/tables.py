@@ -5,7 +5,7 @@ files' columns and LOAD DATA column lists (layout.py), the newest-wins merge (lo
 views (views.py), the row-by-row baseline (rowbyrow.py) and the tests all read this module. A
 column name is written here and nowhere else.
 
-Input shape (see ../shared/CONTRACT.md): one JSON object per line::
+Input shape (Monetate's "Session Stream Data" page; docs/warehouse.md): one JSON object per line::
 
     {"session_id": "...", "account_id": 123, "start_time": <ms>, "end_time": <ms>, ...scalars,
      "custom_targets": {"<id>": "<value>"}, "offers": {"<offer id>": <ms>},
@@ -114,7 +114,7 @@ def _id(name: str) -> Column:
 
 
 # Exactly the columns of Monetate's sample schema, in its order, each fed by the JSON key of the
-# same name (../shared/seed/000_2f25791046f21e93.txt, "Creating the Database Schema").
+# same name (Monetate's "Session Stream Data" page, "Creating the Database Schema": tests/fixtures/monetate_sample_schema.sql).
 SESSIONS = Table(
     "session_sessions",
     "session",

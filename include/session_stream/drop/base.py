@@ -1,7 +1,7 @@
 """The drop location: where Monetate writes Session Stream files, opened from its URL.
 
 Monetate writes `<root>/YYYY/MM/DD/YYYYMMDDTHHMMSS.sssZ_PT15M-<number>.json.gz` (see
-shared/CONTRACT.md and names.py). Every location lists only the day folders a time range
+Monetate's "Session Stream Data" page and names.py). Every location lists only the day folders a time range
 touches, so a backfill over 820 days never walks the whole tree, and downloads atomically (temp
 name + rename) so a reader never sees half a file. Failures a user can fix are `ConfigError`s.
 

@@ -1,7 +1,8 @@
 """Monetate Session Stream file names, their order, and the day folders a time range touches.
 
 A file is `<root>/YYYY/MM/DD/YYYYMMDDTHHMMSS.sssZ_PT15M-<number>.json.gz`: the window start in
-UTC, the window length, and an opaque number that makes the name unique (shared/CONTRACT.md).
+UTC, the window length, and an opaque number that makes the name unique
+(Monetate's "Session Stream Data" page).
 """
 
 from __future__ import annotations

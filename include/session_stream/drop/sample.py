@@ -1,7 +1,7 @@
 """Write a realistic Monetate Session Stream drop tree, deterministic by seed.
 
 Tests, the benchmark and demos use it instead of binary fixtures in git. The tree looks like
-the real delivery (../shared/CONTRACT.md, "Input"): `<root>/YYYY/MM/DD/` holding gzip JSON-lines
+the real delivery (Monetate's "Session Stream Data" page; names.py): `<root>/YYYY/MM/DD/` holding gzip JSON-lines
 files named `YYYYMMDDTHHMMSS.sssZ_PT15M-<number>.json.gz`, one session object per line.
 
 What a drop holds:

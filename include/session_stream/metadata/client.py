@@ -1,6 +1,6 @@
 """Monetate Metadata API client: JWT sign-in, token reuse, retries with back-off, paging.
 
-The flow is the one in ../shared/CONTRACT.md ("Output: metadata lookups"):
+The flow is the Metadata API's (docs/warehouse.md, "Metadata lookups and BI"):
 
 1. sign ``{"username": <api user>, "iat": <now>}`` with the account's RSA private key (RS256);
 2. ``GET <auth_base>/refresh/?ttl=<s>`` with ``Authorization: JWT <jwt>`` returns ``data.token``;

@@ -2,7 +2,7 @@
 
 A refresh fills `<table>__new` and swaps it in with one RENAME TABLE, so readers see the old
 rows or the new ones, never an empty or half-filled table; a failed refresh drops `__new` and
-leaves the previous contents (../shared/CONTRACT.md, "Output: metadata lookups").
+leaves the previous contents (docs/warehouse.md, "Metadata lookups and BI").
 """
 
 from __future__ import annotations
