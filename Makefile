@@ -33,11 +33,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | syste
 	touch $@
 
 # In parallel worker processes (pytest-xdist), one per core by default: TEST_WORKERS=0 runs the
-# suite in this one process. Tests are handed out one at a time (--dist load), slowest first.
+# suite in this one process. Each worker starts with its share, slowest first, and takes tests from a busy one when it runs out (--dist worksteal).
 TEST_WORKERS ?= auto
 test: setup
 	$(CHECK_SYSTEM) test
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist load
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The integration tests (every SQL statement of the engine, on a real server) with MariaDB made to
 # act as MySQL 8.4 where it can: MySQL 8.4's default sql_mode in full and no table elimination, set
