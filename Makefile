@@ -33,15 +33,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | syste
 	touch $@
 
 # In parallel worker processes (pytest-xdist), one per core by default: TEST_WORKERS=0 runs the
-# suite in this one process. Each worker starts with its share, slowest first, and takes tests from a busy one when it runs out (--dist worksteal).
+# suite in this one process. Each worker starts with its share, the slowest tests first
+# (tests/conftest.py), and takes tests from a busy one when it runs out (--dist worksteal).
 TEST_WORKERS ?= auto
+# Bytecode of the repository's own code first: where PYTHONDONTWRITEBYTECODE is set (CI, this
+# sandbox), every CLI and Airflow process the tests start would compile it anew (~0.1 s each).
 test: setup
 	$(CHECK_SYSTEM) test
+	$(VENV)/bin/python -m compileall -q include plugins dags scripts benchmarks tests
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The integration tests (every SQL statement of the engine, on a real server) with MariaDB made to
 # act as MySQL 8.4 where it can: MySQL 8.4's default sql_mode in full and no table elimination, set
-# per session (include/session_stream/db.py).
+# per session (include/session_stream/warehouse/db.py).
 test-mysql84: setup
 	$(CHECK_SYSTEM) test
 	SESSION_STREAM_AS_MYSQL84=1 $(VENV)/bin/python -m pytest tests/integration
