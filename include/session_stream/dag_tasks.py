@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +45,7 @@ DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_REJECTS = 100
 DEFAULT_SWEEP_DAYS = 30
 DEFAULT_SWEEP_MAX_FILES = 16  # one batch: a run stays short however many files keep failing
+RUN_KEY_CHARS = 12  # of the 32 of a load_token; the other 20 stay random per load
 MAX_RETRY_WAIT = timedelta(hours=24)
 RETRY_SLACK = timedelta(minutes=15)  # a run reaches its load some minutes after it starts
 
@@ -202,6 +205,15 @@ def staging_prefix(run_id: str) -> str:
     return run_prefix(run_id)
 
 
+def run_key(run_id: str) -> str:
+    """The first characters of the ledger's load_token for the files a run loads (Loader's
+    `token_prefix`): the run's report counts the rows that carry it, so runs that overlap (a
+    backfill's look-backs) never count one file twice."""
+    import hashlib
+
+    return hashlib.sha256(str(run_id).encode()).hexdigest()[:RUN_KEY_CHARS]
+
+
 def checked_prefix(prefix: str) -> str:
     """A run prefix read back from XCom, refused unless it has the form staging_prefix makes:
     tasks write and delete under it."""
@@ -250,8 +262,20 @@ def fetch(
     sweep_max_files: int = DEFAULT_SWEEP_MAX_FILES,
     now: datetime | None = None,
     silence_hours: float | None = None,
+    leave_for_next_run: bool = False,
+    run_key: str | None = None,
 ) -> dict:
     """List, keep what is pending and settled, stage it, and plan the batches.
+
+    Settling (a file younger than `settle_seconds`, or whose size changed under a second look,
+    may still be being written): with `leave_for_next_run` (the DAG passes it for scheduled
+    runs), such a file is left for the next run when the next run's look-back still lists it
+    (its window starts at or after the window's end minus `lookback_hours`). Every other young
+    file (any file of a backfill or a manual run, or one the next run would not list) is waited
+    for until it holds still (settle.wait_until_settled, at most `settle_seconds`); one still
+    changing then is `left_behind`, and `check` fails the run naming it: no later run would
+    load it. `run_key` (run_key(run_id)) marks the ledger rows this run's loads write, so
+    the run's report counts only what it loaded.
 
     With `sweep`, files the ledger marks failed whose window started within `sweep_days`
     before the window's end (and before the look-back) join the work list: at most
@@ -260,7 +284,8 @@ def fetch(
     window's end (`result["silent"]`, a message, or None); `check` then fails the run.
     """
     from .drop import RefusedFile
-    from .settle import settled
+    from .names import order_key
+    from .settle import QUIET_SECONDS, settled, wait_until_settled
 
     scope = window.widened(lookback_hours)
     sweep_since = window.end - timedelta(days=sweep_days)
@@ -303,9 +328,24 @@ def fetch(
         # A store that gives no mtime cannot show a file's age: look at its size twice instead.
         recheck_after = 5.0 if any(f.mtime is None for f in pending) else 0.0
     # settled() returns the ready files oldest first, and nothing to wait for when nothing is pending.
-    ready, waiting = settled(
+    ready, young = settled(
         drop, pending, settle_seconds=settle_seconds, recheck_after=recheck_after
     )
+    next_scope_start = window.end - timedelta(hours=lookback_hours)
+    waiting = [
+        f
+        for f in young
+        if leave_for_next_run and f.window_start is not None and f.window_start >= next_scope_start
+    ]
+    left_behind = []
+    if len(waiting) < len(young):
+        left = {id(f) for f in waiting}
+        more, left_behind = wait_until_settled(
+            drop,
+            [f for f in young if id(f) not in left],
+            timeout=max(float(settle_seconds), QUIET_SECONDS),
+        )
+        ready = sorted(ready + more, key=lambda f: order_key(f.name))
 
     staged = []
     with tempfile.TemporaryDirectory(prefix="session_stream_fetch_") as tmp:
@@ -342,6 +382,8 @@ def fetch(
         "listed": len(listed),
         "already_loaded": len(readable) - len(pending_names),
         "waiting": [f.name for f in waiting],
+        "left_behind": [f.name for f in left_behind],
+        "run_key": run_key,
         "refused": {name: why for name, (_, why) in refused.items()},
         "ignored": ignored,
         "fetched": [f["name"] for f in staged],
@@ -351,11 +393,13 @@ def fetch(
         "batches": batches,
     }
     log.info(
-        "window %s (with look-back %s): %d listed, %d already loaded, %d still being written, %d fetched in %d batch(es)",
+        "window %s (with look-back %s): %d listed, %d already loaded, %d still being written"
+        " (%d left for the next run), %d fetched in %d batch(es)",
         window,
         scope,
         len(listed),
         result["already_loaded"],
+        len(waiting) + len(left_behind),
         len(waiting),
         len(staged),
         len(batches),
@@ -476,6 +520,102 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
                         rows[table] = rows.get(table, 0) + n
             _remove_staged(staging, prefix, name)
 
+    return _batch_result(
+        loaded,
+        skipped,
+        failures,
+        retried,
+        rows,
+        rejects,
+        len(split["files"]) + len(split["failed"]),
+    )
+
+
+def split_and_load(
+    batch: dict, staging, loader, *, force: bool = False, workers: int | None = None
+) -> dict:
+    """Split and load a fetched batch in one task, as the CLI does (pipeline._split_ahead):
+    worker processes split the next files while MySQL loads the current one, and nothing but
+    the raw files goes through the staging area. Failures as in load_batch: recorded in the
+    ledger, FilesFailedError at the end naming them (files the sweep retried only logged);
+    errors that are not about a file propagate, and a retry skips what the ledger shows loaded.
+    """
+    from .layout import SplitResult
+    from .load import FileOutcome, is_loaded
+    from .pipeline import _split_ahead
+    from .workers import DEFAULT_WORKERS, scratch_folder
+
+    prefix = checked_prefix(batch["prefix"])
+    items = {item["name"]: item for item in batch["files"]}
+    retried = {n for n, item in items.items() if item.get("retry")}
+    failures: dict[str, str] = {}
+    loaded, skipped = [], []
+    rows: dict[str, int] = {}
+    rejects = 0
+    started = time.perf_counter()
+    with scratch_folder() as work:
+        paths = []
+        for name, item in items.items():
+            key = raw_key(prefix, name)
+            if not staging.exists(key):
+                # A retried task: the first try loaded this file and removed its staged copy.
+                if is_loaded(loader.ledger([name]).get(name), item["size"]):
+                    skipped.append(name)
+                    continue
+                error = "its staged copy is missing; the next run fetches the file again"
+                loader.record_failure(name, item["size"], _when(item.get("window_start")), error)
+                failures[name] = error
+                continue
+            local = staging.get_file(key, _local_path(staging, key) or work / "raw" / name)
+            paths.append(Path(local))
+        jobs = DEFAULT_WORKERS if workers is None else workers
+        for path, split_or_error in _split_ahead(paths, work, jobs):
+            item = items[path.name]
+            size, window_start = item["size"], _when(item.get("window_start"))
+            if isinstance(split_or_error, SessionStreamError):
+                log.error("%s cannot be read: %s", path.name, split_or_error)
+                loader.record_failure(path.name, size, window_start, str(split_or_error))
+                outcome = FileOutcome(path.name, "failed", error=str(split_or_error))
+            else:
+                try:
+                    outcome = loader.load(
+                        SplitResult.read(split_or_error),
+                        size=size,
+                        window_start=window_start,
+                        force=force,
+                        version=item.get("version"),
+                    )
+                except (BadInputError, LoadError) as exc:
+                    loader.record_failure(path.name, size, window_start, str(exc))
+                    outcome = FileOutcome(path.name, "failed", error=str(exc))
+                finally:
+                    shutil.rmtree(split_or_error, ignore_errors=True)
+            if outcome.status == "failed":
+                failures[path.name] = outcome.error or "load failed"
+            elif outcome.status == "skipped":
+                skipped.append(path.name)
+            else:
+                loaded.append(path.name)
+                rejects += outcome.rejects
+                for table, n in (outcome.rows or {}).items():
+                    rows[table] = rows.get(table, 0) + n
+            _remove_staged(staging, prefix, path.name)
+            done = len(loaded) + len(skipped) + len(failures)
+            if done % 16 == 0 or done == len(items):
+                log.info(
+                    "%d of %d file(s) done (%d loaded, %d skipped, %d failed), %.0f s",
+                    done,
+                    len(items),
+                    len(loaded),
+                    len(skipped),
+                    len(failures),
+                    time.perf_counter() - started,
+                )
+    return _batch_result(loaded, skipped, failures, retried, rows, rejects, len(items))
+
+
+def _batch_result(loaded, skipped, failures, retried, rows, rejects, total) -> dict:
+    """What a load task returns, or FilesFailedError naming the files that newly failed."""
     log.info(
         "loaded %d file(s), skipped %d, failed %d; rows %s",
         len(loaded),
@@ -495,7 +635,7 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
     new_failures = {n: e for n, e in failures.items() if n not in retried}
     if new_failures:
         raise FilesFailedError(
-            f"{len(new_failures)} of {len(split['files']) + len(split['failed'])} file(s) failed; "
+            f"{len(new_failures)} of {total} file(s) failed; "
             "they are marked failed in the ledger and the next run retries them",
             {n: without_name(n, e) for n, e in new_failures.items()},
         )
@@ -593,6 +733,12 @@ def check(
             ),
         )
     problems = {n: f"refused ({why})" for n, why in refused.items()}
+    # A young file no later run lists, still changing after the wait: left behind, said loudly.
+    problems |= {
+        n: "still being written when this run gave up waiting for it, and no later run lists its"
+        " window: run this window again once the file is complete"
+        for n in fetched.get("left_behind") or []
+    }
     problems |= {n: f"not loaded ({without_name(n, e)})" for n, e in not_loaded.items()}
     # Loaded files with too many rejects stay loaded: nothing retries them, a person looks.
     problems |= {

@@ -3,8 +3,10 @@
 `run_report` returns a plain dict (JSON-safe: it travels as XCom and as the extra of the Asset
 event the run emits); `format_report` renders it as the table `check`'s log ends with.
 
-Figures are for the files the run fetched; a file another run loaded while this one waited
-counts as loaded here. Unknown and missing keys are summed from the ledger's `unknown_keys` and
+Figures are for what the run itself did: a file counts as loaded by the run when its ledger
+row carries the run's key (fetched["run_key"], the head of the load_token its load wrote), so a
+file that an overlapping run (a backfill's look-backs) loaded while this one waited is counted
+once, by that run, and here as "loaded by another run". Unknown and missing keys are summed from the ledger's `unknown_keys` and
 `missing_keys` JSON columns when the warehouse has them (CONTRACT: each file's ledger row counts
 unknown keys by path), and are empty otherwise.
 """
@@ -35,8 +37,13 @@ def run_report(fetched: dict, loader, *, still_failing_days: float = DEFAULT_SWE
     start, end = (_moment(t) for t in (fetched.get("window") or [None, None]))
     names = list(fetched.get("fetched") or [])
     ledger = loader.ledger(names) if names else {}
-    loaded = [n for n in names if (ledger.get(n) or {}).get("status") == "loaded"]
-    failed = [n for n in names if n not in set(loaded)]
+    in_ledger = [n for n in names if (ledger.get(n) or {}).get("status") == "loaded"]
+    key = fetched.get("run_key")
+    loaded = [
+        n for n in in_ledger if not key or str(ledger[n].get("load_token") or "").startswith(key)
+    ]
+    elsewhere = [n for n in in_ledger if n not in set(loaded)]
+    failed = [n for n in names if n not in set(in_ledger)]
     rows = {t.name: 0 for t in tables.TABLES}
     for n in loaded:
         for t in tables.TABLES:
@@ -57,6 +64,8 @@ def run_report(fetched: dict, loader, *, still_failing_days: float = DEFAULT_SWE
         "skipped": int(fetched.get("already_loaded") or 0),
         "fetched": len(names),
         "loaded": len(loaded),
+        "loaded_elsewhere": len(elsewhere),
+        "left_behind": list(fetched.get("left_behind") or []),
         "failed": len(failed),
         "waiting": list(fetched.get("waiting") or []),
         "ignored": dict(fetched.get("ignored") or {}),
@@ -90,8 +99,11 @@ def format_report(report: dict) -> str:
     figures.add_row("files listed (window + look-back)", _n(report.get("listed")), "")
     figures.add_row("  skipped, loaded before", _n(report.get("skipped")), "")
     figures.add_row("  loaded by this run", _n(report.get("loaded")), "")
+    figures.add_row("  loaded meanwhile by another run", _n(report.get("loaded_elsewhere")), "")
     figures.add_row("  failed", _n(report.get("failed")), _names(failed))
     figures.add_row("  still being written (next run)", _n(len(waiting)), _names(waiting))
+    left = report.get("left_behind") or []
+    figures.add_row("  LEFT BEHIND (no later run lists them)", _n(len(left)), _names(left))
     ignored = list(report.get("ignored") or {})
     figures.add_row("  ignored, not Monetate files (new)", _n(len(ignored)), _names(ignored))
     figures.add_row("  late (window before the run's)", _n(len(late)), _names(late))

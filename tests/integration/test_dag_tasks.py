@@ -216,10 +216,108 @@ def test_a_file_still_being_written_waits_for_the_next_run(env):
         if p != young:
             os.utime(p, (now - 3600, now - 3600))
     fetched = dag_tasks.fetch(
-        env.drop, env.loader, env.staging, HOUR0, prefix=P("r"), settle_seconds=600
+        env.drop,
+        env.loader,
+        env.staging,
+        HOUR0,
+        prefix=P("r"),
+        settle_seconds=600,
+        leave_for_next_run=True,  # a scheduled run: the next run's look-back lists the file
     )
-    assert fetched["waiting"] == [young.name]
+    assert fetched["waiting"] == [young.name] and fetched["left_behind"] == []
     assert young.name not in fetched["fetched"] and len(fetched["fetched"]) == 3
+
+
+def test_a_backfill_of_files_written_a_moment_ago_waits_for_them_and_loads_them_all(env, caplog):
+    """The drop copied in just now, then backfilled: no later run lists a past window, so the
+    run waits until each file holds still (seconds, not settle_seconds) and loads them all."""
+    now = time.time()
+    for p in env.paths:
+        os.utime(p, (now, now))
+    caplog.set_level("INFO")
+    began = time.monotonic()
+    fetched = dag_tasks.fetch(
+        env.drop, env.loader, env.staging, HOUR0, prefix=P("bf"), settle_seconds=600
+    )
+    assert time.monotonic() - began < 60
+    assert (fetched["waiting"], fetched["left_behind"]) == ([], [])
+    assert fetched["fetched"] == [p.name for p in env.paths]
+    assert "waiting for 4 file(s) of a window no later run lists to hold still" in caplog.text
+
+
+def test_a_scheduled_run_waits_for_a_young_file_the_next_run_would_not_list(env):
+    """A late file of the oldest look-back hour: the next run's look-back starts after it."""
+    late = env.paths[0]
+    now = time.time()
+    for p in env.paths:
+        os.utime(p, (now, now) if p == late else (now - 3600, now - 3600))
+    three_hours_later = dag_tasks.Window(
+        HOUR0.start + timedelta(hours=3), HOUR0.end + timedelta(hours=3)
+    )
+    fetched = dag_tasks.fetch(
+        env.drop,
+        env.loader,
+        env.staging,
+        three_hours_later,
+        prefix=P("s"),
+        settle_seconds=600,
+        leave_for_next_run=True,
+    )
+    assert fetched["waiting"] == [] and late.name in fetched["fetched"]
+
+
+def test_a_file_still_changing_after_the_wait_is_left_behind_and_fails_the_check(env):
+    import threading
+
+    busy = env.paths[1]
+    stop = threading.Event()
+
+    def keep_writing():
+        while not stop.wait(0.5):
+            with open(busy, "ab") as f:
+                f.write(b"x")
+
+    writer = threading.Thread(target=keep_writing, daemon=True)
+    writer.start()
+    try:
+        fetched = dag_tasks.fetch(
+            env.drop, env.loader, env.staging, HOUR0, prefix=P("lb"), settle_seconds=6
+        )
+    finally:
+        stop.set()
+        writer.join()
+    assert fetched["left_behind"] == [busy.name] and busy.name not in fetched["fetched"]
+    for batch in fetched["batches"]:
+        dag_tasks.load_batch(dag_tasks.split_batch(batch, env.staging), env.staging, env.loader)
+    with pytest.raises(dag_tasks.FilesFailedError) as failed:
+        dag_tasks.check(fetched, env.loader)
+    assert failed.value.files == [busy.name]
+    assert "no later run lists its window" in failed.value.problems[busy.name]
+
+
+def test_overlapping_runs_each_count_only_the_files_they_loaded(env):
+    """Two runs fetch the same files; the first loads them, the second finds them loaded."""
+    runs = {}
+    for run_id in ("backfill__a", "backfill__b"):
+        runs[run_id] = dag_tasks.fetch(
+            env.drop,
+            env.loader,
+            env.staging,
+            HOUR0,
+            prefix=P(run_id),
+            settle_seconds=0,
+            run_key=dag_tasks.run_key(run_id),
+        )
+    for run_id, fetched in runs.items():
+        loader = Loader(lambda: db.connect(env.url), token_prefix=dag_tasks.run_key(run_id))
+        for batch in fetched["batches"]:
+            dag_tasks.load_batch(dag_tasks.split_batch(batch, env.staging), env.staging, loader)
+        loader.close()
+    first = dag_tasks.check(runs["backfill__a"], env.loader)
+    second = dag_tasks.check(runs["backfill__b"], env.loader)
+    assert (first["loaded"], first["loaded_elsewhere"]) == (4, 0)
+    assert (second["loaded"], second["loaded_elsewhere"]) == (0, 4)
+    assert first["sessions"] > 0 and second["sessions"] == 0
 
 
 def test_a_bad_file_fails_alone_is_marked_failed_and_the_next_run_retries_it(env):
@@ -564,3 +662,25 @@ def test_the_report_sums_the_ledgers_unknown_and_missing_keys(env):
     assert report["unknown_keys"] == {"session.new_field": 5, "cart_lines[].discount": 1}
     assert report["missing_keys"] == {"session.city": 2, "session.region": 1}
     assert "session.new_field 5, cart_lines[].discount 1" in format_report(report)
+
+
+def test_split_and_load_in_one_task_loads_a_batch_and_a_bad_file_fails_alone(env):
+    """The DAGs' load: split in worker processes while MySQL loads, one task per batch."""
+    truncate_file(env.paths[1])
+    fetched = dag_tasks.fetch(
+        env.drop, env.loader, env.staging, HOUR0, prefix=P("sl"), settle_seconds=0, batch_size=96
+    )
+    [batch] = fetched["batches"]
+    with pytest.raises(dag_tasks.FilesFailedError) as failed:
+        dag_tasks.split_and_load(batch, env.staging, env.loader, workers=2)
+    assert failed.value.files == [env.paths[1].name]
+    statuses = {n: s for n, (s, _) in ledger(env.url).items()}
+    assert statuses == {p.name: ("failed" if p == env.paths[1] else "loaded") for p in env.paths}
+    assert staged_files(env) == []
+    # A retry of the task skips what the first try loaded (its staged copies are gone).
+    again = dag_tasks.split_and_load(
+        {**batch, "files": [f for f in batch["files"] if f["name"] != env.paths[1].name]},
+        env.staging,
+        env.loader,
+    )
+    assert sorted(again["skipped"]) == sorted(p.name for p in env.paths if p != env.paths[1])
