@@ -280,8 +280,9 @@ def fetch(
     With `sweep`, files the ledger marks failed whose window started within `sweep_days`
     before the window's end (and before the look-back) join the work list: at most
     `sweep_max_files`, newest first, each once its retry is due (see retry_due).
-    With `silence_hours`, also tell whether the drop has had no file for that long before the
-    window's end (`result["silent"]`, a message, or None); `check` then fails the run.
+    With `silence_hours`, also tell whether the drop's silence began in this window
+    (`result["silent"]`, a message, or None: `check` then fails the run), goes on
+    (`silence_ongoing`, logged only) or ended (`silence_ended`): see drop_silence.
     """
     from .drop import RefusedFile
     from .names import order_key
@@ -291,7 +292,14 @@ def fetch(
     sweep_since = window.end - timedelta(days=sweep_days)
     listed = drop.list_files(scope.start, scope.end)
     listed_ignored = list(drop.ignored)  # before any other listing replaces them
-    silent = drop_silence(drop, listed, scope, silence_hours) if silence_hours else None
+    silence = (
+        drop_silence(drop, listed, scope, silence_hours, window)
+        if silence_hours
+        else {"began": None, "ongoing": None, "ended": None}
+    )
+    silent = silence["began"]
+    if silence["ongoing"]:
+        log.warning("%s (alerted when the silence began; not again)", silence["ongoing"])
     # Entries the drop will not read (a symlink out of a local drop, a FIFO): failed in the
     # ledger with the reason, reported by the run, never silently skipped.
     refused = {f.name: (f, f.refused) for f in listed if f.refused}
@@ -390,6 +398,8 @@ def fetch(
         "retried": [f["name"] for f in staged if f.get("retry")],
         "sweep_since": sweep_since.isoformat(),
         "silent": silent,
+        "silence_ongoing": silence["ongoing"],
+        "silence_ended": silence["ended"],
         "batches": batches,
     }
     log.info(
@@ -407,23 +417,47 @@ def fetch(
     return result
 
 
-def drop_silence(drop, listed: list, scope: Window, hours: float) -> str | None:
-    """A message when no file of the drop has a window start in the `hours` before `scope.end`.
+def drop_silence(
+    drop, listed: list, scope: Window, hours: float, window: Window | None = None
+) -> dict:
+    """Whether the drop has gone quiet, once per silence: {"began", "ongoing", "ended"}, each a
+    message or None.
 
-    `listed` is what the run listed over `scope`; only the part of the silence period it does not
-    cover is listed again (one or two day folders).
+    `began`: no file has a window start in the `hours` before the window's end, and one had at
+    the window's start (the silence reached `hours` during this run's interval): `check` fails
+    the run, which sends the one alert. `ongoing`: silent, and it was already at the window's
+    start (an earlier run alerted): logged, not alerted again. `ended`: files in the window and
+    none in the `hours` before it: the run says the drop delivers again (`finish` mails it).
+    A scheduled run that never ran (the scheduler was down when the silence began) means no
+    alert for that silence: the run after it sees it as ongoing.
+
+    `listed` is what the run listed over `scope`; only the part of [window.start - hours,
+    window.end) it does not cover is listed again (one or two day folders).
     """
-    since = scope.end - timedelta(hours=hours)
-    seen = [f for f in listed if f.window_start >= since]
-    if not seen and since < scope.start:
-        seen = drop.list_files(since, scope.start)
-    if seen:
-        return None
-    return (
-        f"no new file in the drop for {hours:g} hours: none has a window starting in "
-        f"[{since.isoformat()}, {scope.end.isoformat()}); check that Monetate still delivers "
-        f"to {drop.url} (silence_hours={hours:g})"
-    )
+    window = window or scope
+    since = window.start - timedelta(hours=hours)
+    seen = [f for f in listed if f.window_start and f.window_start >= since]
+    if since < scope.start:
+        seen += drop.list_files(since, scope.start)
+    starts = [f.window_start for f in seen if f.window_start]
+    recent = [t for t in starts if t >= window.end - timedelta(hours=hours)]
+    before_window = [t for t in starts if t < window.start]
+    in_window = [t for t in starts if window.start <= t < window.end]
+    state = {"began": None, "ongoing": None, "ended": None}
+    if not recent:
+        message = (
+            f"no new file in the drop for {hours:g} hours: none has a window starting in "
+            f"[{(window.end - timedelta(hours=hours)).isoformat()}, {window.end.isoformat()}); "
+            f"check that Monetate still delivers to {drop.url} (silence_hours={hours:g})"
+        )
+        key = "began" if starts else "ongoing"
+        state[key] = message
+    elif in_window and not before_window:
+        state["ended"] = (
+            f"the drop {drop.url} delivers again: files with windows from "
+            f"{min(in_window).isoformat()} after none in the {hours:g} hours before"
+        )
+    return state
 
 
 def split_batch(batch: dict, staging) -> dict:
@@ -553,10 +587,21 @@ def split_and_load(
     rows: dict[str, int] = {}
     rejects = 0
     started = time.perf_counter()
+    # Files an overlapping run loaded since this run's fetch are not split for nothing.
+    todo = set(
+        loader.pending(
+            [(n, item["size"], item.get("version")) for n, item in items.items()], force=force
+        )
+    )
     with scratch_folder() as work:
         paths = []
         for name, item in items.items():
             key = raw_key(prefix, name)
+            if name not in todo:
+                log.info("%s: loaded meanwhile by another run; skipped", name)
+                skipped.append(name)
+                _remove_staged(staging, prefix, name)
+                continue
             if not staging.exists(key):
                 # A retried task: the first try loaded this file and removed its staged copy.
                 if is_loaded(loader.ledger([name]).get(name), item["size"]):
@@ -749,9 +794,13 @@ def check(
     log.info("run report\n%s", format_report(report))
     if problems:
         window = fetched.get("window") or ["?", "?"]
-        raise FilesFailedError(
+        error = FilesFailedError(
             f"{len(problems)} file(s) of window [{window[0]}, {window[1]}) need a look", problems
         )
+        error.report = report  # the run's alert lists the files still failing from it
+        raise error
     if fetched.get("silent"):
-        raise DropSilentError(fetched["silent"])
+        error = DropSilentError(fetched["silent"])
+        error.report = report
+        raise error
     return report

@@ -79,6 +79,8 @@ def run_report(fetched: dict, loader, *, still_failing_days: float = DEFAULT_SWE
         "failed_files": failed,
         "still_failing": [_failing_entry(r) for r in failing[:MAX_LISTED]],
         "still_failing_total": len(failing),
+        "silence_ongoing": fetched.get("silence_ongoing"),
+        "silence_ended": fetched.get("silence_ended"),
     }
 
 

@@ -122,7 +122,10 @@ def test_hourly_runs_load_their_window_once_even_when_rerun_or_overlapping(
 
     again = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
     assert again.returncode == 0 and again.run_state == "success", again.explain()
-    assert "4 listed, 4 already loaded, 0 still being written, 0 fetched" in again.output
+    assert (
+        "4 listed, 4 already loaded, 0 still being written (0 left for the next run), 0 fetched"
+        in again.output
+    )
     assert len(asset_events(airflow_home)) == events_before + 1, "nothing loaded: no event"
     assert ledger(fresh_db_url) == loaded_first  # same rows, same loaded_at: nothing reloaded
 

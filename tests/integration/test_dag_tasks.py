@@ -415,6 +415,29 @@ def test_a_scheduled_run_fails_when_the_drop_has_been_silent_for_too_long(env):
         assert dag_tasks.check(fetched, env.loader)["loaded"] == 0
 
 
+def test_a_silence_alerts_once_when_it_begins_and_says_when_it_ends(env):
+    """Hour 0 delivered; the hourly runs after it: the silence reaches 6 hours in the run of
+    [06:00, 07:00) (hour 0's files are then older than 6 h): that run fails; the next ones only
+    log it; a run whose window has files again after 6 silent hours says it ended."""
+    run(env)
+    found = {}
+    for h in range(1, 10):
+        w = dag_tasks.Window(HOUR0.start + timedelta(hours=h), HOUR0.end + timedelta(hours=h))
+        fetched = dag_tasks.fetch(
+            env.drop, env.loader, env.staging, w, prefix=P(f"s{h}"), silence_hours=6
+        )
+        found[h] = tuple(bool(fetched[k]) for k in ("silent", "silence_ongoing", "silence_ended"))
+    assert [h for h, (began, _, _) in found.items() if began] == [6]
+    assert [h for h, (_, ongoing, _) in found.items() if ongoing] == [7, 8, 9]
+    # Files again in hour 10, after [04:00, 10:00) held none.
+    write_drop(env.tmp / "drop", DAY, sessions=20, files=1, start_hour=10, hours=1, seed=9)
+    w10 = dag_tasks.Window(HOUR0.start + timedelta(hours=10), HOUR0.end + timedelta(hours=10))
+    fetched = dag_tasks.fetch(
+        env.drop, env.loader, env.staging, w10, prefix=P("s10"), silence_hours=6, settle_seconds=0
+    )
+    assert fetched["silent"] is None and "delivers again" in fetched["silence_ended"]
+
+
 def test_the_look_back_picks_up_a_late_file_of_an_earlier_hour(env):
     run(env)
     late = write_drop(env.tmp / "late", DAY, sessions=20, files=1, start_hour=0, hours=1, seed=99)[
