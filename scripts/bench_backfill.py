@@ -147,7 +147,8 @@ class Airflow:
         raise SystemExit(f"airflow standalone did not come up in {timeout:.0f} s:\n{self.tail()}")
 
     def runs(self) -> list[dict]:
-        return self.api(f"/dags/{DAG_ID}/dagRuns?limit=50&run_type=backfill")["dag_runs"]
+        runs = self.api(f"/dags/{DAG_ID}/dagRuns?limit=50")["dag_runs"]
+        return [r for r in runs if r["run_type"] == "backfill"]
 
     def tasks(self, run_id: str) -> list[dict]:
         return self.api(f"/dags/{DAG_ID}/dagRuns/{quote(run_id)}/taskInstances")["task_instances"]
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         airflow.cli("pools", "set", "session_stream_load", "2", "session-stream loads")
         airflow.start()
         airflow.wait_ready(300)
+        # A paused DAG's tasks are never queued, backfills' included (README: unpause it).
+        airflow.cli("dags", "unpause", DAG_ID)
         startup = time.monotonic() - t
         say(f"  airflow standalone up (db migrate, pool, DAGs parsed): {startup:.1f} s")
 

@@ -312,6 +312,18 @@ class Loader:
 
         return self._outside_load(read, "reading the failing files")
 
+    def count_sessions(self) -> int:
+        """The distinct sessions the warehouse holds ("sessions now stored")."""
+
+        def count(conn):
+            cur = conn.cursor()
+            cur.execute(f"SELECT COUNT(*) FROM {quote(tables.SESSIONS.name)}")
+            (n,) = cur.fetchone()
+            cur.close()
+            return int(n)
+
+        return self._outside_load(count, "counting the stored sessions")
+
     def pending(self, files: Iterable[tuple], force: bool = False) -> list[str]:
         """Names of the files that still need loading: not loaded, or loaded with another size
         or other content. Each file is (name, size) or (name, size, identity): its SHA-256 as

@@ -70,7 +70,16 @@ def run_report(fetched: dict, loader, *, still_failing_days: float = DEFAULT_SWE
         "waiting": list(fetched.get("waiting") or []),
         "ignored": dict(fetched.get("ignored") or {}),
         "retried": list(fetched.get("retried") or []),
-        "sessions": sum(int(ledger[n].get("sessions") or 0) for n in loaded),
+        # The three session counts, the same words as the CLI's summary (README, "The three
+        # session counts"): every session line of the run's files (a session re-emitted in
+        # several files is a version in each), the rows this run wrote to session_sessions (the
+        # newest version of each session a file holds, less those a newer stored one beat), and
+        # the distinct sessions the warehouse holds now, whoever loaded them.
+        "session_versions_read": sum(
+            int(ledger[n].get("sessions") or 0) + int(ledger[n].get("repeats") or 0) for n in loaded
+        ),
+        "sessions_written": rows[tables.SESSIONS.name],
+        "sessions_stored": loader.count_sessions() if hasattr(loader, "count_sessions") else None,
         "rows": rows,
         "rejects": sum(int(ledger[n].get("rejects") or 0) for n in loaded),
         "unknown_keys": _sum_keys(ledger[n].get("unknown_keys") for n in loaded),
@@ -110,7 +119,10 @@ def format_report(report: dict) -> str:
     figures.add_row("  ignored, not Monetate files (new)", _n(len(ignored)), _names(ignored))
     figures.add_row("  late (window before the run's)", _n(len(late)), _names(late))
     figures.add_row("  retried failures of earlier windows", _n(len(retried)), _names(retried))
-    figures.add_row("sessions", _n(report.get("sessions")), "")
+    figures.add_row("session versions read (lines)", _n(report.get("session_versions_read")), "")
+    figures.add_row("sessions written (this run)", _n(report.get("sessions_written")), "")
+    stored = report.get("sessions_stored")
+    figures.add_row("sessions now stored (warehouse)", "?" if stored is None else _n(stored), "")
     for table, n in (report.get("rows") or {}).items():
         figures.add_row(f"rows {table}", _n(n), "")
     figures.add_row("rejects (session_stream_rejects)", _n(report.get("rejects")), "")

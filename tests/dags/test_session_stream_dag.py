@@ -114,7 +114,7 @@ def test_hourly_runs_load_their_window_once_even_when_rerun_or_overlapping(
     # One Asset event for the run, carrying the run's report.
     events = asset_events(airflow_home)[events_before:]
     assert len(events) == 1 and events[0]["loaded"] == 4, events
-    assert events[0]["sessions"] > 0 and "session.x_debug" in events[0]["unknown_keys"]
+    assert events[0]["sessions_written"] > 0 and "session.x_debug" in events[0]["unknown_keys"]
     hour0 = in_hours(drop, 0)
     assert len(hour0) == 4
     assert_same_warehouse(fresh_db_url, reference(hour0), hour0)

@@ -317,7 +317,9 @@ def test_overlapping_runs_each_count_only_the_files_they_loaded(env):
     second = dag_tasks.check(runs["backfill__b"], env.loader)
     assert (first["loaded"], first["loaded_elsewhere"]) == (4, 0)
     assert (second["loaded"], second["loaded_elsewhere"]) == (0, 4)
-    assert first["sessions"] > 0 and second["sessions"] == 0
+    assert first["sessions_written"] > 0 and second["sessions_written"] == 0
+    assert first["session_versions_read"] >= first["sessions_written"]
+    assert first["sessions_stored"] == second["sessions_stored"] == first["sessions_written"]
 
 
 def test_a_bad_file_fails_alone_is_marked_failed_and_the_next_run_retries_it(env):
@@ -634,13 +636,13 @@ def test_check_returns_the_runs_report_from_the_ledger_and_its_log_ends_with_the
 
     row = warehouse.query(
         env.url,
-        f"SELECT SUM(sessions), SUM(rejects), SUM(rows_offers) FROM `{tables.LEDGER_TABLE}`"
+        f"SELECT SUM(sessions + repeats), SUM(rejects), SUM(rows_offers) FROM `{tables.LEDGER_TABLE}`"
         " WHERE file_name IN (%s, %s)",
         (own[0].name, late_in_drop.name),
     )[0]
     assert (report["loaded"], report["failed"], report["skipped"]) == (2, 1, 1)
     assert report["listed"] == 3 and report["fetched"] == 3
-    assert (report["sessions"], report["rejects"]) == (row[0], row[1]) and row[0] > 0
+    assert (report["session_versions_read"], report["rejects"]) == (row[0], row[1]) and row[0] > 0
     assert report["rows"]["session_offers"] == row[2]
     assert set(report["rows"]) == {t.name for t in tables.TABLES}
     assert report["late_files"] == [late_in_drop.name]
