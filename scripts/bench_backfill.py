@@ -27,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -69,7 +69,9 @@ def checksums(url: str) -> dict[str, tuple[int, int]]:
             + ")"
         )
         cur.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(CONV(LEFT(SHA2({row}, 256), 15), 16, 10)), 0)"
+            # CAST: CONV gives text, which SUM would add as floating point (inexact).
+            "SELECT COUNT(*),"
+            f" COALESCE(SUM(CAST(CONV(LEFT(SHA2({row}, 256), 15), 16, 10) AS UNSIGNED)), 0)"
             f" FROM `{table.name}`"
         )
         n, total = cur.fetchone()
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO / "plugins")]),
         "AIRFLOW_HOME": str(home),
+        # SQLite, as `airflow standalone` makes it: a writer waits up to a minute for the lock
+        # (Python's default, 5 s, made `backfill create` fail beside the busy scheduler).
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -251,10 +256,27 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
         backfill = time.monotonic() - began
         states = {r["dag_run_id"]: r["state"] for r in runs}
-        instances = sum(len(airflow.tasks(r)) for r in states)
+        tis = [t for r in states for t in airflow.tasks(r)]
         say(
             f"  airflow backfill create → {len(runs)} runs done: {backfill:.1f} s"
-            f" (the command itself {created:.1f} s); {instances} task instances; {states}"
+            f" (the command itself {created:.1f} s); {len(tis)} task instances; {states}"
+        )
+        # Where the time went: each task's run time, and its wait from queued to started.
+        by_task: dict[str, list[tuple[float, float]]] = {}
+        for t in tis:
+            if t.get("start_date") and t.get("end_date"):
+                start, end = (datetime.fromisoformat(t[k]) for k in ("start_date", "end_date"))
+                queued = datetime.fromisoformat(t.get("queued_when") or t["start_date"])
+                by_task.setdefault(t["task_id"], []).append(
+                    ((end - start).total_seconds(), (start - queued).total_seconds())
+                )
+        say(
+            "  per task, over the runs: "
+            + "; ".join(
+                f"{task} {min(r for r, _ in v):.1f}-{max(r for r, _ in v):.1f} s"
+                f" (queued {max(w for _, w in v):.1f} s at most)"
+                for task, v in by_task.items()
+            )
         )
 
         # The CLI, the same files, another database: as `session-stream load` runs them,

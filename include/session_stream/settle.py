@@ -67,13 +67,21 @@ def wait_until_settled(
     sleep=time.sleep,
 ) -> tuple[list[DropFile], list[DropFile]]:
     """Wait for young files that no later run will list (a backfill's, a past window's) until
-    each has held still, size and mtime, for `quiet_seconds`; at most `timeout` seconds in all.
+    each has held still, size and mtime, for `quiet_seconds` (its mtime that old already, or
+    unchanged across a look that long); at most `timeout` seconds in all.
 
     Returns (ready, still_changing), each oldest first; a file that vanished is still changing.
     Logs what it waits for when it starts and every `log_every` seconds.
     """
     pending = {f.path: f for f in files}
-    ready: list[DropFile] = []
+    # A file whose mtime is already `quiet_seconds` old has held still that long: a writer
+    # moves the mtime with every write (the same clock `settled` trusts for settle_seconds).
+    now = time.time()
+    ready: list[DropFile] = [
+        f for f in pending.values() if f.mtime is not None and now - f.mtime >= quiet_seconds
+    ]
+    for f in ready:
+        del pending[f.path]
     started = clock()
     logged = None
     while pending:
