@@ -29,7 +29,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | syste
 	$(VENV)/bin/python -m pip install -q "uv==$(UV_VERSION)"
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install -q --compile-bytecode --require-hashes \
 		-r requirements.txt -r requirements-dev.txt
-	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install -q --no-deps -e .
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install -q --no-deps --reinstall-package session-stream -e .
 	touch $@
 
 test: setup
@@ -52,18 +52,18 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 bench: setup
-	$(VENV)/bin/python -m session_stream.bench
+	$(VENV)/bin/python -m benchmarks.bench
 
 # A warehouse grown day by day (12 days, ~9 M rows, ids with a timestamp first): day 12 against
 # the same files in an empty warehouse, and Monetate's joins. --id-style uuid for random ids.
 bench-days: setup
-	$(VENV)/bin/python -m session_stream.bench --days 12 --id-style timestamp
+	$(VENV)/bin/python -m benchmarks.bench --days 12 --id-style timestamp
 
 # Three days of files written, then backfilled at once through `airflow standalone` with
 # `airflow backfill create` on session_stream_daily, beside `session-stream load` of the same
-# files; checks every file loaded and the tables identical (scripts/bench_backfill.py).
+# files; checks every file loaded and the tables identical (benchmarks/bench_backfill.py).
 bench-backfill: setup
-	$(VENV)/bin/python scripts/bench_backfill.py
+	$(VENV)/bin/python -m benchmarks.bench_backfill
 
 # A day of sample sessions loaded into MySQL through the real DAG; see scripts/demo.py.
 demo: setup

@@ -1,7 +1,7 @@
 """Monetate Metadata API → lookup tables, daily and after each session load.
 
-The work is in include/session_stream/: lookup_refresh.py (the refresh), lookups.py (the tables),
-views.py (the BI views) and metadata.py (the API client).
+The work is in include/session_stream/: metadata/refresh.py (the refresh), metadata/lookups.py (the
+tables), warehouse/views.py (the BI views) and metadata/client.py (the API client).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from session_stream_airflow import mysql_connect
 from session_stream_alerts import SessionStreamNotifier, raise_for_failed_tasks, stall_deadline
 from session_stream_retry import SessionStreamRetryPolicy
 
-from session_stream import lookup_refresh, lookups
 from session_stream.errors import ConfigError
-from session_stream.metadata import KINDS
-from session_stream.privileges import migrate_if_pending
+from session_stream.metadata import lookups
+from session_stream.metadata import refresh as lookup_refresh
+from session_stream.metadata.client import KINDS
+from session_stream.warehouse.privileges import migrate_if_pending
 
 log = logging.getLogger(__name__)
 

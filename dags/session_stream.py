@@ -30,7 +30,8 @@ from session_stream_alerts import (
 )
 from session_stream_retry import SessionStreamRetryPolicy, failed_tasks, final_try_when
 
-from session_stream import dag_tasks
+from session_stream.runs import dag_tasks
+from session_stream.runs.policy import LOAD_POOL  # two slots: policy.py says why
 
 # Read from the environment at parse time (no metadata-database call per parse); the
 # AIRFLOW_VAR_ prefix makes the same setting visible as an Airflow Variable.
@@ -47,10 +48,6 @@ STALL_MINUTES = float(os.environ.get("AIRFLOW_VAR_SESSION_STREAM_STALL_MINUTES")
 SESSION_TABLES = Asset(
     name="session_stream_tables", uri="mysql://session_stream/session_stream/session_tables"
 )
-# Two slots: loads of one database take turns on a MySQL lock file by file, so a third would
-# only wait, holding a worker slot and a connection; the second keeps MySQL busy between the
-# files of two batches (one loads while the other reads the ledger and waits for the lock).
-LOAD_POOL = "session_stream_load"
 
 # Time limits. A load cannot be interrupted while MySQL makes it wait for the load lock (the
 # alarm that enforces execution_timeout waits for the server's answer), so a file waits for the

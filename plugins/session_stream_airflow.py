@@ -30,15 +30,16 @@ import json
 import os
 from pathlib import Path
 
-from session_stream import db
-from session_stream.drop import DropLocation, DropUrl, open_drop
-from session_stream.drop_sftp import SftpCredentials
+from session_stream.drop.base import DropLocation, DropUrl
+from session_stream.drop.opener import open_drop
+from session_stream.drop.roots import as_text, configured_roots, narrow, parse_location
+from session_stream.drop.s3_client import S3ClientFactory, client_config
+from session_stream.drop.sftp import SftpCredentials
 from session_stream.errors import ConfigError
-from session_stream.load import Loader
-from session_stream.privileges import migrate_if_pending
-from session_stream.roots import as_text, configured_roots, narrow, parse_location
-from session_stream.s3 import S3ClientFactory, client_config
-from session_stream.staging import StagingArea, open_staging
+from session_stream.runs.staging import StagingArea, open_staging
+from session_stream.warehouse import db
+from session_stream.warehouse.load import Loader
+from session_stream.warehouse.privileges import migrate_if_pending
 
 DROP_URL_VARIABLE = "session_stream_drop_url"
 DROP_ROOTS_VARIABLE = "session_stream_drop_roots"

@@ -78,10 +78,10 @@ def _classify_one(exc: BaseException) -> str | None:
         ParamValidationError,
     )
 
-    from session_stream.dag_tasks import DropSilentError, FilesFailedError
     from session_stream.errors import BadInputError, ConfigError, LoadError, UnreachableError
-    from session_stream.lookups import BadMetadataError
-    from session_stream.metadata import MetadataApiError
+    from session_stream.metadata.client import MetadataApiError
+    from session_stream.metadata.lookups import BadMetadataError
+    from session_stream.runs.dag_tasks import DropSilentError, FilesFailedError
 
     # The engine's own errors first: they know what they mean.
     if isinstance(exc, UnreachableError):

@@ -38,10 +38,12 @@ try:
     from rich.markup import escape
     from rich.table import Table
 
-    from session_stream import db, tables
+    from session_stream import tables
     from session_stream.errors import ConfigError, SessionStreamError
-    from session_stream.load import is_loaded
+    from session_stream.runs.policy import LOAD_POOL
     from session_stream.sql import quote
+    from session_stream.warehouse import db
+    from session_stream.warehouse.load import is_loaded
 except ImportError:  # run with a Python that is not the project's venv
     sys.exit("scripts/demo.py needs the project's virtualenv: run `make demo` (it creates .venv/)")
 
@@ -49,7 +51,6 @@ BIN = Path(sys.executable).parent  # session-stream and airflow live next to the
 DEMO_DATABASE = "session_stream_demo"
 LOCAL_SERVER = ("127.0.0.1", 3306)
 DAG_ID = "session_stream"
-LOAD_POOL = "session_stream_load"  # the DAG's pool for its load tasks
 INSTALL_HINT = (
     "no MySQL found: install MariaDB (`sudo apt-get install mariadb-server`, or "
     "`brew install mariadb`) and run `make demo` again, or set SESSION_STREAM_DB="

@@ -366,7 +366,7 @@ class Api:
 
 def analyst_query(port: int, password: str, ca: Path, sql: str) -> list[tuple]:
     """As the BI user, through the published port, over TLS checked against the stack's CA."""
-    from session_stream import db
+    from session_stream.warehouse import db
 
     url = db.DbUrl(
         host="127.0.0.1",

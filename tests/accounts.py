@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import pytest
 from conftest import TEST_SERVER
 
-from session_stream import db
+from session_stream.warehouse import db
 
-CLI = [sys.executable, "-m", "session_stream.cli"]
+CLI = [sys.executable, "-m", "session_stream.runs.cli"]
 
 
 @dataclass

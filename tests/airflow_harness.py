@@ -25,10 +25,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from session_stream.runs.policy import LOAD_POOL
+
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW = Path(sys.executable).with_name("airflow")
 DAG_ID = "session_stream"
-LOAD_POOL = "session_stream_load"
 
 
 # `airflow ...` with the next run's id taken from argv[1] (see AirflowHome.dags_test).

@@ -36,7 +36,7 @@ def _server_url(database: str) -> str:
 
 @contextlib.contextmanager
 def _throwaway_database():
-    from session_stream import db
+    from session_stream.warehouse import db
 
     name = f"ss_test_{uuid.uuid4().hex[:10]}"
     conn = db.connect(TEST_SERVER, database=False)
@@ -59,10 +59,10 @@ def db_url():
 @pytest.fixture(scope="module")
 def url(db_url):
     """db_url with the warehouse's tables (`init-db`); a module may define its own `url`."""
-    from session_stream import db, schema
+    from session_stream.warehouse import db, migrations
 
     conn = db.connect(db_url)
-    schema.init_db(conn)
+    migrations.init_db(conn)
     conn.close()
     return db_url
 

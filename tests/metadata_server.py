@@ -211,7 +211,7 @@ def metadata_server(monetate_key_pair):
     """A running FakeMonetate on 127.0.0.1; `objects` starts empty for every kind."""
     _, public_key = monetate_key_pair
     fake = FakeMonetate(public_key=public_key)
-    from session_stream.metadata import KINDS
+    from session_stream.metadata.client import KINDS
 
     fake.objects = {kind: [] for kind in KINDS}
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
@@ -237,7 +237,7 @@ def metadata_server(monetate_key_pair):
 @pytest.fixture
 def metadata_client_factory(metadata_server, monetate_key_pair):
     """make(**overrides) -> MetadataClient pointed at the fake, with test-sized timeouts."""
-    from session_stream.metadata import MetadataClient
+    from session_stream.metadata.client import MetadataClient
 
     private_pem, _ = monetate_key_pair
     clients = []

@@ -67,7 +67,7 @@ class SftpServer:
 
     def credentials(self, **overrides):
         """SftpCredentials that log in with the user key and trust the server's host key."""
-        from session_stream.drop_sftp import SftpCredentials
+        from session_stream.drop.sftp import SftpCredentials
 
         values = dict(
             host=self.host,
@@ -186,7 +186,7 @@ class S3Server:
     endpoint_url: str
 
     def options(self, **overrides):
-        from session_stream.s3 import S3Options
+        from session_stream.drop.s3_client import S3Options
 
         return S3Options(endpoint_url=self.endpoint_url, region_name="us-east-1", **overrides)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from session_stream import db, tables
+from session_stream import tables
+from session_stream.warehouse import db
 
 
 def dump(url: str, *, with_source: bool = True) -> dict[str, list[tuple]]:

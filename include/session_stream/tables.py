@@ -1,6 +1,6 @@
 """The one table spec: every warehouse table, its columns, SQL types and the JSON that feeds them.
 
-The DDL (schema.py), the value converters (convert.py) and row builders (split.py), the staged
+The DDL (schema.py), the value converters (convert.py) and row builders (splitter.py), the staged
 files' columns and LOAD DATA column lists (layout.py), the newest-wins merge (load.py), the BI
 views (views.py), the row-by-row baseline (rowbyrow.py) and the tests all read this module. A
 column name is written here and nowhere else.
@@ -262,6 +262,7 @@ def object_paths() -> dict[str, tuple[str, ...]]:
 # Columns the loader adds to session_sessions besides the source values (contract: extra
 # columns are welcome). source_file decides newest-wins ties; loaded_at is filled by MySQL.
 SOURCE_FILE_COLUMN = "source_file"
+NAME_CHARS = 255  # a file name: the ledger's file_name, and source_file in the session tables
 LOADED_AT_COLUMN = "loaded_at"
 # Every session table has session_key: a surrogate number, given to a session version when it
 # is loaded and growing with each load. session_sessions is clustered by it and child tables by

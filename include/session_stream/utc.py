@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import ConfigError
+from session_stream.errors import ConfigError
 
 
 def to_utc(moment: datetime) -> datetime:

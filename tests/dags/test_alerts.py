@@ -9,7 +9,7 @@ import pytest
 import session_stream_alerts as alerts
 from airflow_harness import conn_env
 
-from session_stream.dag_tasks import FilesFailedError
+from session_stream.runs.dag_tasks import FilesFailedError
 
 BAD = "20261101T001500.000Z_PT15M-1793493000205.json.gz"
 OTHER = "20261101T003000.000Z_PT15M-1793493900742.json.gz"

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import warehouse
 
-from session_stream import db, tables
+from session_stream import tables
+from session_stream.warehouse import db
 
 pytestmark = pytest.mark.integration
 
@@ -124,10 +125,10 @@ def test_make_demo_loads_the_day_through_the_dag_and_a_second_run_loads_nothing(
 
 
 def test_example_queries_run_on_an_empty_warehouse(fresh_db_url):
-    from session_stream import schema
+    from session_stream.warehouse import migrations
 
     conn = db.connect(fresh_db_url)
-    schema.init_db(conn)
+    migrations.init_db(conn)
     conn.close()
     demo.print_queries(db.DbUrl.parse(fresh_db_url))  # raises on a renamed column or view
 

@@ -9,7 +9,7 @@ import pytest
 from airflow_harness import conn_env, mysql_conn_env
 from warehouse import query
 
-from session_stream import lookups
+from session_stream.metadata import lookups
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 

@@ -35,7 +35,9 @@ from airflow_harness import AIRFLOW, REPO, airflow_env, mysql_conn_env, running_
 from servers import free_port
 from warehouse import query
 
-from session_stream import db, sample, schema, tables
+from session_stream import tables
+from session_stream.drop import sample
+from session_stream.warehouse import db, migrations
 
 pytestmark = pytest.mark.integration
 
@@ -181,7 +183,7 @@ def airflow(tmp_path_factory, db_url, mail, slack_sink):
     for f in files:
         os.utime(f, (old, old))
     conn = db.connect(db_url)
-    schema.init_db(conn)  # once, before two runs' fetch would both try
+    migrations.init_db(conn)  # once, before two runs' fetch would both try
     conn.close()
 
     port = free_port()

@@ -28,9 +28,9 @@ from session_stream_retry import (
     final_try_when,
 )
 
-from session_stream.dag_tasks import DropSilentError, FilesFailedError
 from session_stream.errors import ConfigError, LoadError, UnreachableError
-from session_stream.metadata import ApiKeyRefusedError, MetadataApiError
+from session_stream.metadata.client import ApiKeyRefusedError, MetadataApiError
+from session_stream.runs.dag_tasks import DropSilentError, FilesFailedError
 
 BAD = "20261101T001500.000Z_PT15M-1793493000205.json.gz"
 

@@ -16,9 +16,11 @@ import pytest
 import warehouse
 from airflow_harness import conn_env, mysql_conn_env, var_env
 
-from session_stream import dag_tasks, db, tables
-from session_stream.privileges import migrate_if_pending
-from session_stream.sample import write_drop
+from session_stream import tables
+from session_stream.drop.sample import write_drop
+from session_stream.runs import dag_tasks
+from session_stream.warehouse import db
+from session_stream.warehouse.privileges import migrate_if_pending
 
 pytestmark = pytest.mark.integration
 

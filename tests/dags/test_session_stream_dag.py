@@ -16,11 +16,12 @@ import pytest
 import warehouse
 from airflow_harness import conn_env, mysql_conn_env, var_env
 
-from session_stream import db, schema, tables
-from session_stream.load import Loader
-from session_stream.names import parse_name
-from session_stream.pipeline import load_files
-from session_stream.sample import truncate_file, write_drop
+from session_stream import tables
+from session_stream.drop.names import parse_name
+from session_stream.drop.sample import truncate_file, write_drop
+from session_stream.runs.pipeline import load_files
+from session_stream.warehouse import db, migrations
+from session_stream.warehouse.load import Loader
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +61,7 @@ def reference(db_url):
 
     def load(paths: list[Path]) -> str:
         conn = db.connect(db_url)
-        schema.init_db(conn)
+        migrations.init_db(conn)
         conn.close()
         warehouse.reset(db_url)
         loader = Loader(lambda: db.connect(db_url))

@@ -8,7 +8,8 @@ import re
 import pytest
 from conftest import TEST_SERVER
 
-from session_stream import bench, db
+from benchmarks import bench
+from session_stream.warehouse import db
 
 pytestmark = pytest.mark.integration
 

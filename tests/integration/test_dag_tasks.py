@@ -1,4 +1,4 @@
-"""The DAG's task functions (session_stream.dag_tasks) without Airflow: a local drop, a local staging
+"""The DAG's task functions (session_stream.runs.dag_tasks) without Airflow: a local drop, a local staging
 area and the real MariaDB."""
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 import warehouse
 
-from session_stream import dag_tasks, db, schema, tables
-from session_stream.drop import open_drop
+from session_stream import tables
+from session_stream.drop.names import parse_name
+from session_stream.drop.opener import open_drop
+from session_stream.drop.sample import truncate_file, write_drop
 from session_stream.errors import ConfigError
-from session_stream.load import Loader
-from session_stream.names import parse_name
-from session_stream.sample import truncate_file, write_drop
-from session_stream.staging import open_staging
+from session_stream.runs import dag_tasks
+from session_stream.runs.staging import open_staging
+from session_stream.warehouse import db, migrations
+from session_stream.warehouse.load import Loader
 
 DAY = date(2026, 11, 1)
 HOUR0 = dag_tasks.Window(datetime(2026, 11, 1, 0, tzinfo=UTC), datetime(2026, 11, 1, 1, tzinfo=UTC))
@@ -119,7 +121,7 @@ def env(tmp_path, fresh_db_url):
     """A drop of hour 0 (one file per window), a local staging area and a loader on a fresh database."""
     paths = write_drop(tmp_path / "drop", DAY, sessions=200, files=4, hours=1, seed=3, bad_lines=2)
     conn = db.connect(fresh_db_url)
-    schema.init_db(conn)
+    migrations.init_db(conn)
     conn.close()
     loader = Loader(lambda: db.connect(fresh_db_url))
     drop = open_drop(str(tmp_path / "drop"))
@@ -185,7 +187,7 @@ def test_a_run_loads_every_file_of_its_window_and_cleans_the_staging_area(env):
 def test_check_shows_the_keys_the_files_carried_that_the_spec_does_not_know(env, caplog):
     fetched, errors = run(env)
     assert errors == []
-    with caplog.at_level("WARNING", logger="session_stream.dag_tasks"):
+    with caplog.at_level("WARNING", logger="session_stream.runs.dag_tasks"):
         summary = dag_tasks.check(fetched, env.loader, max_rejects=10)
     # The sample's quirky sessions carry keys Monetate might add one day, top level and nested.
     unknown = summary[tables.UNKNOWN_KEYS_COLUMN]
@@ -559,7 +561,7 @@ def test_a_file_that_keeps_failing_is_retried_less_often_and_listed_but_not_aler
     assert fetched["retried"] == [bad.name] and errors == []
     assert results[0]["still_failing"] == [bad.name]
     assert failing_since(env.url, bad.name) == (since, 2)  # still failing since the first time
-    with caplog.at_level("WARNING", logger="session_stream.dag_tasks"):
+    with caplog.at_level("WARNING", logger="session_stream.runs.dag_tasks"):
         dag_tasks.check(fetched, env.loader)
     listed = [r.getMessage() for r in caplog.records if "still failing" in r.getMessage()]
     assert len(listed) == 1
@@ -581,7 +583,7 @@ def test_a_file_that_keeps_failing_is_retried_less_often_and_listed_but_not_aler
 
 def test_the_sweep_is_bounded_newest_first_within_its_days(tmp_path, fresh_db_url):
     conn = db.connect(fresh_db_url)
-    schema.init_db(conn)
+    migrations.init_db(conn)
     conn.close()
     days = [date(2026, 11, d) for d in (1, 10, 20, 25)]
     paths = []
@@ -644,7 +646,7 @@ def test_check_returns_the_runs_report_from_the_ledger_and_its_log_ends_with_the
         [own[0].name, late_in_drop.name, bad.name]
     )
     assert done[0].name not in fetched["fetched"]
-    with caplog.at_level("INFO", logger="session_stream.dag_tasks"):
+    with caplog.at_level("INFO", logger="session_stream.runs.dag_tasks"):
         report = dag_tasks.check(fetched, env.loader)
 
     row = warehouse.query(
@@ -694,7 +696,7 @@ def test_the_report_sums_the_ledgers_unknown_and_missing_keys(env):
             (unknown, missing, name),
         )
     conn.close()
-    from session_stream.report import format_report, run_report
+    from session_stream.runs.report import format_report, run_report
 
     report = run_report(fetched, env.loader)
     assert report["unknown_keys"] == {"session.new_field": 5, "cart_lines[].discount": 1}

@@ -13,13 +13,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from session_stream.drop import DropFile, list_tree, open_drop
-from session_stream.drop_local import LocalDrop
-from session_stream.drop_sftp import SftpCredentials, SftpDrop
+from session_stream.drop.base import DropFile
+from session_stream.drop.local import LocalDrop, list_tree
+from session_stream.drop.names import order_key, parse_name
+from session_stream.drop.opener import open_drop
+from session_stream.drop.settle import settled
+from session_stream.drop.sftp import SftpCredentials, SftpDrop
 from session_stream.errors import ConfigError, UnreachableError
-from session_stream.keys import paramiko_private_key
-from session_stream.names import order_key, parse_name
-from session_stream.settle import settled
+from session_stream.private_keys import paramiko_private_key
 
 OLD = time.time() - 3600  # an mtime well past any settle time
 
@@ -239,7 +240,7 @@ def test_an_s3_drop_uses_the_client_its_factory_makes_and_closes_it(s3_server):
 def test_a_client_factory_that_fails_is_one_config_error_line(s3_server):
     from botocore.exceptions import ClientError, NoCredentialsError
 
-    from session_stream.staging import open_staging
+    from session_stream.runs.staging import open_staging
 
     def no_credentials():
         raise NoCredentialsError()
@@ -261,7 +262,7 @@ def test_a_client_factory_that_fails_is_one_config_error_line(s3_server):
 def test_an_s3_endpoint_that_does_not_answer_is_unreachable():
     from servers import free_port
 
-    from session_stream.s3 import S3Options
+    from session_stream.drop.s3_client import S3Options
 
     options = S3Options(
         endpoint_url=f"http://127.0.0.1:{free_port()}",

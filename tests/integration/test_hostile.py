@@ -18,13 +18,14 @@ import orjson
 import pytest
 from warehouse import query
 
-from session_stream import db, tables
+from session_stream import tables
 from session_stream.errors import ConfigError
+from session_stream.warehouse import db
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "session_stream.cli"]
+CLI = [sys.executable, "-m", "session_stream.runs.cli"]
 DAY = "2026/11/02"
 
 
@@ -67,7 +68,7 @@ def test_a_malformed_database_url_is_one_line_and_exit_2(url, tmp_path):
 
 
 def test_a_malformed_drop_url_is_a_config_error():
-    from session_stream.drop import DropUrl
+    from session_stream.drop.base import DropUrl
 
     with pytest.raises(ConfigError, match="drop URL cannot be read"):
         DropUrl.parse("sftp://u:pw@[::1/drop")
@@ -104,8 +105,8 @@ def empty(url):
 
 
 def load(url, paths, **kw):
-    from session_stream.load import Loader
-    from session_stream.pipeline import load_files
+    from session_stream.runs.pipeline import load_files
+    from session_stream.warehouse.load import Loader
 
     loader = Loader(lambda: db.connect(url), **kw.pop("loader", {}))
     try:
@@ -177,8 +178,8 @@ def test_a_line_of_900000_unknown_keys_is_rejected_and_its_file_loads(empty, tmp
 
 
 def test_distinct_unknown_keys_per_file_and_per_line_are_bounded(empty, tmp_path):
-    from session_stream import split
-    from session_stream.keycounts import KEY_PATHS_PER_FILE, OTHER_PATHS
+    from session_stream.split import splitter as split
+    from session_stream.split.keycounts import KEY_PATHS_PER_FILE, OTHER_PATHS
 
     # 3,000 lines with a key of their own each, one with a key of 100 kB, one with 2,000 keys.
     lines = [session(f"s{i}", **{f"new_field_{i}": 1}) for i in range(3000)]
@@ -349,7 +350,7 @@ def test_a_file_delivered_again_with_other_content_of_the_same_size_loads_again(
 @pytest.fixture
 def quick_waits(monkeypatch):
     """Minutes made seconds: the log line every second, table locks waited for 3 s."""
-    from session_stream import waits
+    from session_stream.warehouse import waits
 
     monkeypatch.setattr(waits, "INTERVAL", 1.0)
     monkeypatch.setattr(db, "LOCK_WAIT_TIMEOUT", 3)
@@ -358,7 +359,7 @@ def quick_waits(monkeypatch):
 def test_a_load_waiting_for_the_load_lock_says_who_holds_it_and_gives_up(
     empty, tmp_path, quick_waits, caplog
 ):
-    from session_stream import schema
+    from session_stream.warehouse import schema
 
     path = write_gz(tmp_path / DAY / name(0), good(3))
     holder = db.connect(empty)
@@ -442,7 +443,7 @@ def test_a_killed_split_worker_fails_only_its_own_file(empty, tmp_path):
     saying how it died; the other is split again and loads."""
     import psutil
 
-    from session_stream.sample import write_drop
+    from session_stream.drop.sample import write_drop
 
     paths = write_drop(tmp_path / "drop", date(2026, 11, 2), sessions=30_000, files=4, seed=3)
     work = tmp_path / "work"
@@ -482,8 +483,8 @@ def test_a_killed_split_worker_fails_only_its_own_file(empty, tmp_path):
 
 
 def test_a_connection_killed_right_after_it_was_reopened_is_retried(empty, tmp_path):
-    from session_stream.load import Loader
-    from session_stream.pipeline import load_files
+    from session_stream.runs.pipeline import load_files
+    from session_stream.warehouse.load import Loader
 
     first, second = (write_gz(tmp_path / DAY / name(m, m), good(3, f"f{m}")) for m in (0, 15))
     admin = db.connect(empty)
@@ -516,8 +517,8 @@ def test_a_commit_whose_answer_was_lost_counts_as_loaded_by_this_run(empty, tmp_
     file loaded. It is this run's load (the ledger row carries its token), not a skip."""
     import MySQLdb
 
-    from session_stream.load import Loader
-    from session_stream.pipeline import load_files
+    from session_stream.runs.pipeline import load_files
+    from session_stream.warehouse.load import Loader
 
     path = write_gz(tmp_path / DAY / name(0), good(5))
     lost = []
@@ -552,7 +553,7 @@ def test_a_commit_whose_answer_was_lost_counts_as_loaded_by_this_run(empty, tmp_
 def test_the_ledger_upsert_is_built_from_its_columns_without_values():
     """MySQL 8.4 deprecates VALUES() in ON DUPLICATE KEY UPDATE and MariaDB lacks MySQL's
     `AS new` row alias: the upsert inserts from a derived table `new`, which both accept."""
-    from session_stream import ledger
+    from session_stream.warehouse import ledger
 
     for columns in (ledger.LOADED, ledger.FAILED, ledger.IGNORED):
         sql = ledger.upsert_sql(columns)
@@ -562,8 +563,8 @@ def test_the_ledger_upsert_is_built_from_its_columns_without_values():
 
 
 def test_every_field_input_controls_is_bounded_in_the_ledger(empty):
-    from session_stream import ledger as spec
-    from session_stream.load import Loader
+    from session_stream.warehouse import ledger as spec
+    from session_stream.warehouse.load import Loader
 
     loader = Loader(lambda: db.connect(empty))
     try:
@@ -593,11 +594,11 @@ def test_the_dag_records_entries_it_does_not_read_and_reloads_a_corrected_file(e
     import os
     from datetime import UTC, datetime, timedelta
 
-    from session_stream import dag_tasks
-    from session_stream.drop import open_drop
-    from session_stream.load import Loader
-    from session_stream.report import format_report, run_report
-    from session_stream.staging import open_staging
+    from session_stream.drop.opener import open_drop
+    from session_stream.runs import dag_tasks
+    from session_stream.runs.report import format_report, run_report
+    from session_stream.runs.staging import open_staging
+    from session_stream.warehouse.load import Loader
 
     drop_root = tmp_path / "drop"
     path = drop_root / DAY / name(0)

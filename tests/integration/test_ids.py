@@ -17,9 +17,12 @@ import orjson
 import pytest
 from warehouse import dump, query, reset
 
-from session_stream import db, rowbyrow, sample, tables
-from session_stream.load import Loader
-from session_stream.pipeline import load_files
+from benchmarks import rowbyrow
+from session_stream import tables
+from session_stream.drop import sample
+from session_stream.runs.pipeline import load_files
+from session_stream.warehouse import db
+from session_stream.warehouse.load import Loader
 
 pytestmark = pytest.mark.integration
 

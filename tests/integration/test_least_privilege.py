@@ -14,13 +14,14 @@ from datetime import date
 import MySQLdb
 import pytest
 
-from session_stream import db, privileges, tables
+from session_stream import tables
+from session_stream.drop.sample import write_drop
 from session_stream.errors import ConfigError
-from session_stream.sample import write_drop
+from session_stream.warehouse import db, privileges
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "session_stream.cli"]
+CLI = [sys.executable, "-m", "session_stream.runs.cli"]
 
 
 def cli(*args, url: str):
@@ -70,7 +71,7 @@ def test_the_loader_loads_and_reloads_once_the_owner_ran_init_db(accounts, drop)
 def test_the_loader_refreshes_lookups_with_its_table_level_rights(
     accounts, metadata_server, metadata_client_factory
 ):
-    from session_stream.lookup_refresh import refresh_lookup
+    from session_stream.metadata.refresh import refresh_lookup
 
     assert cli("init-db", url=accounts.urls["owner"]).returncode == 0
     metadata_server.objects["customtarget"] = [{"id": 7, "title": "VIP"}]

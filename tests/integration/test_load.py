@@ -18,16 +18,18 @@ import orjson
 import pytest
 from warehouse import dump, query, reset
 
-from session_stream import db, sample, schema, tables
-from session_stream.drop import list_tree
-from session_stream.load import Loader
-from session_stream.pipeline import load_files
-from session_stream.split import split_file
+from session_stream import tables
+from session_stream.drop import sample
+from session_stream.drop.local import list_tree
+from session_stream.runs.pipeline import load_files
+from session_stream.split.splitter import split_file
+from session_stream.warehouse import db, migrations
+from session_stream.warehouse.load import Loader
 
 pytestmark = pytest.mark.integration
 
 DAY = date(2026, 11, 1)
-CLI = [sys.executable, "-m", "session_stream.cli"]
+CLI = [sys.executable, "-m", "session_stream.runs.cli"]
 
 
 @pytest.fixture
@@ -73,7 +75,7 @@ def test_drop_matches_the_row_by_row_baseline(url, empty, tmp_path, fresh_db_url
 
     # An independent implementation (one INSERT per row, into Monetate's sample schema) must
     # hold the same rows.
-    from session_stream import rowbyrow
+    from benchmarks import rowbyrow
 
     rowbyrow.create_sample_schema(fresh_db_url)
     rowbyrow.load_files(fresh_db_url, paths)
@@ -484,8 +486,8 @@ def test_missing_db_setting_and_uninitialised_database(url, drop, fresh_db_url):
 
 def test_a_schema_behind_this_version_says_to_run_init_db(drop, fresh_db_url):
     conn = db.connect(fresh_db_url)
-    schema.init_db(conn)
-    latest = schema.MIGRATIONS[-1]
+    migrations.init_db(conn)
+    latest = migrations.MIGRATIONS[-1]
     conn.cursor().execute(
         f"DELETE FROM {tables.MIGRATIONS_TABLE} WHERE version = %s", (latest.version,)
     )
@@ -632,7 +634,7 @@ def test_sessions_stored_outside_the_ledger_are_still_found(url, empty, tmp_path
 
 
 def test_big_files_use_innodb_temp_tables(url, empty, tmp_path, monkeypatch):
-    from session_stream import load as load_module
+    from session_stream.warehouse import load as load_module
 
     monkeypatch.setattr(load_module, "MEMORY_ROW_BYTES", 2**40)
     f1 = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 1, "offers": {"1": 1}}])

@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import warehouse
 
-from session_stream import dag_tasks, db, schema, tables
-from session_stream.drop import RefusedFile, scan_tree
-from session_stream.drop_local import LocalDrop
-from session_stream.load import Loader
-from session_stream.sample import write_drop
-from session_stream.staging import open_staging
+from session_stream import tables
+from session_stream.drop.base import RefusedFile
+from session_stream.drop.local import LocalDrop, scan_tree
+from session_stream.drop.sample import write_drop
+from session_stream.runs import dag_tasks
+from session_stream.runs.staging import open_staging
+from session_stream.warehouse import db, migrations
+from session_stream.warehouse.load import Loader
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +98,7 @@ def test_a_device_is_refused(tmp_path, device):
 def test_the_dag_tasks_record_refused_files_failed_and_the_check_names_them(drop, fresh_db_url):
     root, good, _ = drop
     conn = db.connect(fresh_db_url)
-    schema.init_db(conn)
+    migrations.init_db(conn)
     conn.close()
     loader = Loader(lambda: db.connect(fresh_db_url))
     staging = open_staging(str(root.parent / "staging"))
@@ -141,7 +143,7 @@ def test_the_cli_reports_and_ledgers_refused_files_and_exits_1(drop, fresh_db_ur
     scan = scan_tree(root)
     assert [p.name for p in scan.files] == sorted(p.name for p in good)
     assert sorted(p.name for p, _ in scan.refused) == sorted([LINK, FIFO])
-    cli = [sys.executable, "-m", "session_stream.cli"]
+    cli = [sys.executable, "-m", "session_stream.runs.cli"]
     subprocess.run([*cli, "init-db", "--db", fresh_db_url], check=True, capture_output=True)
     result = subprocess.run(
         [*cli, "load", "--db", fresh_db_url, str(root)],

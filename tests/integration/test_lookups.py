@@ -10,9 +10,13 @@ from decimal import Decimal
 
 import pytest
 
-from session_stream import cli, db, lookup_refresh, lookups, schema, tables, views
+from session_stream import tables
 from session_stream.errors import ConfigError
-from session_stream.metadata import MetadataApiError
+from session_stream.metadata import lookups
+from session_stream.metadata import refresh as lookup_refresh
+from session_stream.metadata.client import MetadataApiError
+from session_stream.runs import cli
+from session_stream.warehouse import db, migrations, views
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +81,7 @@ def api_objects() -> dict[str, list[dict]]:
 @pytest.fixture
 def conn(fresh_db_url):
     connection = db.connect(fresh_db_url)
-    schema.init_db(connection)
+    migrations.init_db(connection)
     views.create_lookups_and_views(connection)
     yield connection
     connection.close()

@@ -14,10 +14,12 @@ import orjson
 import pytest
 from warehouse import query
 
-from session_stream import db, migrate, schema, tables
+from session_stream import tables
 from session_stream.errors import ConfigError
-from session_stream.load import Loader
-from session_stream.pipeline import load_files
+from session_stream.runs.pipeline import load_files
+from session_stream.warehouse import db, migrations
+from session_stream.warehouse import monetate_schema as migrate
+from session_stream.warehouse.load import Loader
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +44,8 @@ ADDED = (
     "time_on_site_ss",
 )
 # The migrations an old warehouse (made with 1 and 2) applies, and a new one.
-LATER = [m.version for m in schema.MIGRATIONS if m.version >= 3]
-ALL = [m.version for m in schema.MIGRATIONS]
+LATER = [m.version for m in migrations.MIGRATIONS if m.version >= 3]
+ALL = [m.version for m in migrations.MIGRATIONS]
 # Columns the old session_sessions shares with the new one.
 KEPT = [c.name for c in tables.SESSIONS.columns if c.name not in ADDED]
 
@@ -92,7 +94,7 @@ def contents(url: str) -> dict[str, list]:
 
 def init(url: str) -> list[int]:
     conn = db.connect(url)
-    applied = [m.version for m in schema.init_db(conn)]
+    applied = [m.version for m in migrations.init_db(conn)]
     conn.close()
     return applied
 

@@ -13,7 +13,10 @@ import orjson
 import pytest
 from warehouse import query
 
-from session_stream import cli, db, sample, tables
+from session_stream import tables
+from session_stream.drop import sample
+from session_stream.runs import cli
+from session_stream.warehouse import db
 
 pytestmark = pytest.mark.integration
 
@@ -297,8 +300,8 @@ def test_the_readme_query_lists_unknown_keys_across_a_date_range(url):
 def busy(url, tmp_path_factory):
     """The module's warehouse with a few thousand sessions in it and fresh statistics, so the
     optimizer plans as it does for a real warehouse (tiny tables get other plans)."""
-    from session_stream.load import Loader
-    from session_stream.pipeline import load_files
+    from session_stream.runs.pipeline import load_files
+    from session_stream.warehouse.load import Loader
 
     root = tmp_path_factory.mktemp("busy")
     paths = sample.write_drop(root, date(2026, 10, 1), sessions=4000, files=4, seed=8)

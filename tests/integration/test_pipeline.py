@@ -16,22 +16,24 @@ import psutil
 import pytest
 from warehouse import query
 
-from session_stream import cli, db, schema, tables
-from session_stream.load import Loader
-from session_stream.pipeline import load_files
-from session_stream.sample import truncate_file, write_drop
-from session_stream.workers import reclaim_abandoned, scratch_folder
+from session_stream import tables
+from session_stream.drop.sample import truncate_file, write_drop
+from session_stream.runs import cli
+from session_stream.runs.pipeline import load_files
+from session_stream.runs.workers import reclaim_abandoned, scratch_folder
+from session_stream.warehouse import db, migrations
+from session_stream.warehouse.load import Loader
 
 pytestmark = pytest.mark.integration
 
 DAY = date(2026, 11, 1)
-CLI = [sys.executable, "-m", "session_stream.cli"]
+CLI = [sys.executable, "-m", "session_stream.runs.cli"]
 
 
 @pytest.fixture
 def url(fresh_db_url):
     conn = db.connect(fresh_db_url)
-    schema.init_db(conn)
+    migrations.init_db(conn)
     conn.close()
     return fresh_db_url
 

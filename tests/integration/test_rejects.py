@@ -16,14 +16,16 @@ from pathlib import Path
 import pytest
 from warehouse import query
 
-from session_stream import db, rejects, sample, schema, tables
-from session_stream.layout import REJECTS_RAW_FILE
-from session_stream.load import Loader
-from session_stream.split import split_file
+from session_stream import tables
+from session_stream.drop import sample
+from session_stream.split.layout import REJECTS_RAW_FILE
+from session_stream.split.splitter import split_file
+from session_stream.warehouse import db, migrations, rejects, schema
+from session_stream.warehouse.load import Loader
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "session_stream.cli"]
+CLI = [sys.executable, "-m", "session_stream.runs.cli"]
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 NAME = "20261101T000000.000Z_PT15M-1793494800123.json.gz"
 EXAMPLE_NAME = "20261101T004500.000Z_PT15M-1793494800123.json.gz"  # the README's
@@ -224,7 +226,7 @@ def test_a_reload_replaces_the_rejects_and_their_parts(url, loaded, tmp_path):
 def test_a_failed_load_keeps_nothing_of_its_file(fresh_db_url, tmp_path):
     """Rows, rejects (parts included) and the ledger row of a file commit together or not at all."""
     conn = db.connect(fresh_db_url)
-    schema.init_db(conn)
+    migrations.init_db(conn)
     conn.close()
     path = write_file(tmp_path / "day" / NAME, {7: not_json(2 * rejects.PART_BYTES + 3, seed=4)})
     split = split_file(path, tmp_path / "split")
@@ -249,9 +251,9 @@ def test_migration_6_on_a_warehouse_made_before(fresh_db_url, tmp_path, monkeypa
     """A warehouse at migration 5 with a reject stored the old way: init-db adds the length, the
     hash and the parts table; the old reject reads back; a long one loads."""
     with monkeypatch.context() as m:
-        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:5])
+        m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:5])
         conn = db.connect(fresh_db_url)
-        assert [x.version for x in schema.init_db(conn)] == [1, 2, 3, 4, 5]
+        assert [x.version for x in migrations.init_db(conn)] == [1, 2, 3, 4, 5]
         old_line = b'{"session_id": "old", "city": "\xff"}'
         conn.cursor().execute(
             f"INSERT INTO {tables.REJECTS_TABLE} (file_name, line_no, reason, raw_line)"
@@ -268,7 +270,7 @@ def test_migration_6_on_a_warehouse_made_before(fresh_db_url, tmp_path, monkeypa
         (len(old_line), hashlib.sha256(old_line).hexdigest())
     ]
     conn = db.connect(fresh_db_url)
-    schema.MIGRATIONS[5].apply(conn)  # again, as if its row were lost: nothing changes
+    migrations.MIGRATIONS[5].apply(conn)  # again, as if its row were lost: nothing changes
     conn.close()
     assert cli("reject", NAME, "3", url=fresh_db_url, binary=True).stdout == old_line
 

@@ -11,7 +11,10 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from session_stream import db, rowbyrow, sample, tables
+from benchmarks import rowbyrow
+from session_stream import tables
+from session_stream.drop import sample
+from session_stream.warehouse import db
 
 pytestmark = pytest.mark.integration
 

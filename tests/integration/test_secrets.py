@@ -14,17 +14,17 @@ from urllib.parse import quote
 
 import pytest
 
-from session_stream import db
-from session_stream.drop import open_drop
-from session_stream.drop_sftp import SftpCredentials
+from session_stream.drop.opener import open_drop
+from session_stream.drop.sftp import SftpCredentials
 from session_stream.errors import ConfigError
+from session_stream.warehouse import db
 
 pytestmark = pytest.mark.integration
 
 # Two halves around a '/': an unencoded '/' once made the bad-port error print the first half.
 HEAD, TAIL = "Kn0wn-S3cret", "Tail-0f-Pw"
 PASSWORD = f"{HEAD}/{TAIL}"
-CLI = [sys.executable, "-m", "session_stream.cli"]
+CLI = [sys.executable, "-m", "session_stream.runs.cli"]
 
 
 def leaks(text: str) -> list[str]:
@@ -47,7 +47,7 @@ def run_cli(*args, env=None, **kwargs):
 def drop(tmp_path_factory):
     from datetime import date
 
-    from session_stream.sample import write_drop
+    from session_stream.drop.sample import write_drop
 
     root = tmp_path_factory.mktemp("drop")
     write_drop(root, date(2026, 11, 1), sessions=20, files=1, hours=1, seed=3)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from session_stream.errors import ConfigError, LoadError
-from session_stream.staging import LocalStaging, S3Staging, open_staging
+from session_stream.runs.staging import LocalStaging, S3Staging, open_staging
 
 
 @pytest.fixture(params=["local", "s3"])

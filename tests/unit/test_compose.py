@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from session_stream.runs import policy
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -427,7 +429,7 @@ def test_owner_may_change_and_grant_on_the_warehouse_schema_only():
 
 def test_analyst_is_granted_reads_after_init_db_never_the_rejects():
     from session_stream import tables
-    from session_stream.privileges import grant_statements as generated
+    from session_stream.warehouse.privileges import grant_statements as generated
 
     # Nothing schema-wide at the first start: SELECT on warehouse.* would cover the raw lines.
     assert [g for g in grant_statements(GRANTS_SQL.read_text()) if g[2] == "'analyst'@'%'"] == []
@@ -463,7 +465,7 @@ def accounts():
     """02-warehouse.sql applied on the test server to throwaway accounts and schema."""
     from conftest import TEST_SERVER
 
-    from session_stream import db
+    from session_stream.warehouse import db
 
     tag = uuid.uuid4().hex[:8]
     schema = f"ss_wh_{tag}"
@@ -508,11 +510,12 @@ def test_the_stacks_grants_let_each_account_do_its_job_and_no_more(
 
     import MySQLdb
 
-    from session_stream import db, privileges, tables
-    from session_stream.load import Loader
-    from session_stream.lookup_refresh import refresh_lookup
-    from session_stream.pipeline import load_files
-    from session_stream.sample import write_drop
+    from session_stream import tables
+    from session_stream.drop.sample import write_drop
+    from session_stream.metadata.refresh import refresh_lookup
+    from session_stream.runs.pipeline import load_files
+    from session_stream.warehouse import db, privileges
+    from session_stream.warehouse.load import Loader
 
     owner = db.connect(accounts["owner"])
     privileges.migrate_if_pending(owner)
@@ -664,7 +667,7 @@ def test_bootstrap_names_the_missing_setting(bootstrap):
 
 
 def test_warehouse_url_survives_special_characters_in_the_password(bootstrap):
-    from session_stream.db import DbUrl
+    from session_stream.warehouse.db import DbUrl
 
     url = DbUrl.parse(
         bootstrap.warehouse_url({**BASE_ENV, "WAREHOUSE_LOADER_PASSWORD": "a@b:c/d?e#f%g"})
@@ -680,7 +683,7 @@ def test_warehouse_url_survives_special_characters_in_the_password(bootstrap):
 
 
 def test_warehouse_tls_can_be_set_or_turned_off(bootstrap):
-    from session_stream.db import DbUrl
+    from session_stream.warehouse.db import DbUrl
 
     plain = {**BASE_ENV, "WAREHOUSE_SSL_MODE": "disabled"}
     assert DbUrl.parse(bootstrap.warehouse_url(plain)).ssl_mode == "DISABLED"
@@ -796,7 +799,9 @@ def test_bootstrap_defaults_match_the_compose_file(bootstrap, services):
     assert "sftp-drop:/srv/sftp/upload:ro" in services["sftp"]["volumes"]
     assert services["stack-init"]["environment"]["SAMPLE_DROP_DIR"] == "/drop/session_stream"
     assert "sftp-drop:/drop" in services["stack-init"]["volumes"]
-    assert bootstrap.LOAD_POOL == "session_stream_load"
+    assert (
+        bootstrap.LOAD_POOL == policy.LOAD_POOL
+    )  # the stack's copy: bootstrap.py imports no engine
     assert (
         env["SESSION_STREAM_DROP_URL"]
         == f"${{SESSION_STREAM_DROP_URL:-{bootstrap.SAMPLE_DROP_URL}}}"

@@ -9,7 +9,9 @@ from datetime import date
 import orjson
 import pytest
 
-from session_stream import fastsplit, sample, split
+from session_stream.drop import sample
+from session_stream.split import fastsplit
+from session_stream.split import splitter as split
 
 DAY = date(2026, 11, 1)
 
@@ -181,7 +183,7 @@ def test_edge_lines_are_staged_alike_or_left_to_the_general_path(edge):
 
 
 def test_a_line_with_a_backslash_or_a_repeated_key_is_the_general_paths():
-    # split.py sends only lines without a backslash here (no string in them needs escaping);
+    # splitter.py sends only lines without a backslash here (no string in them needs escaping);
     # the fast structs refuse what they were not built for.
     assert fastsplit.decode(orjson.dumps({**BASE, "browser": 1.5})) is None
     assert fastsplit.decode(orjson.dumps({k: v for k, v in BASE.items() if k != "os"})) is None

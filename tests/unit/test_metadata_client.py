@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from session_stream.errors import ConfigError
-from session_stream.metadata import ApiKeyRefusedError, MetadataApiError
+from session_stream.metadata.client import ApiKeyRefusedError, MetadataApiError
 
 
 def _targets(n: int) -> list[dict]:
@@ -242,7 +242,7 @@ def test_the_token_is_never_sent_where_meta_next_points_off_the_apis_origin(
 
 
 def test_the_same_origin_spelled_differently_is_still_the_same_origin():
-    from session_stream.metadata import origin
+    from session_stream.metadata.client import origin
 
     assert origin("https://API.monetate.net/api/x?page=2") == origin(
         "https://api.monetate.net:443/y"

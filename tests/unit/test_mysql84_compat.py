@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from MySQLdb.constants import FIELD_TYPE
 
-from session_stream import db
+from session_stream.warehouse import db
 
 
 class _Cursor:

@@ -13,9 +13,9 @@ import MySQLdb
 import pytest
 from fake_mysql import make_tls_files
 
-from session_stream import db
 from session_stream.errors import ConfigError
-from session_stream.mysql_guard import GuardedConnection, statement_file
+from session_stream.warehouse import db
+from session_stream.warehouse.mysql_guard import GuardedConnection, statement_file
 
 SECRET = b"ssh-private-key: do not send\n"
 
@@ -54,7 +54,7 @@ def test_the_cli_load_sends_the_hostile_server_nothing_and_says_so_in_one_line(
 ):
     server = fake_mysql(wants_file=lambda query: str(secret_file))
     result = subprocess.run(
-        [sys.executable, "-m", "session_stream.cli", "load", str(tmp_path)],
+        [sys.executable, "-m", "session_stream.runs.cli", "load", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,

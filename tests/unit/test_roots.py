@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from session_stream import dag_tasks
+from session_stream.drop.roots import as_text, configured_roots, is_run_prefix, narrow, run_prefix
 from session_stream.errors import ConfigError
-from session_stream.roots import as_text, configured_roots, is_run_prefix, narrow, run_prefix
-from session_stream.staging import LocalStaging
+from session_stream.runs import dag_tasks
+from session_stream.runs.staging import LocalStaging
 
 
 @pytest.fixture

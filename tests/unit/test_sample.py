@@ -12,7 +12,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from session_stream import sample, tables
+from session_stream import tables
+from session_stream.drop import sample
 
 DAY = date(2024, 5, 1)
 NAME = re.compile(r"^(\d{8}T\d{6}\.\d{3})Z_PT15M-(\d{13})\.json\.gz$")

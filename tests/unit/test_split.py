@@ -11,8 +11,8 @@ import pytest
 
 from session_stream import tables
 from session_stream.errors import BadInputError
-from session_stream.layout import SplitResult
-from session_stream.split import split_file
+from session_stream.split.layout import SplitResult
+from session_stream.split.splitter import split_file
 
 
 def write_gz(path: Path, lines: list) -> Path:
@@ -323,7 +323,8 @@ def test_lines_without_a_backslash_stage_what_the_checked_path_stages(tmp_path, 
     """A line without a backslash has no string to escape, so its strings are not looked at
     (split._CLEAN_BUILDERS): the staged files are the same byte for byte as when every string
     is checked, on sample sessions with every quirk and with escapes mixed in."""
-    from session_stream import sample, split
+    from session_stream.drop import sample
+    from session_stream.split import splitter as split
 
     (path,) = sample.write_drop(tmp_path / "drop", sample_day(), sessions=400, files=1, seed=3)
     lines = gzip.decompress(path.read_bytes()).splitlines()
@@ -351,7 +352,8 @@ def test_lines_with_the_spec_keys_stage_what_the_audited_path_stages(tmp_path, m
     audited key by key; every other line is parsed into dicts and audited. Both paths stage the
     same bytes and count the same keys: here every line is sent down the dict path once, on
     sample sessions with every quirk (unknown and missing keys, bad values, escapes)."""
-    from session_stream import sample, split
+    from session_stream.drop import sample
+    from session_stream.split import splitter as split
 
     (path,) = sample.write_drop(
         tmp_path / "drop", sample_day(), sessions=600, files=1, seed=5, bad_lines=12
@@ -396,7 +398,7 @@ def test_lines_with_the_spec_keys_stage_what_the_audited_path_stages(tmp_path, m
 
 
 def test_a_line_with_exactly_the_spec_keys_is_not_audited_key_by_key(tmp_path, monkeypatch):
-    from session_stream import split
+    from session_stream.split import splitter as split
 
     monkeypatch.setattr(split.KeyAudit, "check", lambda self, s: pytest.fail(f"audited {s}"))
     full = {key: None for key in tables.object_paths()[tables.SESSION_PATH]}
@@ -485,7 +487,7 @@ def test_rejected_lines_are_staged_raw_with_their_length_and_hash(tmp_path):
 
 def test_a_damaged_staged_reject_is_a_load_error(tmp_path):
     from session_stream.errors import LoadError
-    from session_stream.layout import REJECTS_RAW_FILE
+    from session_stream.split.layout import REJECTS_RAW_FILE
 
     result = split_lines(tmp_path, [b"x" * 5000, {"session_id": "good"}])
     raw = result.out_dir / REJECTS_RAW_FILE
@@ -669,7 +671,7 @@ def test_a_huge_bad_value_gives_a_short_reason(tmp_path):
 
 
 def test_only_sessions_starting_by_the_stored_reach_are_looked_up(tmp_path):
-    from session_stream.layout import sessions_starting_by
+    from session_stream.split.layout import sessions_starting_by
 
     src = tmp_path / "20261101T000000.000Z_PT15M-1.json.gz"
     with gzip.open(src, "wb") as f:

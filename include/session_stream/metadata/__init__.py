@@ -1,0 +1,1 @@
+"""The Monetate Metadata API: its client, the lookup tables, their atomic refresh."""

@@ -1,0 +1,307 @@
+"""Load many local files: split the next files in worker processes while the current one loads.
+
+Splitting is Python CPU work and LOAD DATA is server work, so on a 2-core machine the two
+overlap: while MySQL ingests file N, a worker process splits file N+1. Used by the CLI and the
+benchmark; the DAG does the same per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from session_stream import tables
+from session_stream.drop.names import window_start
+from session_stream.errors import BadInputError, LoadError, SessionStreamError
+from session_stream.runs.workers import DEFAULT_WORKERS, scratch_folder, worker_pool
+from session_stream.split.keycounts import KeyCounts
+from session_stream.split.layout import SplitResult
+from session_stream.split.splitter import split_file
+from session_stream.warehouse.load import FileOutcome, Loader
+
+log = logging.getLogger(__name__)
+
+STARTED = ".started"  # <split folder>.started: a worker began splitting that file; holds its pid
+
+
+@dataclass
+class Summary:
+    """What one load did, file by file: every entry it was given ends in exactly one of loaded,
+    skipped, failed (refused included) and ignored, so they add up to `listed`; and a loaded
+    file's lines add up too (lines = sessions + repeats + rejects + blank_lines)."""
+
+    loaded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    ignored: int = 0
+    lines: int = 0
+    blank_lines: int = 0
+    repeats: int = 0
+    sessions: int = 0
+    replaced: int = 0  # session versions that replaced an older one already stored
+    superseded: int = 0  # session versions older than the one already stored: not loaded
+    rows: dict[str, int] = field(default_factory=lambda: {t.name: 0 for t in tables.TABLES})
+    rejects: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (file, error)
+    ignored_files: list[tuple[str, str]] = field(default_factory=list)  # (entry, why)
+    replaced_copies: list[tuple[str, str]] = field(default_factory=list)  # (file, what)
+    unknown_keys: KeyCounts = field(default_factory=KeyCounts)  # keys the spec does not know
+    missing_keys: KeyCounts = field(default_factory=KeyCounts)  # expected keys lines lacked
+
+    @property
+    def listed(self) -> int:
+        return self.loaded + self.skipped + self.failed + self.ignored
+
+    def add(self, outcome: FileOutcome) -> None:
+        if outcome.status == "loaded":
+            self.loaded += 1
+            self.lines += outcome.lines
+            self.blank_lines += outcome.blank_lines
+            self.repeats += outcome.repeats
+            if outcome.replaced_copy:
+                self.replaced_copies.append((outcome.name, outcome.replaced_copy))
+            self.sessions += outcome.sessions
+            self.replaced += outcome.replaced
+            self.superseded += outcome.superseded
+            self.rejects += outcome.rejects
+            for table, n in outcome.rows.items():
+                self.rows[table] += n
+            self.unknown_keys.add(outcome.unknown_keys)
+            self.missing_keys.add(outcome.missing_keys)
+        elif outcome.status == "skipped":
+            self.skipped += 1
+        elif outcome.status == "ignored":
+            self.ignored += 1
+            self.ignored_files.append((outcome.name, outcome.error or "ignored"))
+        else:
+            self.failed += 1
+            self.failures.append((outcome.name, outcome.error or "failed"))
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def sessions_per_second(self) -> float:
+        return self.sessions / self.seconds if self.seconds else 0.0
+
+
+class SplitWorkerDied(LoadError):
+    """The worker process splitting a file died (killed, out of memory, crashed)."""
+
+
+def _split_job(src: str, out_dir: str) -> str:
+    # The marker says which files a worker held when the pool broke (see _split_ahead).
+    _marker(Path(out_dir)).write_text(str(os.getpid()))
+    split_file(Path(src), Path(out_dir))
+    return out_dir
+
+
+def load_files(
+    paths: list[Path],
+    loader: Loader,
+    *,
+    force: bool = False,
+    workers: int = DEFAULT_WORKERS,
+    work_dir: Path | None = None,
+    on_file: Callable[[Path, FileOutcome], None] | None = None,
+) -> Summary:
+    """Load `paths` in the given order; a failed file is recorded and the others go on. A file
+    the ledger has loaded with the same size and SHA-256 is skipped; one delivered again with
+    other content loads (the ledger says what it replaced)."""
+    started = time.perf_counter()
+    summary = Summary()
+    sizes = {p: p.stat().st_size for p in paths}
+    # Local files are read once more for their SHA-256 (a day is ~25 MB: ~20 ms), so that a
+    # corrected file of the same name and size is not skipped.
+    todo_names = set(
+        loader.pending([(p.name, sizes[p], f"sha256:{file_sha256(p)}") for p in paths], force=force)
+    )
+    todo = []
+    for p in paths:
+        if p.name in todo_names:
+            todo.append(p)
+        else:
+            outcome = FileOutcome(p.name, "skipped", error="already loaded, with the same content")
+            summary.add(outcome)
+            if on_file:
+                on_file(p, outcome)
+    with contextlib.ExitStack() as stack:
+        work = Path(work_dir) if work_dir else stack.enter_context(scratch_folder())
+        for path, split_or_error in _split_ahead(todo, work, workers):
+            if isinstance(split_or_error, SessionStreamError):
+                message = str(split_or_error)
+                log.error("%s", message)
+                loader.record_failure(path.name, sizes[path], window_start(path.name), message)
+                outcome = FileOutcome(path.name, "failed", error=message)
+            else:
+                split = SplitResult.read(split_or_error)
+                outcome = loader.load(
+                    split, size=sizes[path], window_start=window_start(path.name), force=force
+                )
+                shutil.rmtree(split_or_error, ignore_errors=True)
+            summary.add(outcome)
+            if on_file:
+                on_file(path, outcome)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+Split = Path | SessionStreamError  # the split's folder, or why the file has none
+
+
+def _split_here(i: int, path: Path, work: Path) -> Split:
+    try:
+        return Path(_split_job(str(path), str(_out_dir(work, i))))
+    except BadInputError as exc:
+        return exc
+    finally:
+        _marker(_out_dir(work, i)).unlink(missing_ok=True)
+
+
+def _out_dir(work: Path, i: int) -> Path:
+    return work / f"{i:06d}"
+
+
+def _marker(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + STARTED)
+
+
+def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[Path, Split]]:
+    """Yield (path, split folder or the error) in order, splitting up to `workers + 1` files ahead.
+
+    A worker that dies breaks the whole pool: the executor fails every call not yet done and
+    terminates the other workers (SIGTERM). The file whose worker died on its own (its exit
+    code is not the executor's SIGTERM) fails with SplitWorkerDied saying how it died (the file
+    may be what killed it: never retried within the run); every other file, those the executor
+    stopped included, goes to a new pool, at most twice. A pool that breaks before any split
+    started (workers that cannot start) is given up: the rest is split here.
+    """
+    if workers <= 0 or len(paths) < 2:
+        for i, p in enumerate(paths):
+            yield p, _split_here(i, p, work)
+        return
+    todo = deque(enumerate(paths[1:], start=1))
+    ahead: deque[list] = deque()  # [i, path, Future or Split], in order
+    resubmitted: dict[int, int] = {}  # file index -> times sent to a new pool
+    pool = None
+
+    def submit(i: int, p: Path) -> Future | Split | None:
+        if pool is None:
+            return _split_here(i, p, work)
+        try:
+            return pool.submit(_split_job, str(p), str(_out_dir(work, i)))
+        except BrokenProcessPool:
+            return None  # a worker died meanwhile: submitted again to the next pool
+
+    def fill() -> None:
+        while todo and len(ahead) < workers + 1:
+            i, p = todo.popleft()
+            ahead.append([i, p, submit(i, p)])
+
+    try:
+        pool = worker_pool(workers)
+        fill()
+        # The first file is split here while the workers start up, so MySQL starts sooner.
+        yield paths[0], _split_here(0, paths[0], work)
+        while ahead:
+            i, p, job = ahead[0]
+            try:
+                if job is None:
+                    raise BrokenProcessPool("the pool broke before this file was submitted")
+                if isinstance(job, Future):
+                    job = Path(job.result())
+            except BadInputError as exc:
+                job = exc
+            except BrokenProcessPool:
+                pool = _replace_broken_pool(pool, ahead, work, workers, resubmitted)
+                for entry in ahead:
+                    if entry[2] is None:
+                        entry[2] = submit(entry[0], entry[1])
+                continue
+            ahead.popleft()
+            _marker(_out_dir(work, i)).unlink(missing_ok=True)
+            fill()
+            yield p, job
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _replace_broken_pool(
+    pool, ahead: deque[list], work: Path, workers: int, resubmitted: dict[int, int]
+):
+    """After a worker died: fail the file whose worker died on its own, mark the others for
+    resubmission (None), and return a new pool, or None to split the rest in this process."""
+    # The executor's own record of its workers, read before shutdown forgets them: after it,
+    # each one's exit code says whether it died or was terminated by the executor.
+    processes = dict(getattr(pool, "_processes", None) or {})
+    pool.shutdown(wait=True, cancel_futures=True)
+    held = 0
+    for entry in ahead:
+        i, p, job = entry
+        if not isinstance(job, Future):
+            continue
+        if (
+            job.done()
+            and not job.cancelled()
+            and not isinstance(job.exception(), BrokenProcessPool)
+        ):
+            continue  # split, or failed on its own, before the pool broke
+        marker = _marker(_out_dir(work, i))
+        if not marker.exists():
+            entry[2] = None  # not started: submitted again
+            continue
+        held += 1
+        pid_text = marker.read_text().strip()
+        process = processes.get(int(pid_text)) if pid_text.isdigit() else None
+        code = process.exitcode if process is not None else None
+        shutil.rmtree(_out_dir(work, i), ignore_errors=True)
+        marker.unlink(missing_ok=True)
+        stopped = code == -signal.SIGTERM  # the executor's terminate(), after another died
+        if stopped and resubmitted.get(i, 0) < 2:
+            resubmitted[i] = resubmitted.get(i, 0) + 1
+            log.info(
+                "%s: its split worker was stopped when another died; splitting it again", p.name
+            )
+            entry[2] = None
+            continue
+        entry[2] = SplitWorkerDied(
+            f"{p.name}: the split worker process (pid {pid_text or '?'}) {_death(code)} while"
+            " splitting it; nothing of it was loaded, a later run retries it"
+        )
+    if not held:
+        log.warning("split workers could not start; splitting in this process instead")
+        return None
+    return worker_pool(workers)
+
+
+def _death(exitcode: int | None) -> str:
+    """How a worker process ended, from its exit code."""
+    if exitcode is None:
+        return "died"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        why = " (out of memory, or killed by hand?)" if -exitcode == signal.SIGKILL else ""
+        return f"was killed by {name}{why}"
+    return f"exited with status {exitcode}"

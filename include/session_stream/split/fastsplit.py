@@ -1,0 +1,228 @@
+"""The split's fast path: a line of the common shape, checked in C, written without a call per value.
+
+Most lines of a drop hold exactly the spec's keys, with values of the usual types: strings that
+fit their column, integers in range, 't'/'f' flags, UTC ISO times. For a line without a
+backslash (no string in it needs escaping), `decode` parses it into structs whose field types
+say exactly that (msgspec checks types, lengths and ranges in C while it parses), and `rows`
+writes each table's staged lines with one generated function per table, whose fields are inline
+expressions instead of a converter call each. Money and times, which msgspec cannot judge
+exactly, still go through convert.py when they are not in their plainest form.
+
+Anything else (a numeric string, a flag sent as true, an epoch-ms time, a value too long, an
+unknown or missing key, a repeated key's line) fails `decode`, and splitter.py takes the general
+path, which gives the same rows or the reject reason. The two paths must stage the same bytes:
+tests/unit/test_split.py compares them line by line.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from session_stream import tables
+from session_stream.split.convert import (
+    JsonNumber,
+    Reject,
+    converter,
+    is_iso_utc_ms,
+    is_plain_money,
+    known_real_days,
+    utc_datetime,
+)
+from session_stream.split.layout import NULL
+
+_ROWS_MAX = tables.ROW_NO_MAX + 1
+
+
+def _field_type(column: tables.Column):
+    """The type msgspec accepts for a column on the fast path: only values whose staged form is
+    the value itself (or str() of it), or that convert.py judges (Any: money and times)."""
+    optional = None if column.not_null else type(None)
+    if column.kind == tables.STR:
+        t = Annotated[str, msgspec.Meta(max_length=column.length)]
+    elif column.kind in (tables.INT, tables.BIGINT):
+        lo, hi = tables.INT_RANGE if column.kind == tables.INT else tables.BIGINT_RANGE
+        t = Annotated[int, msgspec.Meta(ge=lo, le=hi)]
+    elif column.kind == tables.FLAG:
+        t = Literal["t", "f"]
+    else:  # MONEY, DATETIME: JsonNumber texts and strings, judged by convert.py
+        return Any
+    return t if optional is None else t | None
+
+
+def _structs() -> type:
+    """The session as typed structs: the spec's keys, every scalar key required, the
+    collections optional, no other key."""
+
+    def struct(name: str, columns, extra=()):
+        fields = [(c.json_key, _field_type(c)) for c in columns]
+        fields += [(key, t, None) for key, t in extra]
+        return msgspec.defstruct("Fast_" + name, fields, forbid_unknown_fields=True)
+
+    def key_type(table: tables.Table):
+        return Annotated[str, msgspec.Meta(max_length=table.columns[0].length)]
+
+    lines, items = tables.PURCHASE_LINE_ITEMS.path
+    item = struct("item", tables.PURCHASE_LINE_ITEMS.columns[1:])
+    line = struct("line", tables.PURCHASE_LINES.columns[1:], [(items, list[item] | None)])
+    collections = []
+    for table in tables.CHILD_TABLES:
+        top = table.path[0]
+        if table.shape == "map":
+            value = _field_type(table.columns[1])
+            collections.append((top, dict[key_type(table), value] | None))
+        elif table.shape == "list":
+            collections.append((top, list[struct(top, table.columns)] | None))
+        elif table.shape == "map_of_objects":
+            collections.append((top, dict[key_type(table), line] | None))
+    return struct("session", tables.SESSIONS.columns, collections)
+
+
+_decoder = msgspec.json.Decoder(_structs(), float_hook=JsonNumber)
+
+
+def decode(raw: bytes):
+    """The line as fast-path structs, or None when it is not of the common shape (or not JSON:
+    the general path says which)."""
+    try:
+        return _decoder.decode(raw)
+    except (ValueError, RecursionError):  # msgspec.DecodeError, ValidationError; bad UTF-8
+        return None
+
+
+# --- the generated row writers --------------------------------------------------------------
+
+
+def _expr(column: tables.Column, value: str, where: str) -> str:
+    """A Python expression giving the staged field of `column` from the expression `value`
+    (a local name), for a value the fast structs accepted."""
+    name = column.name
+    if column.kind == tables.STR:
+        return value if column.not_null else f"({value} if {value} is not None else NULL)"
+    if column.kind in (tables.INT, tables.BIGINT):
+        return f"(str({value}) if {value} is not None else NULL)"
+    if column.kind == tables.FLAG:
+        return f"(NULL if {value} is None else '1' if {value} == 't' else '0')"
+    if column.kind == tables.MONEY:
+        return (
+            f"({value} if type({value}) is JsonNumber and money_plain({value})"
+            f" else conv_{name}({value}, {where}))"
+        )
+    if column.kind == tables.DATETIME:
+        return (
+            f"(f'{{{value}[:10]}} {{{value}[11:23]}}' if type({value}) is str"
+            f" and iso_utc_ms({value}) and {value}[:10] in real_days"
+            f" else utc_datetime({value}, {where}, {name!r}) if {value} is not None else NULL)"
+        )
+    raise ValueError(f"no fast expression for {column.kind}")
+
+
+def _namespace() -> dict:
+    ns = {
+        "NULL": NULL,
+        "JsonNumber": JsonNumber,
+        "money_plain": is_plain_money,
+        "iso_utc_ms": is_iso_utc_ms,
+        "real_days": known_real_days,
+        "utc_datetime": utc_datetime,
+        "ROWS_MAX": _ROWS_MAX,
+    }
+    for table in tables.TABLES:
+        for c in table.columns:
+            if c.kind == tables.MONEY:
+                ns[f"conv_{c.name}"] = converter(c)
+    return ns
+
+
+def _fields(columns, obj: str, where: str, indent: str) -> tuple[list[str], list[str]]:
+    """(statements binding each column's value from `obj`, the field expressions)."""
+    binds = [f"{indent}v{i} = {obj}.{c.json_key}" for i, c in enumerate(columns)]
+    return binds, [_expr(c, f"v{i}", where) for i, c in enumerate(columns)]
+
+
+def _join(parts: list[str]) -> str:
+    return "'\\t'.join((" + ", ".join(parts) + ",))"
+
+
+def _source(table: tables.Table) -> str:
+    """The source of `rows_<table>(s, lead)`: the table's staged lines for session `s`, or None
+    when a session holds more rows than row_no numbers (the general path rejects it)."""
+    fn = f"def rows_{table.storage}(s, lead):"
+    if table.shape == "session":
+        binds, fields = _fields(table.columns[1:], "s", "'session'", "    ")
+        return "\n".join([fn, *binds, f"    return [{_join(['lead', *fields])}]"])
+    top = table.path[0]
+    code = [fn, f"    found = s.{top}", "    if not found:", "        return ()"]
+    if table.shape != "map_of_lists":
+        code += ["    if len(found) > ROWS_MAX:", "        return None"]
+    if table.shape == "map":
+        value = _expr(table.columns[1], "v", repr(top))
+        row = _join(["lead", "str(n)", "k", value])
+        code.append(f"    return [{row} for n, (k, v) in enumerate(found.items())]")
+    elif table.shape == "list":
+        binds, fields = _fields(table.columns, "item", repr(top), "        ")
+        code += ["    out = []", "    for n, item in enumerate(found):", *binds]
+        code += [f"        out.append({_join(['lead', 'str(n)', *fields])})", "    return out"]
+    elif table.shape == "map_of_objects":
+        binds, fields = _fields(table.columns[1:], "obj", repr(top), "        ")
+        code += ["    out = []", "    for n, (k, obj) in enumerate(found.items()):", *binds]
+        code += [f"        out.append({_join(['lead', 'str(n)', 'k', *fields])})", "    return out"]
+    elif table.shape == "map_of_lists":
+        inner = table.path[1]
+        binds, fields = _fields(table.columns[1:], "item", repr(top), "            ")
+        code += ["    out = []", "    for k, obj in found.items():"]
+        code += [f"        for item in obj.{inner} or ():", *binds]
+        code += [f"            out.append({_join(['lead', 'str(len(out))', 'k', *fields])})"]
+        code.append("    return out if len(out) <= ROWS_MAX else None")
+    else:
+        raise ValueError(f"unknown table shape {table.shape}")
+    return "\n".join(code)
+
+
+def _stage_source() -> str:
+    """The source of `stage(s, index, source)`: every table's writer in turn, then what the
+    repeated-key check counts besides the rows."""
+    lines, items = tables.PURCHASE_LINE_ITEMS.path
+    absent = " + ".join(f"(s.{key} is None)" for key in tables.COLLECTION_KEYS)
+    code = [
+        "def stage(s, index, source):",
+        "    sid = s.session_id",
+        "    if not sid:",
+        "        return None",
+        "    try:",
+        f"        out = [[rows_{tables.SESSIONS.storage}(s, f'{{index}}\\t{{sid}}')[0] + '\\t' + source]]",
+        "        lead = str(index)",
+    ]
+    for table in tables.CHILD_TABLES:
+        code += [
+            f"        found = rows_{table.storage}(s, lead)",
+            "        if found is None:",
+            "            return None",
+            "        out.append(found)",
+        ]
+    code += [
+        "    except Reject:",
+        "        return None",
+        f"    found = s.{lines}",
+        f"    items = sum([line.{items} is not None for line in found.values()]) if found else 0",
+        f"    return out, {absent}, items",
+    ]
+    return "\n".join(code)
+
+
+def _compile() -> dict:
+    ns = _namespace()
+    ns["Reject"] = Reject
+    for table in tables.TABLES:
+        exec(compile(_source(table), f"<fastsplit {table.name}>", "exec"), ns)  # noqa: S102
+    exec(compile(_stage_source(), "<fastsplit stage>", "exec"), ns)  # noqa: S102
+    return ns
+
+
+_GENERATED = _compile()
+stage = _GENERATED["stage"]
+stage.__doc__ = """(every table's staged lines for session `s`, decoded by `decode`, in tables.TABLES order
+as splitter.py's general path writes them; the collections it lacks or holds as null; its purchase
+lines that carry "items"), or None when the general path must judge the session (no
+session_id, too many rows, a money or time value to reject: that path names the field)."""
