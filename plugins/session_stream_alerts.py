@@ -302,14 +302,17 @@ def run_alert(report: RunReport) -> Alert:
             f"  - {name}: {problem}" if problem else f"  - {name}"
             for name, problem in files.items()
         ]
-    if report.still_failing_total:
-        lines += ["", f"Files of earlier windows still failing ({report.still_failing_total}):"]
-        for f in report.still_failing:
+    # The ledger's failing files, less this run's own (listed above already).
+    earlier = [f for f in report.still_failing if f.get("file") not in files]
+    total = report.still_failing_total - (len(report.still_failing) - len(earlier))
+    if total > 0:
+        lines += ["", f"Files of earlier windows still failing ({total}):"]
+        for f in earlier:
             lines.append(
                 f"  - {f.get('file')}: failing since {f.get('failing_since') or '?'},"
                 f" {f.get('attempts')} attempt(s): {f.get('error')}"
             )
-        more = report.still_failing_total - len(report.still_failing)
+        more = total - len(earlier)
         if more > 0:
             lines.append(f"  ... and {more} more (the check task's log lists them all)")
     if report.not_run:

@@ -224,6 +224,7 @@ def test_a_truncated_file_fails_the_run_alerts_and_the_other_files_load(
             session_stream_drop_url=tmp_path / "drop",
             session_stream_staging_url=tmp_path / "staging",
             session_stream_alert_to="data@example.test",
+            session_stream_alert_manual_runs="true",  # `dags test` makes a manual run
         ),
         "AIRFLOW__API__BASE_URL": "https://airflow.example.test",
     }
