@@ -321,17 +321,7 @@ def session_stream_dag(
                         loader,
                         staging,
                         window,
-                        prefix=dag_tasks.staging_prefix(run_id),
-                        lookback_hours=params["lookback_hours"],
-                        settle_seconds=params["settle_seconds"],
-                        batch_size=params["batch_size"],
-                        force=params["force"],
-                        sweep=dag_tasks.sweeps(dag_run.run_type),
-                        sweep_days=params["sweep_days"],
-                        sweep_max_files=params["sweep_max_files"],
-                        silence_hours=silence,
-                        leave_for_next_run=scheduled,
-                        run_key=dag_tasks.run_key(run_id),
+                        dag_tasks.FetchSettings.for_run(params, dag_run.run_type, run_id, silence),
                     )
             finally:
                 loader.close()

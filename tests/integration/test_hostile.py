@@ -623,8 +623,7 @@ def test_the_dag_records_entries_it_does_not_read_and_reloads_a_corrected_file(e
                 loader,
                 staging,
                 window,
-                prefix=dag_tasks.staging_prefix(prefix),
-                settle_seconds=0,
+                dag_tasks.FetchSettings(prefix=dag_tasks.staging_prefix(prefix), settle_seconds=0),
             )
             for batch in fetched["batches"]:
                 dag_tasks.load_batch(dag_tasks.split_batch(batch, staging), staging, loader)

@@ -159,10 +159,11 @@ def retry_due(entry: dict, now: datetime) -> bool:
 
 
 def sweep_failed(
-    drop, loader, since: datetime, until: datetime, *, skip: set[str], max_files: int, now: datetime
+    drop, loader, span: Window, *, skip: set[str], max_files: int, now: datetime
 ) -> list:
-    """The drop's files the ledger marks failed, window in [since, until), due for a retry,
+    """The drop's files the ledger marks failed, window start in `span`, due for a retry,
     newest first, at most `max_files`; names in `skip` (listed already) left out."""
+    since, until = span.start, span.end
     if max_files <= 0 or since >= until:
         return []
     failing = [e for e in loader.failing(since, until) if e["file_name"] not in skip]
@@ -245,25 +246,61 @@ def plan_batches(
 # ---------------------------------------------------------------- the tasks
 
 
+@dataclass(frozen=True)
+class FetchSettings:
+    """What a run's `fetch` does, built once per run (the DAG: from its params and run type).
+
+    prefix             the run's staging prefix (staging_prefix(run_id))
+    lookback_hours     also list this many hours before the window, for late files
+    settle_seconds     a file modified more recently may still be being written
+    recheck_after      seconds between two looks at sizes (None: 5 s for stores without mtime)
+    batch_size         files per batch (one load task each)
+    force              reload files the ledger has loaded with the same content
+    sweep              retry the ledger's failed files of earlier windows (scheduled runs)
+    sweep_days         ... whose window started within this many days
+    sweep_max_files    ... at most this many a run, newest first
+    silence_hours      tell when the drop's silence begins / goes on / ends (None: do not)
+    leave_for_next_run a young file the next run's look-back lists may wait for it
+    run_key            the head of the load_token of this run's loads (run_key(run_id))
+    """
+
+    prefix: str
+    lookback_hours: float = DEFAULT_LOOKBACK_HOURS
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    recheck_after: float | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    force: bool = False
+    sweep: bool = False
+    sweep_days: float = DEFAULT_SWEEP_DAYS
+    sweep_max_files: int = DEFAULT_SWEEP_MAX_FILES
+    silence_hours: float | None = None
+    leave_for_next_run: bool = False
+    run_key: str | None = None
+
+    @classmethod
+    def for_run(
+        cls, params: dict, run_type, run_id: str, silence_hours: float | None
+    ) -> FetchSettings:
+        """A DAG run's settings: its params, and what its type allows (only scheduled runs
+        sweep, and may leave a young file to the next run)."""
+        scheduled = sweeps(run_type)
+        return cls(
+            prefix=staging_prefix(run_id),
+            lookback_hours=params["lookback_hours"],
+            settle_seconds=params["settle_seconds"],
+            batch_size=params["batch_size"],
+            force=params["force"],
+            sweep=scheduled,
+            sweep_days=params["sweep_days"],
+            sweep_max_files=params["sweep_max_files"],
+            silence_hours=silence_hours,
+            leave_for_next_run=scheduled,
+            run_key=run_key(run_id),
+        )
+
+
 def fetch(
-    drop,
-    loader,
-    staging,
-    window: Window,
-    *,
-    prefix: str,
-    lookback_hours: float = DEFAULT_LOOKBACK_HOURS,
-    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
-    recheck_after: float | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    force: bool = False,
-    sweep: bool = False,
-    sweep_days: float = DEFAULT_SWEEP_DAYS,
-    sweep_max_files: int = DEFAULT_SWEEP_MAX_FILES,
-    now: datetime | None = None,
-    silence_hours: float | None = None,
-    leave_for_next_run: bool = False,
-    run_key: str | None = None,
+    drop, loader, staging, window: Window, run: FetchSettings, *, now: datetime | None = None
 ) -> dict:
     """List, keep what is pending and settled, stage it, and plan the batches.
 
@@ -288,8 +325,15 @@ def fetch(
     from session_stream.drop.names import order_key
     from session_stream.drop.settle import QUIET_SECONDS, settled, wait_until_settled
 
+    prefix, force, recheck_after = run.prefix, run.force, run.recheck_after
+    lookback_hours, settle_seconds, silence_hours = (
+        run.lookback_hours,
+        run.settle_seconds,
+        run.silence_hours,
+    )
+
     scope = window.widened(lookback_hours)
-    sweep_since = window.end - timedelta(days=sweep_days)
+    sweep_since = window.end - timedelta(days=run.sweep_days)
     listed = drop.list_files(scope.start, scope.end)
     listed_ignored = list(drop.ignored)  # before any other listing replaces them
     silence = (
@@ -320,14 +364,13 @@ def fetch(
     )
     pending = [f for f in readable if f.name in pending_names]
     retried = []
-    if sweep:
+    if run.sweep:
         retried = sweep_failed(
             drop,
             loader,
-            sweep_since,
-            scope.start,
+            Window(sweep_since, scope.start),
             skip={f.name for f in listed},
-            max_files=sweep_max_files,
+            max_files=run.sweep_max_files,
             now=to_utc(now or datetime.now(UTC)),
         )
         pending += retried
@@ -343,7 +386,9 @@ def fetch(
     waiting = [
         f
         for f in young
-        if leave_for_next_run and f.window_start is not None and f.window_start >= next_scope_start
+        if run.leave_for_next_run
+        and f.window_start is not None
+        and f.window_start >= next_scope_start
     ]
     left_behind = []
     if len(waiting) < len(young):
@@ -382,7 +427,7 @@ def fetch(
         log.error("%s refused: %s", name, why)
         loader.record_failure(name, f.size, f.window_start, f"refused: {why}")
 
-    batches = [{"prefix": prefix, "files": b} for b in plan_batches(staged, batch_size)]
+    batches = [{"prefix": prefix, "files": b} for b in plan_batches(staged, run.batch_size)]
     result = {
         "window": [window.start.isoformat(), window.end.isoformat()],
         "scope": [scope.start.isoformat(), scope.end.isoformat()],
@@ -391,7 +436,7 @@ def fetch(
         "already_loaded": len(readable) - len(pending_names),
         "waiting": [f.name for f in waiting],
         "left_behind": [f.name for f in left_behind],
-        "run_key": run_key,
+        "run_key": run.run_key,
         "refused": {name: why for name, (_, why) in refused.items()},
         "ignored": ignored,
         "fetched": [f["name"] for f in staged],
@@ -555,12 +600,7 @@ def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
             _remove_staged(staging, prefix, name)
 
     return _batch_result(
-        loaded,
-        skipped,
-        failures,
-        retried,
-        rows,
-        rejects,
+        _Tally(loaded, skipped, failures, retried, rows, rejects),
         len(split["files"]) + len(split["failed"]),
     )
 
@@ -656,11 +696,25 @@ def split_and_load(
                     len(failures),
                     time.perf_counter() - started,
                 )
-    return _batch_result(loaded, skipped, failures, retried, rows, rejects, len(items))
+    return _batch_result(_Tally(loaded, skipped, failures, retried, rows, rejects), len(items))
 
 
-def _batch_result(loaded, skipped, failures, retried, rows, rejects, total) -> dict:
+@dataclass
+class _Tally:
+    """What a load task did to its batch, file by file."""
+
+    loaded: list[str]
+    skipped: list[str]
+    failures: dict[str, str]  # file -> error
+    retried: set[str]  # files the sweep retried: failing again is listed, not alerted
+    rows: dict[str, int]
+    rejects: int
+
+
+def _batch_result(tally: _Tally, total: int) -> dict:
     """What a load task returns, or FilesFailedError naming the files that newly failed."""
+    loaded, skipped, failures = tally.loaded, tally.skipped, tally.failures
+    retried, rows, rejects = tally.retried, tally.rows, tally.rejects
     log.info(
         "loaded %d file(s), skipped %d, failed %d; rows %s",
         len(loaded),
