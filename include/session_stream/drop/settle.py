@@ -63,8 +63,6 @@ def wait_until_settled(
     timeout: float,
     quiet_seconds: float = QUIET_SECONDS,
     log_every: float = LOG_EVERY,
-    clock=time.monotonic,
-    sleep=time.sleep,
 ) -> tuple[list[DropFile], list[DropFile]]:
     """Wait for young files that no later run will list (a backfill's, a past window's) until
     each has held still, size and mtime, for `quiet_seconds` (its mtime that old already, or
@@ -82,10 +80,10 @@ def wait_until_settled(
     ]
     for f in ready:
         del pending[f.path]
-    started = clock()
+    started = time.monotonic()
     logged = None
     while pending:
-        waited = clock() - started
+        waited = time.monotonic() - started
         if logged is None or waited - logged >= log_every:
             logged = waited
             log.info(
@@ -100,7 +98,7 @@ def wait_until_settled(
         step = min(quiet_seconds, max(timeout - waited, 0.0))
         if step <= 0:
             break
-        sleep(step)
+        time.sleep(step)
         current = drop.restat(pending.values())
         for path, before in list(pending.items()):
             now_f = current.get(path)
@@ -116,7 +114,7 @@ def wait_until_settled(
         log.warning(
             "%d file(s) still changing after %.0f s: %s",
             len(still),
-            clock() - started,
+            time.monotonic() - started,
             [f.name for f in still],
         )
     ready.sort(key=lambda f: order_key(f.name))
