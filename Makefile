@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 UV_VERSION := 0.13.8
 
-.PHONY: setup test test-mysql84 stack-test lint bench bench-days demo system-deps
+.PHONY: setup test test-mysql84 stack-test lint bench bench-days bench-backfill demo system-deps
 
 # The system packages each target needs (scripts/system-deps.sh): checked on every run, before the
 # venv is built; as root on Debian/Ubuntu it installs what is missing, otherwise it says what to run.
@@ -65,6 +65,12 @@ bench: setup
 # the same files in an empty warehouse, and Monetate's joins. --id-style uuid for random ids.
 bench-days: setup
 	$(VENV)/bin/python -m benchmarks.bench --days 12 --id-style timestamp
+
+# Three days of files written, then backfilled at once through `airflow standalone` with
+# `airflow backfill create` on session_stream_daily, beside `session-stream load` of the same
+# files; checks every file loaded and the tables identical (benchmarks/bench_backfill.py).
+bench-backfill: setup
+	$(VENV)/bin/python -m benchmarks.bench_backfill
 
 # A day of sample sessions loaded into MySQL through the real DAG; see scripts/demo.py.
 demo: setup

@@ -243,11 +243,14 @@ def mysql_connect(*, local_infile: bool = True):
     return db.connect(mysql_url(conn), local_infile=local_infile)
 
 
-def open_loader(*, init: bool = False, lock_timeout: int | None = None) -> Loader:
+def open_loader(
+    *, init: bool = False, lock_timeout: int | None = None, token_prefix: str = ""
+) -> Loader:
     """The engine's loader on `session_stream_mysql`; `init` first applies pending migrations
     (none pending: no DDL, so a loader with data rights only will do).
 
     `lock_timeout`: seconds a file's load waits for the load lock (another load of the database).
+    `token_prefix`: the run's key (dag_tasks.run_key), so its report counts its own loads.
     """
     if init:
         conn = mysql_connect()
@@ -256,5 +259,5 @@ def open_loader(*, init: bool = False, lock_timeout: int | None = None) -> Loade
         finally:
             conn.close()
     if lock_timeout is None:
-        return Loader(mysql_connect)
-    return Loader(mysql_connect, lock_timeout=lock_timeout)
+        return Loader(mysql_connect, token_prefix=token_prefix)
+    return Loader(mysql_connect, lock_timeout=lock_timeout, token_prefix=token_prefix)

@@ -57,6 +57,11 @@ SLACK_CONN_ID = "session_stream_slack"
 RECIPIENTS_VARIABLE = "session_stream_alert_to"
 FINISH_TASK_ID = "finish"
 FAILURE_KEY = "failure"  # the XCom key note_failure writes
+CHECK_TASK_ID = "check"
+CHECK_REPORT_KEY = "report"  # check's report, when check itself failed
+# Manual runs (and `airflow dags test`) alert only when this Variable is true or the run's
+# param `alert` is: a person trying the DAG out should not page the whole list.
+MANUAL_ALERTS_VARIABLE = "session_stream_alert_manual_runs"
 DEFAULT_BASE_URL = "http://localhost:8080"
 MAX_ERROR_CHARS = 1500
 
@@ -85,6 +90,10 @@ class RunReport:
     logical_date: str | None = None
     failed: list[TaskFailure] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)  # upstream_failed: never started
+    # Files of earlier windows that still fail (check's report): {file, failing_since, attempts,
+    # error}, newest first, and how many there are in all.
+    still_failing: list[dict] = field(default_factory=list)
+    still_failing_total: int = 0
 
     @property
     def files(self) -> dict[str, str]:
@@ -179,6 +188,9 @@ def run_report(ti, dag, logical_date=None) -> RunReport:
         run_id=ti.run_id,
         logical_date=logical_date.isoformat() if hasattr(logical_date, "isoformat") else None,
     )
+    checked = _check_report(ti, order)
+    report.still_failing = list(checked.get("still_failing") or [])
+    report.still_failing_total = int(checked.get("still_failing_total") or 0)
     for _, map_index, task_id, state in sorted(found):
         if state == "upstream_failed":
             label = f"{task_id}[{map_index}]" if map_index >= 0 else task_id
@@ -199,6 +211,22 @@ def run_report(ti, dag, logical_date=None) -> RunReport:
             )
         )
     return report
+
+
+def _check_report(ti, task_ids) -> dict:
+    """The run's report from its `check` task: its return value, or, when it failed, what it
+    left under XCom `report` (CHECK_REPORT_KEY)."""
+    if CHECK_TASK_ID not in task_ids:
+        return {}
+    try:
+        return (
+            ti.xcom_pull(task_ids=CHECK_TASK_ID)
+            or ti.xcom_pull(task_ids=CHECK_TASK_ID, key=CHECK_REPORT_KEY)
+            or {}
+        )
+    except Exception:  # the alert must still go out without it
+        log.exception("could not read the run's report for the alert")
+        return {}
 
 
 def raise_for_failed_tasks(ti, dag, logical_date=None) -> RunReport:
@@ -274,6 +302,19 @@ def run_alert(report: RunReport) -> Alert:
             f"  - {name}: {problem}" if problem else f"  - {name}"
             for name, problem in files.items()
         ]
+    # The ledger's failing files, less this run's own (listed above already).
+    earlier = [f for f in report.still_failing if f.get("file") not in files]
+    total = report.still_failing_total - (len(report.still_failing) - len(earlier))
+    if total > 0:
+        lines += ["", f"Files of earlier windows still failing ({total}):"]
+        for f in earlier:
+            lines.append(
+                f"  - {f.get('file')}: failing since {f.get('failing_since') or '?'},"
+                f" {f.get('attempts')} attempt(s): {f.get('error')}"
+            )
+        more = total - len(earlier)
+        if more > 0:
+            lines.append(f"  ... and {more} more (the check task's log lists them all)")
     if report.not_run:
         lines += ["", "Not run (an upstream task failed): " + ", ".join(report.not_run)]
     return Alert(subject, "\n".join(lines + _footer()))
@@ -300,8 +341,82 @@ def task_alert(context) -> Alert:
     return run_alert(report)
 
 
-def stall_alert(dag_run: dict, minutes: float, pool: str | None = None) -> Alert:
-    """A run still going `minutes` after it was queued (the deadline alert's context)."""
+UNFINISHED = {
+    None: "not started: its upstream tasks have not finished",
+    "none": "not started: its upstream tasks have not finished",
+    "queued": "queued, and no worker has picked it up: is the executor (Celery workers, the "
+    "scheduler's LocalExecutor) running?",
+    "running": "running: its log says what it is doing and, every minute, what it waits for",
+    "up_for_retry": "waiting to retry after a transient error (its log says which)",
+    "up_for_reschedule": "waiting to be rescheduled",
+    "deferred": "deferred to the triggerer: is the triggerer running?",
+    "restarting": "restarting",
+}
+
+
+@dataclass
+class StuckTask:
+    label: str
+    state: str | None
+    why: str
+
+
+def _label(key: str) -> str:
+    """'load_3' (the Task SDK's name of a mapped task instance) as 'load[3]'."""
+    task_id, _, index = key.rpartition("_")
+    return f"{task_id}[{index}]" if task_id and index.isdigit() else key
+
+
+def stuck_tasks(
+    dag_id: str, run_id: str, pool: str | None = None, pool_tasks: dict | None = None
+) -> list[StuckTask]:
+    """The unfinished task instances of a run, each with its state and why it is held up.
+
+    A task 'scheduled' for `pool` waits for a slot: when no task that uses the pool runs
+    anywhere (`pool_tasks`: {dag_id: [task ids]}), the pool is missing (or has no slots), else it
+    is full. Read through the Task SDK (the triggerer runs the deadline alert and answers it).
+    """
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id, {})
+    in_pool = set((pool_tasks or {}).get(dag_id, []))
+    found = []
+    for key, state in sorted(states.items()):
+        state = str(getattr(state, "value", state)) if state is not None else None
+        if state in ("success", "failed", "skipped", "upstream_failed", "removed"):
+            continue
+        label = _label(key)
+        task_id = label.split("[")[0]
+        if state == "scheduled" and pool and task_id in in_pool:
+            running = sum(
+                RuntimeTaskInstance.get_ti_count(dag_id=d, task_ids=list(ids), states=["running"])
+                for d, ids in (pool_tasks or {}).items()
+            )
+            if running:
+                why = (
+                    f"waiting for a slot of the pool {pool}, which is full: {running} load(s) of "
+                    f"{', '.join(pool_tasks)} run now (`airflow pools get {pool}`)"
+                )
+            else:
+                why = (
+                    f"waiting for a slot of the pool {pool}, and no load runs anywhere: the pool "
+                    f"does not exist or has no slots. Create it: "
+                    f'`airflow pools set {pool} 2 "session-stream loads"`'
+                )
+        elif state == "scheduled":
+            why = "scheduled but not queued: the scheduler has no free slot (parallelism, pools)"
+        else:
+            why = UNFINISHED.get(state, f"in state {state}")
+        found.append(StuckTask(label, state, why))
+    # What holds the run up first; the tasks merely waiting for it after.
+    return sorted(found, key=lambda t: t.state in (None, "none"))
+
+
+def stall_alert(
+    dag_run: dict, minutes: float, pool: str | None = None, stuck: list[StuckTask] | None = None
+) -> Alert:
+    """A run still going `minutes` after it was queued (the deadline alert's context), naming
+    the tasks that hold it up, their state and why."""
     dag_id, run_id = dag_run.get("dag_id", "?"), dag_run.get("dag_run_id", "?")
     lines = [
         f"DAG:   {dag_id}",
@@ -311,26 +426,64 @@ def stall_alert(dag_run: dict, minutes: float, pool: str | None = None) -> Alert
         f"Link:  {run_url(dag_id, run_id)}",
         "",
         f"The run has not finished {minutes:g} minutes after it was queued. It goes on; if it "
-        "fails, that is reported separately. What usually holds a run up:",
+        "fails, that is reported separately.",
     ]
-    if pool:
-        lines.append(
-            f"  - tasks waiting in state 'scheduled' for the pool {pool}, which does not exist or "
-            f"has no free slot: `airflow pools get {pool}`; create it with "
-            f'`airflow pools set {pool} 2 "session-stream loads"`'
-        )
-    lines += [
-        "  - no scheduler or worker picking tasks up (tasks 'queued' for long)",
-        "  - a task waiting on a server: its log says which",
-    ]
+    if stuck:
+        lines += ["", f"Unfinished tasks ({len(stuck)}):"]
+        lines += [f"  - {t.label} ({t.state or 'no state'}): {t.why}" for t in stuck]
+    else:
+        lines += [
+            "",
+            "Its tasks' states could not be read. What usually holds a run up:",
+            f"  - tasks 'scheduled' for the pool {pool}, which does not exist or has no free "
+            f"slot: `airflow pools get {pool}`; create it with "
+            f'`airflow pools set {pool} 2 "session-stream loads"`',
+            "  - no scheduler or worker picking tasks up (tasks 'queued' for long)",
+            "  - a task waiting on a server: its log says which",
+        ]
     subject = f"[Airflow] {dag_id} run {run_id} has not finished after {minutes:g} min"
+    if stuck:
+        subject += f": {stuck[0].label} {stuck[0].state or 'not started'}"
     return Alert(subject, "\n".join(lines + _footer()))
+
+
+def silence_ended_alert(dag_id: str, run_id: str, message: str) -> Alert:
+    """The drop delivers again after a silence that alerted (sent by `finish`)."""
+    subject = f"[Airflow] {dag_id}: the drop delivers again (run {run_id})"
+    lines = [
+        f"DAG:   {dag_id}",
+        f"Run:   {run_id}",
+        f"Link:  {run_url(dag_id, run_id)}",
+        "",
+        message,
+    ]
+    return Alert(subject, "\n".join(lines + _footer()))
+
+
+def alerts_wanted(run_type, params: dict | None) -> bool:
+    """Scheduled runs, backfills and asset-triggered runs alert; a manual run (and
+    `airflow dags test`) only with its param `alert` or the Variable MANUAL_ALERTS_VARIABLE."""
+    kind = str(getattr(run_type, "value", run_type) or "")
+    if kind != "manual":
+        return True
+    if _truthy((params or {}).get("alert")):
+        return True
+    from airflow.sdk import Variable
+
+    try:
+        return _truthy(Variable.get(MANUAL_ALERTS_VARIABLE, default=None))
+    except Exception:  # noqa: BLE001 - unreadable: alert, rather than hide a failure
+        return True
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 # ---------------------------------------------------------------- stalls
 
 
-def stall_deadline(minutes: float, pool: str | None = None):
+def stall_deadline(minutes: float, pool: str | None = None, pool_tasks: dict | None = None):
     """A DAG's `deadline`: alert when a run is still going `minutes` after it was queued.
 
     None when `minutes` is 0, and under `airflow dags test`, which runs no scheduler to watch
@@ -344,6 +497,8 @@ def stall_deadline(minutes: float, pool: str | None = None):
     kwargs: dict = {"stall_minutes": minutes}
     if pool:
         kwargs["pool"] = pool
+    if pool_tasks:
+        kwargs["pool_tasks"] = {d: list(t) for d, t in pool_tasks.items()}
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(minutes=minutes),
@@ -373,6 +528,7 @@ class SessionStreamNotifier(BaseNotifier):
         recipients_variable: str = RECIPIENTS_VARIABLE,
         stall_minutes: float | None = None,
         pool: str | None = None,
+        pool_tasks: dict | None = None,
         context=None,
     ):
         super().__init__(context)
@@ -381,6 +537,7 @@ class SessionStreamNotifier(BaseNotifier):
         self.recipients_variable = recipients_variable
         self.stall_minutes = stall_minutes
         self.pool = pool
+        self.pool_tasks = pool_tasks
 
     def alert_for(self, context) -> Alert | None:
         """What to send for this callback, or None when another callback reports it."""
@@ -395,8 +552,34 @@ class SessionStreamNotifier(BaseNotifier):
                     dag_run.get("state"),
                 )
                 return None
-            return stall_alert(dag_run, self.stall_minutes or 0, self.pool)
+            if not alerts_wanted(dag_run.get("run_type"), dag_run.get("conf")):
+                log.info(
+                    "manual run %s stalled: no alert (param alert or Variable %s)",
+                    dag_run.get("dag_run_id"),
+                    MANUAL_ALERTS_VARIABLE,
+                )
+                return None
+            try:
+                stuck = stuck_tasks(
+                    dag_run.get("dag_id", ""),
+                    dag_run.get("dag_run_id", ""),
+                    self.pool,
+                    self.pool_tasks,
+                )
+            except Exception:  # the alert goes out without the task list
+                log.exception("could not read the stalled run's task states")
+                stuck = None
+            return stall_alert(dag_run, self.stall_minutes or 0, self.pool, stuck)
         exception = context.get("exception")
+        dag_run = context.get("dag_run")
+        if not alerts_wanted(getattr(dag_run, "run_type", None), context.get("params")):
+            log.warning(
+                "%s failed in a manual run: no alert is sent for manual runs and `airflow dags "
+                "test` unless the run's param alert or the Variable %s is true",
+                getattr(context.get("ti"), "task_id", "a task"),
+                MANUAL_ALERTS_VARIABLE,
+            )
+            return None
         if isinstance(exception, RunFailed):
             return run_alert(exception.report)
         task = context.get("task")
@@ -476,12 +659,25 @@ class SessionStreamNotifier(BaseNotifier):
                 f"connection {self.smtp_conn_id} exists but names nobody to e-mail: set the "
                 f"Variable {self.recipients_variable} to a comma-separated address list"
             )
-        with SmtpHook(smtp_conn_id=self.smtp_conn_id) as hook:
+
+        class PlainAndHtml(SmtpHook):
+            """multipart/alternative: the text part first (mail-to-ticket and pager gateways
+            read it), the HTML part last (what mail clients show)."""
+
+            def _build_mime_message(self, *args, **kwargs):
+                from email.mime.text import MIMEText
+
+                msg, recipients = super()._build_mime_message(*args, **kwargs)
+                msg.set_payload([MIMEText(alert.text, "plain", "utf-8"), *msg.get_payload()])
+                return msg, recipients
+
+        with PlainAndHtml(smtp_conn_id=self.smtp_conn_id) as hook:
             hook.send_email_smtp(
                 to=to,
                 subject=alert.subject,
                 html_content=alert.html,
                 from_email=hook.from_email or f"airflow@{conn.host or 'localhost'}",
+                mime_subtype="alternative",
             )
         return None
 

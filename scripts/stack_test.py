@@ -441,7 +441,18 @@ def next_day(day: str) -> str:
 
 def check_report(report: dict) -> None:
     """check's return value: the run's quality report (report.run_report)."""
-    figures = {k: report.get(k) for k in ("fetched", "loaded", "failed", "sessions", "rejects")}
+    figures = {
+        k: report.get(k)
+        for k in (
+            "fetched",
+            "loaded",
+            "failed",
+            "session_versions_read",
+            "sessions_written",
+            "sessions_stored",
+            "rejects",
+        )
+    }
     say(f"  quality report: {json.dumps(figures)}, waiting {report.get('waiting')}")
     if (report.get("loaded"), report.get("failed"), report.get("waiting")) != (SAMPLE_FILES, 0, []):
         raise StackTestError(

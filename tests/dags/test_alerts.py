@@ -16,7 +16,7 @@ OTHER = "20261101T003000.000Z_PT15M-1793493900742.json.gz"
 REJECTS = "20261101T004500.000Z_PT15M-1793494800123.json.gz"
 RUN = "scheduled__2026-11-01T01:00:00+00:00"
 BASE = "https://airflow.example.test/prod"
-TASK_IDS = ["fetch", "split", "load", "check", "finish"]
+TASK_IDS = ["fetch", "split", "load", "check", "finish"]  # split: as an older DAG had it
 
 
 class RunTI:
@@ -24,14 +24,21 @@ class RunTI:
 
     dag_id, run_id, task_id, map_index, try_number = "session_stream", RUN, "finish", -1, 1
 
-    def __init__(self, states: dict[str, str], notes: dict[tuple[str, int], dict]):
-        self.states, self.notes = states, notes
+    def __init__(
+        self,
+        states: dict[str, str],
+        notes: dict[tuple[str, int], dict],
+        checked: dict | None = None,
+    ):
+        self.states, self.notes, self.checked = states, notes, checked
 
     def get_task_states(self, dag_id, run_ids):
         assert (dag_id, run_ids) == (self.dag_id, [self.run_id])
         return {self.run_id: {**self.states, "finish": "running"}}
 
-    def xcom_pull(self, task_ids, key, map_indexes):
+    def xcom_pull(self, task_ids, key="return_value", map_indexes=None):
+        if task_ids == "check" and key in ("return_value", "report"):
+            return self.checked if key == "report" else None  # check failed: no return value
         assert key == "failure"
         return self.notes.get((task_ids, map_indexes))
 
@@ -369,3 +376,102 @@ def test_the_stall_deadline_is_left_out_of_dags_test_and_when_turned_off(monkeyp
     # apache/airflow#73428: `airflow dags test` exits 1 after a good run of a DAG with a deadline.
     monkeypatch.setattr("sys.argv", ["airflow", "dags", "test", "session_stream", "2026-11-01"])
     assert alerts.stall_deadline(60) is None
+
+
+def test_the_run_alert_lists_the_files_of_earlier_windows_still_failing(base_url):
+    failing = [
+        {
+            "file": OTHER,
+            "failing_since": "2026-10-30T02:00:00+00:00",
+            "attempts": 3,
+            "error": "truncated",
+        }
+    ]
+    ti = RunTI(
+        {"fetch": "success", "load_0": "success", "check": "failed"},
+        {("check", -1): {"error": "1 file(s) need a look", "problems": {BAD: "not loaded"}}},
+        # The ledger's failing files include this run's own (BAD): listed once, above.
+        checked={
+            "still_failing": [*failing, {**failing[0], "file": BAD}],
+            "still_failing_total": 26,
+        },
+    )
+    alert = alerts.run_alert(alerts.run_report(ti, DAG))
+    assert f"{BAD}: not loaded" in alert.text and alert.text.count(BAD) == 1
+    assert "Files of earlier windows still failing (25):" in alert.text
+    assert (
+        f"{OTHER}: failing since 2026-10-30T02:00:00+00:00, 3 attempt(s): truncated" in alert.text
+    )
+    assert "and 24 more" in alert.text
+
+
+def manual_context(task_id, exception, params=None):
+    context = task_context(task_id, exception)
+    context["dag_run"] = SimpleNamespace(run_type="manual")
+    context["params"] = params or {}
+    return context
+
+
+def test_manual_runs_and_dags_test_alert_only_when_asked_to(monkeypatch):
+    notifier = alerts.SessionStreamNotifier()
+    report = two_loads_failed()
+    monkeypatch.delenv("AIRFLOW_VAR_SESSION_STREAM_ALERT_MANUAL_RUNS", raising=False)
+    assert notifier.alert_for(manual_context("finish", alerts.RunFailed(report))) is None
+    asked = manual_context("finish", alerts.RunFailed(report), params={"alert": True})
+    assert notifier.alert_for(asked) == alerts.run_alert(report)
+    monkeypatch.setenv("AIRFLOW_VAR_SESSION_STREAM_ALERT_MANUAL_RUNS", "true")
+    assert notifier.alert_for(manual_context("finish", alerts.RunFailed(report))) is not None
+    # A stalled manual run: the same rule, from the run's conf.
+    monkeypatch.delenv("AIRFLOW_VAR_SESSION_STREAM_ALERT_MANUAL_RUNS")
+    stalled = deadline_context("running")
+    stalled["dag_run"]["run_type"] = "manual"
+    assert notifier.alert_for(stalled) is None
+
+
+@pytest.mark.parametrize(
+    ("running", "why"),
+    [
+        (0, "the pool does not exist or has no slots"),
+        (2, "which is full: 2 load(s) of session_stream, session_stream_daily run now"),
+    ],
+)
+def test_the_stall_alert_names_the_stuck_task_its_state_and_why(
+    monkeypatch, base_url, running, why
+):
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    states = {RUN: {"fetch": "success", "load_0": "scheduled", "check": None, "finish": None}}
+    monkeypatch.setattr(
+        RuntimeTaskInstance, "get_task_states", staticmethod(lambda dag_id, run_ids: states)
+    )
+    counts = {"session_stream": running, "session_stream_daily": 0}
+    monkeypatch.setattr(
+        RuntimeTaskInstance,
+        "get_ti_count",
+        staticmethod(lambda dag_id, task_ids, states: counts[dag_id]),
+    )
+    notifier = alerts.SessionStreamNotifier(
+        stall_minutes=60,
+        pool="session_stream_load",
+        pool_tasks={"session_stream": ["load"], "session_stream_daily": ["load"]},
+    )
+    alert = notifier.alert_for(deadline_context("running"))
+    assert alert.subject.endswith("has not finished after 60 min: load[0] scheduled")
+    assert (
+        "  - load[0] (scheduled): waiting for a slot of the pool session_stream_load" in alert.text
+    )
+    assert why in alert.text
+    assert "  - check (no state): not started" in alert.text
+    assert "fetch" not in alert.text.split("Unfinished tasks")[1]
+
+
+def test_every_mail_has_a_text_part_and_an_html_part(monkeypatch, smtp_sink):
+    set_env(monkeypatch, smtp_sink.conn_env())
+    monkeypatch.setenv("AIRFLOW_VAR_SESSION_STREAM_ALERT_TO", "data@example.test")
+    monkeypatch.delenv("AIRFLOW_CONN_SESSION_STREAM_SLACK", raising=False)
+    assert alerts.SessionStreamNotifier().send(an_alert()) == ["smtp_default"]
+    [msg] = smtp_sink.messages
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = [part.get_content_type() for part in msg.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    assert msg.get_body(("plain",)).get_content().strip() == an_alert().text.strip()

@@ -12,11 +12,12 @@ DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
 # Every file in dags/ and the dag_ids it must yield: a new DAG file is added here on purpose.
 EXPECTED = {
-    "session_stream.py": ["session_stream"],
+    "session_stream.py": ["session_stream", "session_stream_daily"],
     "monetate_metadata_refresh.py": ["monetate_metadata_refresh"],
 }
 TASKS = {
-    "session_stream": {"fetch", "split", "load", "check", "finish"},
+    "session_stream": {"fetch", "load", "check", "finish"},
+    "session_stream_daily": {"fetch", "load", "check", "finish"},
     "monetate_metadata_refresh": {
         "refresh_customtarget",
         "refresh_pageevent",
@@ -99,7 +100,7 @@ def test_finish_runs_last_whatever_failed_and_reports_every_task(dagbag):
 def test_a_run_that_stalls_alerts_through_a_deadline(dagbag):
     from airflow.sdk import AsyncCallback
 
-    for dag_id in ("session_stream", "monetate_metadata_refresh"):
+    for dag_id in ("session_stream", "session_stream_daily", "monetate_metadata_refresh"):
         deadline = dagbag.dags[dag_id].deadline
         alerts = deadline if isinstance(deadline, list) else [deadline]
         assert len(alerts) == 1, dag_id
@@ -110,7 +111,11 @@ def test_a_run_that_stalls_alerts_through_a_deadline(dagbag):
         assert alerts[0].callback.path == "session_stream_alerts.SessionStreamNotifier"
     stream = dagbag.dags["session_stream"].deadline
     stream = stream[0] if isinstance(stream, list) else stream
-    assert stream.callback.kwargs == {"stall_minutes": 60, "pool": "session_stream_load"}
+    assert stream.callback.kwargs == {
+        "stall_minutes": 60,
+        "pool": "session_stream_load",
+        "pool_tasks": {"session_stream": ["load"], "session_stream_daily": ["load"]},
+    }
 
 
 def test_session_stream_schedule_is_hourly_with_an_hour_long_interval_in_utc(dagbag):
@@ -125,8 +130,11 @@ def test_session_stream_schedule_is_hourly_with_an_hour_long_interval_in_utc(dag
     assert dag.doc_md and dag.tags
 
 
-def test_loads_use_the_pool_finish_emits_the_asset_and_check_runs_when_nothing_was_new(dagbag):
-    dag = dagbag.dags["session_stream"]
+@pytest.mark.parametrize("dag_id", ["session_stream", "session_stream_daily"])
+def test_loads_use_the_pool_finish_emits_the_asset_and_check_runs_when_nothing_was_new(
+    dagbag, dag_id
+):
+    dag = dagbag.dags[dag_id]
     load = dag.get_task("load")
     assert load.pool == "session_stream_load"
     # One Asset event per run, from the last task, not one per mapped load.
@@ -136,8 +144,7 @@ def test_loads_use_the_pool_finish_emits_the_asset_and_check_runs_when_nothing_w
     # all_done: a run whose load failed still gets its report and its staging folder removed.
     assert dag.get_task("check").trigger_rule == "all_done"
     assert dag.get_task("check").upstream_task_ids == {"fetch", "load"}
-    assert dag.get_task("split").upstream_task_ids == {"fetch"}
-    assert dag.get_task("load").upstream_task_ids == {"split"}
+    assert dag.get_task("load").upstream_task_ids == {"fetch"}
     assert "session_stream_load" in dag.doc_md and "2 slots" in dag.doc_md
 
 
@@ -164,3 +171,48 @@ def test_schedule_comes_from_the_environment_at_parse_time(monkeypatch):
     bag = DagBag(dag_folder=str(DAGS_FOLDER / "session_stream.py"))
     assert bag.import_errors == {}
     assert bag.dags["session_stream"].timetable.expression == "30 */2 * * *"
+
+
+def test_the_daily_dag_has_the_same_tasks_on_a_daily_utc_interval_for_backfills(dagbag):
+    from airflow.sdk import CronDataIntervalTimetable
+
+    daily, hourly = dagbag.dags["session_stream_daily"], dagbag.dags["session_stream"]
+    assert isinstance(daily.timetable, CronDataIntervalTimetable)
+    assert daily.timetable.expression == "0 0 * * *" and str(daily.timetable.timezone) == "UTC"
+    assert daily.catchup is False
+    for task_id in hourly.task_ids:
+        a, b = hourly.get_task(task_id), daily.get_task(task_id)
+        assert (a.trigger_rule, a.pool, a.upstream_task_ids) == (
+            b.trigger_rule,
+            b.pool,
+            b.upstream_task_ids,
+        )
+    params = daily.params.dump()
+    # A day of 96 files in one load task; no look-back into the day before (a backfill's
+    # neighbouring run loads it).
+    assert params["batch_size"] >= 96 and params["lookback_hours"] == 0
+
+
+@pytest.mark.parametrize("dag_id", ["session_stream", "session_stream_daily"])
+def test_the_ui_shows_a_description_titled_described_params_and_task_docs(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert dag.description and len(dag.description) < 120
+    for name, param in dag.params.items():
+        schema = param.schema
+        assert schema.get("title") and param.description, name
+    for name in ("start", "end"):
+        assert dag.params.get_param(name).schema["format"] == "date-time"
+    for t in dag.tasks:
+        assert t.doc_md and len(t.doc_md) > 100, t.task_id
+
+
+def test_start_and_end_are_validated_when_the_run_is_triggered(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = dagbag.dags["session_stream"].params
+    start = params.get_param("start")
+    assert start.resolve("2026-11-01T00:00:00+00:00") == "2026-11-01T00:00:00+00:00"
+    assert start.resolve(None) is None
+    for bad in ("yesterday", "2026-13-01T00:00:00Z", "2026-11-01 00:00"):
+        with pytest.raises(ParamValidationError):
+            start.resolve(bad)

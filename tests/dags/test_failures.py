@@ -27,7 +27,10 @@ REFRESH_TASKS = [
 def alert_env(smtp_sink) -> dict[str, str]:
     return {
         **smtp_sink.conn_env(),
-        **var_env(session_stream_alert_to="data@example.test"),
+        # `airflow dags test` makes a manual run: it alerts only when this says so.
+        **var_env(
+            session_stream_alert_to="data@example.test", session_stream_alert_manual_runs="true"
+        ),
         "AIRFLOW__API__BASE_URL": BASE_URL,
     }
 
@@ -39,6 +42,7 @@ def task_link(dag_id: str, run_id: str, task: str, try_number: int) -> str:
 def only_email(smtp_sink, result) -> tuple[str, str]:
     assert len(smtp_sink.messages) == 1, result.explain()
     msg = smtp_sink.messages[0]
+    assert msg.get_body(("plain",)) is not None  # every mail has a text part
     return msg["Subject"], html.unescape(msg.get_body(("html",)).get_content())
 
 
@@ -77,6 +81,27 @@ def test_a_permanent_error_fails_at_once_without_retries_and_alerts_once(
     assert subject == f"[Airflow] session_stream run {result.run_id} failed: fetch"
     assert f"  - fetch, try 1, permanent: ConfigError: {message}" in body
     assert f"log: {task_link('session_stream', result.run_id, 'fetch', 1)}" in body
+
+
+def test_dags_test_sends_no_alert_unless_asked_and_says_so(
+    airflow_home, fresh_db_url, tmp_path, smtp_sink
+):
+    """`airflow dags test` makes a manual run: trying the DAG out does not page the list."""
+    (tmp_path / "drop").mkdir()
+    env = {
+        **mysql_conn_env(fresh_db_url),
+        **smtp_sink.conn_env(),
+        "AIRFLOW__API__BASE_URL": BASE_URL,
+        **var_env(
+            session_stream_alert_to="data@example.test", session_stream_drop_url=tmp_path / "drop"
+        ),
+    }
+    conf = {"start": "2026-11-01T00:00:00+00:00"}  # without end: a permanent error
+    result = airflow_home.dags_test(RUN_DATE, env=env, conf=conf)
+    assert result.returncode == 1 and result.run_state == "failed", result.explain()
+    assert smtp_sink.messages == []
+    assert "no alert is sent for manual runs and `airflow dags test`" in result.output
+    assert "session_stream_alert_manual_runs" in result.output
 
 
 def test_an_unreachable_mysql_is_retried_with_back_off_then_alerts_once(

@@ -7,6 +7,7 @@ need what a test cannot have (a long-running web server, the real Monetate SFTP)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -90,10 +91,14 @@ def test_airflow_block_runs(fresh_db_url, tmp_path):
     for f in files:
         os.utime(f, (old, old))
     home = tmp_path / "airflow"
+    database = fresh_db_url.rsplit("/", 1)[1]
+    block = bash_block("### Point it at your drop and your warehouse")
     result = run_block(
-        bash_block("### Point it at your drop and your warehouse"),
+        block,
         replace={
             "$PWD/.airflow": str(home),
+            # The test's own database, on the test server, in place of `warehouse`.
+            "CREATE DATABASE IF NOT EXISTS warehouse": f"CREATE DATABASE IF NOT EXISTS {database}",
             "mysql://loader:secret@127.0.0.1:3306/warehouse": fresh_db_url,
             "sftp://monetate_user@sftp.monetate.net/~/1234/raw_data/session_stream": str(drop),
         },
@@ -101,6 +106,24 @@ def test_airflow_block_runs(fresh_db_url, tmp_path):
         env={},
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    # Complete and in order: the database before its tables, connections, Variables and the
+    # pool before the first run, every DAG unpaused, the port and the base URL for the links.
+    order = [
+        "CREATE DATABASE",
+        "session-stream init-db",
+        "airflow db migrate",
+        "airflow connections add session_stream_mysql",
+        "airflow variables set session_stream_drop_url",
+        "airflow pools set session_stream_load",
+        "airflow dags unpause session_stream\n",
+        "airflow dags unpause session_stream_daily",
+        "airflow dags unpause monetate_metadata_refresh",
+        "airflow dags test",
+        "airflow standalone",
+    ]
+    at = [block.index(step) for step in order]
+    assert at == sorted(at), "the README's Airflow set-up is out of order"
+    assert "AIRFLOW__API__PORT=" in block and "AIRFLOW__API__BASE_URL=" in block
     assert query(
         fresh_db_url, f"SELECT COUNT(*) FROM {tables.LEDGER_TABLE} WHERE status = 'loaded'"
     ) == [(3,)]
@@ -115,14 +138,29 @@ def test_airflow_block_runs(fresh_db_url, tmp_path):
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
     }
+    listed = run_block("airflow dags list -o json", replace={}, skip=(), env=env)
+    # The JSON list is the line that starts with "[" (Airflow may log before it).
+    found = [line for line in listed.stdout.splitlines() if line.startswith("[")]
+    assert found, listed.stdout + listed.stderr
+    paused = {d["dag_id"]: str(d["is_paused"]) == "True" for d in json.loads(found[-1])}
+    assert paused == {
+        "session_stream": False,
+        "session_stream_daily": False,
+        "monetate_metadata_refresh": False,
+    }, listed.stdout + listed.stderr
     result = run_block(
-        "airflow dags reserialize\n" + bash_block("### Backfill"),
-        replace={"--to-date 2026-11-01": "--to-date 2026-10-02 --dry-run"},
+        bash_block("### Backfill"),
+        replace={"--to-date 2026-10-31": "--to-date 2026-10-02 --dry-run"},
         skip=(),
         env=env,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert "2026-10-01 23:00:00+00:00" in result.stdout
+    # One run a day: the daily DAG.
+    assert (
+        "2026-10-01 00:00:00+00:00" in result.stdout
+        and "2026-10-02 00:00:00+00:00" in result.stdout
+    )
+    assert "2026-10-01 01:00:00+00:00" not in result.stdout
 
 
 @pytest.mark.parametrize("heading", ["## The two commands", "## Benchmark"])

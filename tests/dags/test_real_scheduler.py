@@ -6,10 +6,13 @@ Three runs at once, one scheduler start:
 - a scheduled `monetate_metadata_refresh` run without its `monetate_api` connection: all five
   refreshes fail at their first try, and ONE e-mail names them all within a minute, its log links
   built from the configured base URL and answered by the API server;
-- a scheduled `session_stream` run over a drop with nothing new for hours: one e-mail, the drop
-  went silent;
-- a manual `session_stream` run whose loads wait for a pool that does not exist: the deadline
-  alert names the pool; once the pool exists the run loads and succeeds, with no failure e-mail.
+- a scheduled `session_stream` run whose interval is where the drop's silence reaches 6 hours:
+  one e-mail, the drop went silent;
+- a manual `session_stream` run (param `alert`: manual runs alert only when asked) whose loads
+  wait for a pool that does not exist: the deadline alert names the stuck task, its state and
+  the missing pool; once the pool exists the run loads and succeeds, with no failure e-mail.
+
+Every e-mail is multipart/alternative with a text part.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -160,8 +163,8 @@ def mail(tmp_path_factory):
 
 
 def readme_alerting_block() -> str:
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("### Alerting")
+    readme = (REPO / "docs" / "operating.md").read_text()  # the README's Alerting section, moved
+    start = readme.index("## Alerting")
     return re.compile(r"```bash\n(.*?)```", re.S).search(readme, start).group(1)
 
 
@@ -172,6 +175,10 @@ def airflow(tmp_path_factory, db_url, mail, slack_sink):
     home = tmp_path_factory.mktemp("standalone")
     drop = home / "drop"
     files = sample.write_hour(drop, HOUR, sessions=200, files=2)
+    # The drop's last delivery: the hour that ended 6 h before the latest complete hour, so the
+    # silence reaches 6 hours in the interval of the run that unpausing makes (its one alert).
+    latest = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    files += sample.write_hour(drop, latest - timedelta(hours=7), sessions=20, files=1, seed=5)
     old = time.time() - 3600
     for f in files:
         os.utime(f, (old, old))
@@ -245,7 +252,12 @@ def emails_about(mail, run_id: str) -> list:
 
 
 def body(message) -> str:
-    return html.unescape(message.get_body(("html",)).get_content())
+    # Every mail: multipart/alternative, the text part saying what the HTML part says.
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(("plain",)).get_content()
+    shown = html.unescape(message.get_body(("html",)).get_content())
+    assert text.strip() in shown
+    return shown
 
 
 def test_one_alert_per_failed_run_a_stall_alert_and_working_links_under_the_real_scheduler(
@@ -266,6 +278,7 @@ def test_one_alert_per_failed_run_a_stall_alert_and_working_links_under_the_real
                 "end": HOUR.replace(hour=1).isoformat(),
                 "lookback_hours": 0,
                 "settle_seconds": 0,
+                "alert": True,  # a manual run alerts only when asked to
             },
         },
     )["dag_run_id"]
@@ -350,7 +363,14 @@ def test_one_alert_per_failed_run_a_stall_alert_and_working_links_under_the_real
         STALL_MINUTES * 60 + 60,
         standalone,
     )
-    assert stalled["Subject"].endswith(f"has not finished after {STALL_MINUTES} min")
+    # It names the stuck task, its state and why.
+    assert stalled["Subject"].endswith(
+        f"has not finished after {STALL_MINUTES} min: load[0] scheduled"
+    )
+    assert "  - load[0] (scheduled): waiting for a slot of the pool session_stream_load" in body(
+        stalled
+    )
+    assert "the pool does not exist or has no slots" in body(stalled)
     assert "airflow pools set session_stream_load 2" in body(stalled)
     states = standalone.task_instances("session_stream", manual)
     assert states["load[0]"][0] == "scheduled", states

@@ -150,7 +150,13 @@ def test_a_symlink_out_of_the_drop_is_refused_ledgered_and_alerted(
     link = paths[0].parent / "20261101T003000.000Z_PT15M-4242.json.gz"
     link.symlink_to(secret)
     env = {
-        **env_for(fresh_db_url, drop, staging, session_stream_alert_to="data@example.test"),
+        **env_for(
+            fresh_db_url,
+            drop,
+            staging,
+            session_stream_alert_to="data@example.test",
+            session_stream_alert_manual_runs="true",  # `dags test` makes a manual run
+        ),
         **smtp_sink.conn_env(),
     }
     result = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
@@ -189,7 +195,8 @@ def test_an_sftp_password_never_reaches_the_task_log_or_the_alert(
             session_stream_alert_to="data@example.test",
         ),
     }
-    result = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
+    # A manual run (dags test) asking for its alert with the param.
+    result = airflow_home.dags_test(FIRST_RUN, env=env, conf={**CONF, "alert": True})
     assert result.returncode == 1 and result.run_state == "failed", result.explain()
     assert "SFTP login as" in result.output, result.explain()
     assert PASSWORD not in result.output

@@ -115,7 +115,7 @@ def test_hourly_runs_load_their_window_once_even_when_rerun_or_overlapping(
     # One Asset event for the run, carrying the run's report.
     events = asset_events(airflow_home)[events_before:]
     assert len(events) == 1 and events[0]["loaded"] == 4, events
-    assert events[0]["sessions"] > 0 and "session.x_debug" in events[0]["unknown_keys"]
+    assert events[0]["sessions_written"] > 0 and "session.x_debug" in events[0]["unknown_keys"]
     hour0 = in_hours(drop, 0)
     assert len(hour0) == 4
     assert_same_warehouse(fresh_db_url, reference(hour0), hour0)
@@ -123,7 +123,10 @@ def test_hourly_runs_load_their_window_once_even_when_rerun_or_overlapping(
 
     again = airflow_home.dags_test(FIRST_RUN, env=env, conf=CONF)
     assert again.returncode == 0 and again.run_state == "success", again.explain()
-    assert "4 listed, 4 already loaded, 0 still being written, 0 fetched" in again.output
+    assert (
+        "4 listed, 4 already loaded, 0 still being written (0 left for the next run), 0 fetched"
+        in again.output
+    )
     assert len(asset_events(airflow_home)) == events_before + 1, "nothing loaded: no event"
     assert ledger(fresh_db_url) == loaded_first  # same rows, same loaded_at: nothing reloaded
 
@@ -221,6 +224,7 @@ def test_a_truncated_file_fails_the_run_alerts_and_the_other_files_load(
             session_stream_drop_url=tmp_path / "drop",
             session_stream_staging_url=tmp_path / "staging",
             session_stream_alert_to="data@example.test",
+            session_stream_alert_manual_runs="true",  # `dags test` makes a manual run
         ),
         "AIRFLOW__API__BASE_URL": "https://airflow.example.test",
     }

@@ -144,10 +144,15 @@ def P(run_id: str) -> str:
 RUN1 = P("run1")
 
 
-def run(env, prefix=RUN1, **kwargs):
+def run(env, prefix=RUN1, now=None, **kwargs):
     """fetch → split → load for every batch → check, as the DAG chains them; returns (fetched, errors)."""
     fetched = dag_tasks.fetch(
-        env.drop, env.loader, env.staging, HOUR0, prefix=prefix, settle_seconds=0, **kwargs
+        env.drop,
+        env.loader,
+        env.staging,
+        HOUR0,
+        dag_tasks.FetchSettings(prefix=prefix, settle_seconds=0, **kwargs),
+        now=now,
     )
     errors = []
     for batch in fetched["batches"]:
@@ -218,10 +223,132 @@ def test_a_file_still_being_written_waits_for_the_next_run(env):
         if p != young:
             os.utime(p, (now - 3600, now - 3600))
     fetched = dag_tasks.fetch(
-        env.drop, env.loader, env.staging, HOUR0, prefix=P("r"), settle_seconds=600
+        env.drop,
+        env.loader,
+        env.staging,
+        HOUR0,
+        # A scheduled run: the next run's look-back lists the file.
+        dag_tasks.FetchSettings(prefix=P("r"), settle_seconds=600, leave_for_next_run=True),
     )
-    assert fetched["waiting"] == [young.name]
+    assert fetched["waiting"] == [young.name] and fetched["left_behind"] == []
     assert young.name not in fetched["fetched"] and len(fetched["fetched"]) == 3
+
+
+def test_a_backfill_of_files_written_a_moment_ago_waits_for_them_and_loads_them_all(env, caplog):
+    """The drop copied in just now, then backfilled: no later run lists a past window, so the
+    run waits until each file holds still (seconds, not settle_seconds) and loads them all."""
+    now = time.time()
+    for p in env.paths:
+        os.utime(p, (now, now))
+    caplog.set_level("INFO")
+    began = time.monotonic()
+    fetched = dag_tasks.fetch(
+        env.drop,
+        env.loader,
+        env.staging,
+        HOUR0,
+        dag_tasks.FetchSettings(prefix=P("bf"), settle_seconds=600),
+    )
+    assert time.monotonic() - began < 60
+    assert (fetched["waiting"], fetched["left_behind"]) == ([], [])
+    assert fetched["fetched"] == [p.name for p in env.paths]
+    assert "waiting for 4 file(s) of a window no later run lists to hold still" in caplog.text
+
+    # Copied a minute ago: their mtimes show they have held still; no wait at all.
+    for p in env.paths:
+        os.utime(p, (now - 60, now - 60))
+    began = time.monotonic()
+    again = dag_tasks.fetch(
+        env.drop,
+        env.loader,
+        env.staging,
+        HOUR0,
+        dag_tasks.FetchSettings(prefix=P("bf2"), settle_seconds=600, force=True),
+    )
+    assert time.monotonic() - began < 4
+    assert again["fetched"] == [p.name for p in env.paths] and again["left_behind"] == []
+
+
+def test_a_scheduled_run_waits_for_a_young_file_the_next_run_would_not_list(env):
+    """A late file of the oldest look-back hour: the next run's look-back starts after it."""
+    late = env.paths[0]
+    now = time.time()
+    for p in env.paths:
+        os.utime(p, (now, now) if p == late else (now - 3600, now - 3600))
+    three_hours_later = dag_tasks.Window(
+        HOUR0.start + timedelta(hours=3), HOUR0.end + timedelta(hours=3)
+    )
+    fetched = dag_tasks.fetch(
+        env.drop,
+        env.loader,
+        env.staging,
+        three_hours_later,
+        dag_tasks.FetchSettings(prefix=P("s"), settle_seconds=600, leave_for_next_run=True),
+    )
+    assert fetched["waiting"] == [] and late.name in fetched["fetched"]
+
+
+def test_a_file_still_changing_after_the_wait_is_left_behind_and_fails_the_check(env):
+    import threading
+
+    busy = env.paths[1]
+    stop = threading.Event()
+
+    def keep_writing():
+        while not stop.wait(0.5):
+            with open(busy, "ab") as f:
+                f.write(b"x")
+
+    writer = threading.Thread(target=keep_writing, daemon=True)
+    writer.start()
+    try:
+        fetched = dag_tasks.fetch(
+            env.drop,
+            env.loader,
+            env.staging,
+            HOUR0,
+            dag_tasks.FetchSettings(prefix=P("lb"), settle_seconds=6),
+        )
+    finally:
+        stop.set()
+        writer.join()
+    assert fetched["left_behind"] == [busy.name] and busy.name not in fetched["fetched"]
+    for batch in fetched["batches"]:
+        dag_tasks.load_batch(dag_tasks.split_batch(batch, env.staging), env.staging, env.loader)
+    with pytest.raises(dag_tasks.FilesFailedError) as failed:
+        dag_tasks.check(fetched, env.loader)
+    assert failed.value.files == [busy.name]
+    assert "no later run lists its window" in failed.value.problems[busy.name]
+
+
+def test_overlapping_runs_each_count_only_the_files_they_loaded(env):
+    """Two runs fetch the same files; the first loads them, the second finds them loaded."""
+    runs = {}
+    for run_id in ("backfill__a", "backfill__b"):
+        runs[run_id] = dag_tasks.fetch(
+            env.drop,
+            env.loader,
+            env.staging,
+            HOUR0,
+            dag_tasks.FetchSettings(
+                prefix=P(run_id), settle_seconds=0, run_key=dag_tasks.run_key(run_id)
+            ),
+        )
+    for run_id, fetched in runs.items():
+        loader = Loader(lambda: db.connect(env.url), token_prefix=dag_tasks.run_key(run_id))
+        for batch in fetched["batches"]:
+            dag_tasks.load_batch(dag_tasks.split_batch(batch, env.staging), env.staging, loader)
+        loader.close()
+    first = dag_tasks.check(runs["backfill__a"], env.loader)
+    second = dag_tasks.check(runs["backfill__b"], env.loader)
+    assert (first["loaded"], first["loaded_elsewhere"]) == (4, 0)
+    assert (second["loaded"], second["loaded_elsewhere"]) == (0, 4)
+    assert first["sessions_written"] > 0 and second["sessions_written"] == 0
+    assert first["session_versions_read"] >= first["sessions_written"]
+    # Stored: the warehouse's distinct sessions, fewer than written (re-emitted sessions).
+    [(stored,)] = warehouse.query(env.url, f"SELECT COUNT(*) FROM `{tables.SESSIONS.name}`")
+    assert first["sessions_stored"] == second["sessions_stored"] == stored
+    assert stored < first["sessions_written"]
 
 
 def test_a_bad_file_fails_alone_is_marked_failed_and_the_next_run_retries_it(env):
@@ -268,7 +395,11 @@ def test_a_zero_byte_file_fails_and_the_next_run_retries_it(env):
 
 def test_a_retried_load_skips_what_the_first_try_loaded(env):
     fetched = dag_tasks.fetch(
-        env.drop, env.loader, env.staging, HOUR0, prefix=P("r"), settle_seconds=0
+        env.drop,
+        env.loader,
+        env.staging,
+        HOUR0,
+        dag_tasks.FetchSettings(prefix=P("r"), settle_seconds=0),
     )
     split = dag_tasks.split_batch(fetched["batches"][0], env.staging)
     first = dag_tasks.load_batch(split, env.staging, env.loader)
@@ -302,7 +433,11 @@ def test_a_scheduled_run_fails_when_the_drop_has_been_silent_for_too_long(env):
         HOUR0.start + timedelta(hours=6), HOUR0.end + timedelta(hours=6)
     )
     fetched = dag_tasks.fetch(
-        env.drop, env.loader, env.staging, six_hours_later, prefix="r6", silence_hours=6
+        env.drop,
+        env.loader,
+        env.staging,
+        six_hours_later,
+        dag_tasks.FetchSettings(prefix="r6", silence_hours=6),
     )
     # [01:00, 07:00) holds no file; the listing (look-back 3 h) covered only [03:00, 07:00).
     assert fetched["silent"] and "no new file in the drop for 6 hours" in fetched["silent"]
@@ -313,10 +448,45 @@ def test_a_scheduled_run_fails_when_the_drop_has_been_silent_for_too_long(env):
     # Hour 0 is within 7 hours of 07:00: not silent. Nor is a run that does not ask.
     for kwargs in ({"silence_hours": 7}, {}):
         fetched = dag_tasks.fetch(
-            env.drop, env.loader, env.staging, six_hours_later, prefix="r7", **kwargs
+            env.drop,
+            env.loader,
+            env.staging,
+            six_hours_later,
+            dag_tasks.FetchSettings(prefix="r7", **kwargs),
         )
         assert fetched["silent"] is None
         assert dag_tasks.check(fetched, env.loader)["loaded"] == 0
+
+
+def test_a_silence_alerts_once_when_it_begins_and_says_when_it_ends(env):
+    """Hour 0 delivered; the hourly runs after it: the silence reaches 6 hours in the run of
+    [06:00, 07:00) (hour 0's files are then older than 6 h): that run fails; the next ones only
+    log it; a run whose window has files again after 6 silent hours says it ended."""
+    run(env)
+    found = {}
+    for h in range(1, 10):
+        w = dag_tasks.Window(HOUR0.start + timedelta(hours=h), HOUR0.end + timedelta(hours=h))
+        fetched = dag_tasks.fetch(
+            env.drop,
+            env.loader,
+            env.staging,
+            w,
+            dag_tasks.FetchSettings(prefix=P(f"s{h}"), silence_hours=6),
+        )
+        found[h] = tuple(bool(fetched[k]) for k in ("silent", "silence_ongoing", "silence_ended"))
+    assert [h for h, (began, _, _) in found.items() if began] == [6]
+    assert [h for h, (_, ongoing, _) in found.items() if ongoing] == [7, 8, 9]
+    # Files again in hour 10, after [04:00, 10:00) held none.
+    write_drop(env.tmp / "drop", DAY, sessions=20, files=1, start_hour=10, hours=1, seed=9)
+    w10 = dag_tasks.Window(HOUR0.start + timedelta(hours=10), HOUR0.end + timedelta(hours=10))
+    fetched = dag_tasks.fetch(
+        env.drop,
+        env.loader,
+        env.staging,
+        w10,
+        dag_tasks.FetchSettings(prefix=P("s10"), silence_hours=6, settle_seconds=0),
+    )
+    assert fetched["silent"] is None and "delivers again" in fetched["silence_ended"]
 
 
 def test_the_look_back_picks_up_a_late_file_of_an_earlier_hour(env):
@@ -332,9 +502,7 @@ def test_the_look_back_picks_up_a_late_file_of_an_earlier_hour(env):
         env.loader,
         env.staging,
         next_hour,
-        prefix=P("r2"),
-        settle_seconds=0,
-        lookback_hours=3,
+        dag_tasks.FetchSettings(prefix=P("r2"), settle_seconds=0, lookback_hours=3),
     )
     assert fetched["fetched"] == [target.name]
     assert parse_name(target.name)[0] < next_hour.start
@@ -343,10 +511,15 @@ def test_the_look_back_picks_up_a_late_file_of_an_earlier_hour(env):
 # ---------------------------------------------------------------- the sweep of failed files
 
 
-def run_window(env, window, prefix, **kwargs):
+def run_window(env, window, prefix, now=None, **kwargs):
     """Like run(), for any window; returns (fetched, errors, load results)."""
     fetched = dag_tasks.fetch(
-        env.drop, env.loader, env.staging, window, prefix=P(prefix), settle_seconds=0, **kwargs
+        env.drop,
+        env.loader,
+        env.staging,
+        window,
+        dag_tasks.FetchSettings(prefix=P(prefix), settle_seconds=0, **kwargs),
+        now=now,
     )
     errors, results = [], []
     for batch in fetched["batches"]:
@@ -458,26 +631,21 @@ def test_the_sweep_is_bounded_newest_first_within_its_days(tmp_path, fresh_db_ur
     try:
         for p in paths:  # every file failed once, in a backfill long ago
             loader.record_failure(p.name, p.stat().st_size, parse_name(p.name)[0], "boom")
+        span = dag_tasks.Window(
+            datetime(2026, 11, 5, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)
+        )
         sweep = dict(
             drop=drop,
             loader=loader,
-            until=datetime(2026, 11, 28, tzinfo=UTC),
             skip={paths[-1].name},  # listed by the run itself
             now=datetime.now(UTC) + timedelta(hours=2),
         )
-        found = dag_tasks.sweep_failed(
-            since=datetime(2026, 11, 5, tzinfo=UTC), max_files=3, **sweep
-        )
+        found = dag_tasks.sweep_failed(span=span, max_files=3, **sweep)
         # Newest first: day 25's other file, then day 20's two; day 10 waits, day 1 is too old.
         assert [f.name for f in found] == [paths[6].name, paths[5].name, paths[4].name]
-        found = dag_tasks.sweep_failed(
-            since=datetime(2026, 11, 5, tzinfo=UTC), max_files=100, **sweep
-        )
+        found = dag_tasks.sweep_failed(span=span, max_files=100, **sweep)
         assert {f.name for f in found} == {p.name for p in paths[2:7]}
-        assert (
-            dag_tasks.sweep_failed(since=datetime(2026, 11, 5, tzinfo=UTC), max_files=0, **sweep)
-            == []
-        )
+        assert dag_tasks.sweep_failed(span=span, max_files=0, **sweep) == []
     finally:
         loader.close()
         drop.close()
@@ -515,13 +683,13 @@ def test_check_returns_the_runs_report_from_the_ledger_and_its_log_ends_with_the
 
     row = warehouse.query(
         env.url,
-        f"SELECT SUM(sessions), SUM(rejects), SUM(rows_offers) FROM `{tables.LEDGER_TABLE}`"
+        f"SELECT SUM(sessions + repeats), SUM(rejects), SUM(rows_offers) FROM `{tables.LEDGER_TABLE}`"
         " WHERE file_name IN (%s, %s)",
         (own[0].name, late_in_drop.name),
     )[0]
     assert (report["loaded"], report["failed"], report["skipped"]) == (2, 1, 1)
     assert report["listed"] == 3 and report["fetched"] == 3
-    assert (report["sessions"], report["rejects"]) == (row[0], row[1]) and row[0] > 0
+    assert (report["session_versions_read"], report["rejects"]) == (row[0], row[1]) and row[0] > 0
     assert report["rows"]["session_offers"] == row[2]
     assert set(report["rows"]) == {t.name for t in tables.TABLES}
     assert report["late_files"] == [late_in_drop.name]
@@ -566,3 +734,29 @@ def test_the_report_sums_the_ledgers_unknown_and_missing_keys(env):
     assert report["unknown_keys"] == {"session.new_field": 5, "cart_lines[].discount": 1}
     assert report["missing_keys"] == {"session.city": 2, "session.region": 1}
     assert "session.new_field 5, cart_lines[].discount 1" in format_report(report)
+
+
+def test_split_and_load_in_one_task_loads_a_batch_and_a_bad_file_fails_alone(env):
+    """The DAGs' load: split in worker processes while MySQL loads, one task per batch."""
+    truncate_file(env.paths[1])
+    fetched = dag_tasks.fetch(
+        env.drop,
+        env.loader,
+        env.staging,
+        HOUR0,
+        dag_tasks.FetchSettings(prefix=P("sl"), settle_seconds=0, batch_size=96),
+    )
+    [batch] = fetched["batches"]
+    with pytest.raises(dag_tasks.FilesFailedError) as failed:
+        dag_tasks.split_and_load(batch, env.staging, env.loader, workers=2)
+    assert failed.value.files == [env.paths[1].name]
+    statuses = {n: s for n, (s, _) in ledger(env.url).items()}
+    assert statuses == {p.name: ("failed" if p == env.paths[1] else "loaded") for p in env.paths}
+    assert staged_files(env) == []
+    # A retry of the task skips what the first try loaded (its staged copies are gone).
+    again = dag_tasks.split_and_load(
+        {**batch, "files": [f for f in batch["files"] if f["name"] != env.paths[1].name]},
+        env.staging,
+        env.loader,
+    )
+    assert sorted(again["skipped"]) == sorted(p.name for p in env.paths if p != env.paths[1])

@@ -87,7 +87,7 @@ def test_the_readme_unknown_keys_query_reads_keys_holding_quotes_and_backslashes
         ("quoted-keys.json.gz", orjson.dumps(counts).decode()),
     )
     conn.close()
-    (sql,) = README_KEYS_QUERY.findall((REPO / "README.md").read_text())
+    (sql,) = README_KEYS_QUERY.findall((REPO / "docs" / "operating.md").read_text())
     rows = query(url, sql)
     found = {path: int(objects) for kind, path, objects, *_ in rows if kind == "unknown"}
     assert found == counts
@@ -623,8 +623,7 @@ def test_the_dag_records_entries_it_does_not_read_and_reloads_a_corrected_file(e
                 loader,
                 staging,
                 window,
-                prefix=dag_tasks.staging_prefix(prefix),
-                settle_seconds=0,
+                dag_tasks.FetchSettings(prefix=dag_tasks.staging_prefix(prefix), settle_seconds=0),
             )
             for batch in fetched["batches"]:
                 dag_tasks.load_batch(dag_tasks.split_batch(batch, staging), staging, loader)

@@ -105,7 +105,11 @@ def test_the_dag_tasks_record_refused_files_failed_and_the_check_names_them(drop
     prefix = dag_tasks.staging_prefix("manual__2026-11-01T01:00:00+00:00")
     try:
         fetched = dag_tasks.fetch(
-            LocalDrop(root), loader, staging, HOUR0, prefix=prefix, settle_seconds=0
+            LocalDrop(root),
+            loader,
+            staging,
+            HOUR0,
+            dag_tasks.FetchSettings(prefix=prefix, settle_seconds=0),
         )
         assert sorted(fetched["refused"]) == sorted([LINK, FIFO])
         assert fetched["fetched"] == [p.name for p in good]

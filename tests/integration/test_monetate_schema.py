@@ -288,7 +288,7 @@ README_KEYS_QUERY = re.compile(r"```sql\n(-- Keys Monetate sent[^`]*?)```", re.S
 
 
 def test_the_readme_query_lists_unknown_keys_across_a_date_range(url):
-    (sql,) = README_KEYS_QUERY.findall((REPO / "README.md").read_text())
+    (sql,) = README_KEYS_QUERY.findall((REPO / "docs" / "operating.md").read_text())
     rows = query(url, sql.replace("2026-11-01", "2026-10-01").replace("2026-12-01", "2026-12-31"))
     found = {(kind, path): (sessions, files) for kind, path, sessions, files, *_ in rows}
     assert found[("unknown", "session.new_field")] == (1, 1)

@@ -26,7 +26,7 @@ from session_stream.warehouse.load import Loader
 pytestmark = pytest.mark.integration
 
 CLI = [sys.executable, "-m", "session_stream.runs.cli"]
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "docs" / "operating.md").read_text()
 NAME = "20261101T000000.000Z_PT15M-1793494800123.json.gz"
 EXAMPLE_NAME = "20261101T004500.000Z_PT15M-1793494800123.json.gz"  # the README's
 

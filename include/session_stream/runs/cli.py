@@ -196,14 +196,15 @@ def cmd_load(args) -> int:
                 err.print(f"{outcome.status} {escape(path.name)} ({escape(how)})", soft_wrap=True)
 
         summary = load_files(paths, loader, force=args.force, workers=args.jobs, on_file=on_file)
+    stored = loader.count_sessions()
     loader.close()
     for outcome in others:
         summary.add(outcome)
-    print_summary(summary)
+    print_summary(summary, stored)
     return 1 if summary.failed else 0
 
 
-def print_summary(summary) -> None:
+def print_summary(summary, stored: int | None = None) -> None:
     table = Table(title="session-stream load", show_header=True, header_style="bold")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -218,10 +219,15 @@ def print_summary(summary) -> None:
         f" file + {summary.rejects:,} rejects + {summary.blank_lines:,} blank",
         markup=False,
     )
+    versions = summary.sessions + summary.repeats
+    written = summary.rows.get(tables.SESSIONS.name, 0)
     out.print(
-        f"sessions: {summary.sessions:,} ({summary.replaced:,} replaced an older version, "
-        f"{summary.superseded:,} older than the stored one) | rows: {summary.total_rows:,} | "
-        f"{summary.seconds:.1f}s | {summary.sessions_per_second:,.0f} sessions/s",
+        f"session versions read: {versions:,} | sessions written: {written:,}"
+        f" ({summary.replaced:,} replaced an older version, {summary.superseded:,} older than"
+        f" the stored one, not written)"
+        + (f" | sessions now stored: {stored:,}" if stored is not None else "")
+        + f" | rows: {summary.total_rows:,} | {summary.seconds:.1f}s |"
+        f" {summary.sessions_per_second:,.0f} sessions/s",
         markup=False,
     )
     for name, what in summary.replaced_copies:

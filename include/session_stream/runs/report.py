@@ -3,8 +3,10 @@
 `run_report` returns a plain dict (JSON-safe: it travels as XCom and as the extra of the Asset
 event the run emits); `format_report` renders it as the table `check`'s log ends with.
 
-Figures are for the files the run fetched; a file another run loaded while this one waited
-counts as loaded here. Unknown and missing keys are summed from the ledger's `unknown_keys` and
+Figures are for what the run itself did: a file counts as loaded by the run when its ledger
+row carries the run's key (fetched["run_key"], the head of the load_token its load wrote), so a
+file that an overlapping run (a backfill's look-backs) loaded while this one waited is counted
+once, by that run, and here as "loaded by another run". Unknown and missing keys are summed from the ledger's `unknown_keys` and
 `missing_keys` JSON columns when the warehouse has them (CONTRACT: each file's ledger row counts
 unknown keys by path), and are empty otherwise.
 """
@@ -35,8 +37,13 @@ def run_report(fetched: dict, loader, *, still_failing_days: float = DEFAULT_SWE
     start, end = (_moment(t) for t in (fetched.get("window") or [None, None]))
     names = list(fetched.get("fetched") or [])
     ledger = loader.ledger(names) if names else {}
-    loaded = [n for n in names if (ledger.get(n) or {}).get("status") == "loaded"]
-    failed = [n for n in names if n not in set(loaded)]
+    in_ledger = [n for n in names if (ledger.get(n) or {}).get("status") == "loaded"]
+    key = fetched.get("run_key")
+    loaded = [
+        n for n in in_ledger if not key or str(ledger[n].get("load_token") or "").startswith(key)
+    ]
+    elsewhere = [n for n in in_ledger if n not in set(loaded)]
+    failed = [n for n in names if n not in set(in_ledger)]
     rows = {t.name: 0 for t in tables.TABLES}
     for n in loaded:
         for t in tables.TABLES:
@@ -57,11 +64,22 @@ def run_report(fetched: dict, loader, *, still_failing_days: float = DEFAULT_SWE
         "skipped": int(fetched.get("already_loaded") or 0),
         "fetched": len(names),
         "loaded": len(loaded),
+        "loaded_elsewhere": len(elsewhere),
+        "left_behind": list(fetched.get("left_behind") or []),
         "failed": len(failed),
         "waiting": list(fetched.get("waiting") or []),
         "ignored": dict(fetched.get("ignored") or {}),
         "retried": list(fetched.get("retried") or []),
-        "sessions": sum(int(ledger[n].get("sessions") or 0) for n in loaded),
+        # The three session counts, the same words as the CLI's summary (README, "The three
+        # session counts"): every session line of the run's files (a session re-emitted in
+        # several files is a version in each), the rows this run wrote to session_sessions (the
+        # newest version of each session a file holds, less those a newer stored one beat), and
+        # the distinct sessions the warehouse holds now, whoever loaded them.
+        "session_versions_read": sum(
+            int(ledger[n].get("sessions") or 0) + int(ledger[n].get("repeats") or 0) for n in loaded
+        ),
+        "sessions_written": rows[tables.SESSIONS.name],
+        "sessions_stored": loader.count_sessions() if hasattr(loader, "count_sessions") else None,
         "rows": rows,
         "rejects": sum(int(ledger[n].get("rejects") or 0) for n in loaded),
         "unknown_keys": _sum_keys(ledger[n].get("unknown_keys") for n in loaded),
@@ -70,6 +88,8 @@ def run_report(fetched: dict, loader, *, still_failing_days: float = DEFAULT_SWE
         "failed_files": failed,
         "still_failing": [_failing_entry(r) for r in failing[:MAX_LISTED]],
         "still_failing_total": len(failing),
+        "silence_ongoing": fetched.get("silence_ongoing"),
+        "silence_ended": fetched.get("silence_ended"),
     }
 
 
@@ -90,13 +110,19 @@ def format_report(report: dict) -> str:
     figures.add_row("files listed (window + look-back)", _n(report.get("listed")), "")
     figures.add_row("  skipped, loaded before", _n(report.get("skipped")), "")
     figures.add_row("  loaded by this run", _n(report.get("loaded")), "")
+    figures.add_row("  loaded meanwhile by another run", _n(report.get("loaded_elsewhere")), "")
     figures.add_row("  failed", _n(report.get("failed")), _names(failed))
     figures.add_row("  still being written (next run)", _n(len(waiting)), _names(waiting))
+    left = report.get("left_behind") or []
+    figures.add_row("  LEFT BEHIND (no later run lists them)", _n(len(left)), _names(left))
     ignored = list(report.get("ignored") or {})
     figures.add_row("  ignored, not Monetate files (new)", _n(len(ignored)), _names(ignored))
     figures.add_row("  late (window before the run's)", _n(len(late)), _names(late))
     figures.add_row("  retried failures of earlier windows", _n(len(retried)), _names(retried))
-    figures.add_row("sessions", _n(report.get("sessions")), "")
+    figures.add_row("session versions read (lines)", _n(report.get("session_versions_read")), "")
+    figures.add_row("sessions written (this run)", _n(report.get("sessions_written")), "")
+    stored = report.get("sessions_stored")
+    figures.add_row("sessions now stored (warehouse)", "?" if stored is None else _n(stored), "")
     for table, n in (report.get("rows") or {}).items():
         figures.add_row(f"rows {table}", _n(n), "")
     figures.add_row("rejects (session_stream_rejects)", _n(report.get("rejects")), "")

@@ -131,8 +131,12 @@ class Loader:
         lock_timeout: int = LOCK_TIMEOUT,
         attempts: int = 5,
         retry_seconds: float = RETRY_SECONDS,
+        token_prefix: str = "",
     ):
         self._connect = connect
+        # The load_token of each file this loader loads starts with it (a DAG run's run key:
+        # dag_tasks.run_key), so a run's report counts the rows its own loads wrote.
+        self.token_prefix = token_prefix[:16]
         self._conn = None
         self.lock_timeout = lock_timeout
         self.attempts = attempts
@@ -309,6 +313,18 @@ class Loader:
 
         return self._outside_load(read, "reading the failing files")
 
+    def count_sessions(self) -> int:
+        """The distinct sessions the warehouse holds ("sessions now stored")."""
+
+        def count(conn):
+            cur = conn.cursor()
+            cur.execute(f"SELECT COUNT(*) FROM {quote(tables.SESSIONS.name)}")
+            (n,) = cur.fetchone()
+            cur.close()
+            return int(n)
+
+        return self._outside_load(count, "counting the stored sessions")
+
     def pending(self, files: Iterable[tuple], force: bool = False) -> list[str]:
         """Names of the files that still need loading: not loaded, or loaded with another size
         or other content. Each file is (name, size) or (name, size, identity): its SHA-256 as
@@ -340,7 +356,7 @@ class Loader:
         name = split.source_name
         # One token per load of a file, written with its ledger row: an attempt that finds it
         # there knows that an earlier attempt of this very load committed (its answer lost).
-        token = uuid.uuid4().hex
+        token = (self.token_prefix + uuid.uuid4().hex)[:32]
         done: dict = {}
         try:
             outcome = self._with_retries(
