@@ -11,8 +11,8 @@ import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, dag, task
-from session_stream_airflow import mysql_connect
 from session_stream_alerts import SessionStreamNotifier, raise_for_failed_tasks, stall_deadline
+from session_stream_config import mysql_connect
 from session_stream_retry import SessionStreamRetryPolicy
 
 from session_stream.errors import ConfigError

@@ -14,13 +14,6 @@ from typing import NamedTuple
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
-from session_stream_airflow import (
-    check_locations,
-    open_drop_location,
-    open_loader,
-    open_staging_area,
-    silence_hours,
-)
 from session_stream_alerts import (
     CHECK_REPORT_KEY,
     SessionStreamNotifier,
@@ -28,6 +21,13 @@ from session_stream_alerts import (
     raise_for_failed_tasks,
     silence_ended_alert,
     stall_deadline,
+)
+from session_stream_config import (
+    check_locations,
+    open_drop_location,
+    open_loader,
+    open_staging_area,
+    silence_hours,
 )
 from session_stream_retry import SessionStreamRetryPolicy, failed_tasks, final_try_when
 

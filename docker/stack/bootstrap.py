@@ -111,7 +111,7 @@ def connections(
     `ca`: where the Airflow containers find the warehouse's CA (default: the mysql-ca volume's).
     """
     mode, ca = warehouse_tls(env, ca)
-    # ssl and ssl_mode as the MySQL provider names them (plugins/session_stream_airflow.py)
+    # ssl and ssl_mode as the MySQL provider names them (plugins/session_stream_config.py)
     tls = {"ssl_mode": mode, **({"ssl": {"ca": ca}} if ca else {})}
     conns: dict[str, dict] = {
         "session_stream_mysql": {

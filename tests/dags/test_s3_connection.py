@@ -7,7 +7,7 @@ from __future__ import annotations
 import boto3
 import pytest
 from airflow_harness import conn_env
-from session_stream_airflow import open_drop_location, open_staging_area, s3_client_factory
+from session_stream_config import open_drop_location, open_staging_area, s3_client_factory
 
 from session_stream.errors import ConfigError
 

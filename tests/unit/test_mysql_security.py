@@ -223,7 +223,7 @@ def connection(**fields):
 
 
 def test_the_airflow_connection_extras_reach_the_driver(fake_mysql, certs):
-    from session_stream_airflow import mysql_url
+    from session_stream_config import mysql_url
 
     good, impostor = certs
     server = fake_mysql(tls=good.server_context())

@@ -32,7 +32,7 @@ S3Source = S3Options | S3ClientFactory | None
 
 def client_config() -> Any:
     """The engine's botocore settings for S3: retries with back-off, bounded waits. A client
-    factory merges its own settings over these (see session_stream_airflow.s3_client_factory)."""
+    factory merges its own settings over these (see session_stream_config.s3_client_factory)."""
     from botocore.config import Config
 
     return Config(
