@@ -691,3 +691,88 @@ def test_only_sessions_starting_by_the_stored_reach_are_looked_up(tmp_path):
     assert looked_up(10**13) == ["old", "edge", "new", "timeless"]
     assert looked_up(99) == ["timeless"]
     assert looked_up(None) == []
+
+
+def _keys_in_json(value) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_keys_in_json(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_keys_in_json(v) for v in value)
+    return 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_colon_keys_never_counts_fewer_than_the_keys_and_exactly_without_escaped_backslashes(
+    seed,
+):
+    """The repeated-key check's premise (repeated_keys._colon_keys): at least the keys a line
+    holds, for any key or value text, and exactly as many when no string holds a backslash."""
+    import random
+
+    from session_stream.split.repeated_keys import _colon_keys
+
+    rng = random.Random(seed)
+    alphabet = ['"', ":", "\\", " ", "\t", "a", "é", "}", ",", '\\"']
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+
+    def value(depth: int):
+        kind = rng.randint(0, 3 if depth < 3 else 1)
+        if kind == 0:
+            return text()
+        if kind == 1:
+            return rng.randint(-5, 5)
+        if kind == 2:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        return {text(): value(depth + 1) for _ in range(rng.randint(0, 4))}
+
+    def strings(v):
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, list):
+            for x in v:
+                yield from strings(x)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                yield k
+                yield from strings(x)
+
+    exact = 0
+    for _ in range(3000):
+        obj = {text(): value(0) for _ in range(rng.randint(1, 5))}
+        raw = orjson.dumps(obj)
+        keys = _keys_in_json(obj)
+        counted = _colon_keys(raw)
+        assert counted >= keys, raw
+        # Exact unless a string holds a backslash of its own, or opens with ':' or whitespace
+        # (its opening quote then reads as a key's end: one too many, never too few).
+        if b"\\\\" not in raw and not any(t[:1] in (":", " ") for t in strings(obj)):
+            assert counted == keys, raw
+            exact += 1
+    assert exact > 150  # the exact case was tried often
+
+
+def test_ids_holding_a_quote_before_a_colon_are_split_in_one_pass(tmp_path, monkeypatch):
+    """An id like 'a":b' (JSON: "a\\":b") is no repeated key: the file is split once, not again
+    line by line; a key that is repeated beside such a value is still found."""
+    from session_stream.split import splitter
+
+    passes = []
+    real = splitter._split_pass
+    monkeypatch.setattr(
+        splitter, "_split_pass", lambda *a, **k: passes.append(k["careful"]) or real(*a, **k)
+    )
+    base = {"end_time": 1793492099999, "start_time": 1793492000000}
+    lines = [{"session_id": sid, **base} for sid in ('a":b', 'q" :', '":', "plain")]
+    result = split_lines(tmp_path, lines)
+    assert (result.sessions, result.rejects, passes) == (4, 0, [False])
+
+    passes.clear()
+    repeated = b'{"session_id":"x\\":y","city":"a","city":"b","end_time":1793492099999}'
+    (tmp_path / "again").mkdir()
+    result = split_lines(tmp_path / "again", [*lines, repeated])
+    assert (result.sessions, result.rejects, passes) == (4, 1, [False, True])
+    ((line_no, why, raw),) = result.read_rejects()
+    assert (line_no, raw) == (5, repeated)
+    assert "city" in why and "appears more than once" in why

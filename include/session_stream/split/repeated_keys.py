@@ -28,8 +28,9 @@ KEYS_PER_LINE = (
 # are added up for the whole file from what the split counts anyway (_KeyCheck), so a line
 # costs its count and little else; only when the file's two totals differ is the file split
 # again with each line checked on its own (`careful`), where a line whose two counts differ (a
-# repeated key, or '\":' inside a string, or whitespace after a string: none of which Monetate
-# writes) is parsed once more, by _duplicate, to find the key.
+# repeated key, or whitespace after a string, which Monetate does not write) is parsed once
+# more, by _duplicate, to find the key. An escaped quote before a colon inside a string ('\":',
+# as in an id 'a":b') is not counted (_colon_keys).
 
 _KEYS_COUNTED_FROM = 4 * KEYS_PER_LINE  # a key takes 4 bytes at least ("":0,)
 _SESSION_KEYS = len(_PATHS[tables.SESSION_PATH])
@@ -61,10 +62,20 @@ assert [t.shape for t in tables.TABLES] == [
 
 
 def _colon_keys(data: bytes) -> int:
-    """The '":' in `data` with every space, tab and carriage return read as ':': at least the
-    number of keys its JSON holds (see above). Each replace finds its byte with memchr, and
-    copies nothing when it is not there."""
-    return data.replace(b" ", b":").replace(b"\t", b":").replace(b"\r", b":").count(b'":')
+    """The '":' in `data` with every space, tab and carriage return read as ':', less those
+    whose quote a backslash escapes: at least the number of keys its JSON holds (see above).
+    Each replace finds its byte with memchr, and copies nothing when it is not there.
+
+    A quote ends a string when an even run of backslashes (none included) stands before it, and
+    is escaped, inside a string, when an odd run does. So '\\":' is taken away, and '\\\\":'
+    given back: exact for a string's end (no backslash, or two or more), and for an escaped
+    quote after no other backslash (a value like 'a":b', or an id, which Monetate may send);
+    one too many, never one too few, for an escaped quote after an escaped backslash."""
+    colons = data.replace(b" ", b":").replace(b"\t", b":").replace(b"\r", b":")
+    count = colons.count(b'":')
+    if b"\\" in data:
+        count -= colons.count(b'\\":') - colons.count(b'\\\\":')
+    return count
 
 
 def _row_keys(per_table: list) -> int:

@@ -383,9 +383,10 @@ def _split_pass(
                 else:
                     # Checked with the file's others: see _KeyCheck. (_colon_keys, inline: this
                     # one pass over the line's bytes costs ~3% of the split; the rest is rare.)
-                    counted += (
-                        raw.replace(b" ", b":").replace(b"\t", b":").replace(b"\r", b":")
-                    ).count(b'":')
+                    colons = raw.replace(b" ", b":").replace(b"\t", b":").replace(b"\r", b":")
+                    counted += colons.count(b'":')
+                    if not clean:  # escaped quotes before a colon end no key (_colon_keys)
+                        counted -= colons.count(b'\\":') - colons.count(b'\\\\":')
                     counted_lines += 1
                     if not known:  # its keys, less those its rows stand for (counted from the rows)
                         check.dict_lines += 1
