@@ -4,7 +4,7 @@
 - `session_stream_daily`, a day per run: what `airflow backfill create` is for (a day costs
   four task instances, as an hour does).
 
-The work is in include/session_stream/dag_tasks.py."""
+The work is in include/session_stream/runs/dag_tasks.py."""
 
 from __future__ import annotations
 
