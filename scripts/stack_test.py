@@ -661,7 +661,11 @@ def run_all(args, stack: Stack, settings, secrets, tmp: Path, base_url: str, mys
             "/drop/session_stream/2026/11/01",
         )
         out = cli.stdout + cli.stderr
-        if f"0 loaded, {SAMPLE_FILES} skipped, 0 failed" not in out:
+        skipped = (
+            f"files: {SAMPLE_FILES} listed = 0 loaded + {SAMPLE_FILES} skipped (already loaded)"
+            " + 0 failed"
+        )
+        if skipped not in out:
             raise StackTestError(f"the cli load did not skip the 16 loaded files:\n{out[-1500:]}")
         say("  " + next(ln for ln in out.splitlines() if ln.startswith("files:"))[:160])
 
