@@ -7,7 +7,7 @@ The flow is the Metadata API's (docs/warehouse.md, "Metadata lookups and BI"):
 3. ``GET <api_base>/<retailer>/production/metadata/<kind>?page_size=1000`` with
    ``Authorization: Token <token>``, then follow ``meta.next`` until it is absent.
 
-No Airflow here: the CLI (cli.py, refresh-metadata) and the DAG both build a MetadataClient.
+No Airflow here: the CLI (runs/cli_metadata.py, refresh-metadata) and the DAG both build a MetadataClient.
 """
 
 from __future__ import annotations
