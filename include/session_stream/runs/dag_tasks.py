@@ -4,17 +4,17 @@
                  (or that changed), add (scheduled runs) the files the ledger marks failed in
                  earlier windows (the sweep), leave files still being written for the next run,
                  download the rest into the staging area and cut them into batches
-    split_batch  split each staged file of a batch into staged TSVs (a file that cannot be read
-                 is reported, not raised, so the rest of the batch still loads)
-    load_batch   load each split, record failures in the ledger, remove what was staged, and raise
-                 FilesFailedError at the end naming the files that failed
+    split_and_load  split each staged file of a batch in worker processes while MySQL loads the
+                 one before (a file that cannot be read fails alone), record failures in the
+                 ledger, remove what was staged, and raise FilesFailedError at the end naming
+                 the files that failed
     check        compare the ledger with what was fetched: fail naming files that are not loaded
                  or have more rejects than allowed, or, on a scheduled run, when the drop has
                  delivered nothing for `silence_hours`; list the files still failing
 
 Return values are small dicts of names and counts (they travel as XCom). Files move between
-tasks through the staging area under `<prefix>/raw/<name>` and `<prefix>/split/<name>/`, so tasks
-may run on different workers when the staging area is an s3:// prefix.
+tasks through the staging area under `<prefix>/raw/<name>`, so tasks may run on different
+workers when the staging area is an s3:// prefix.
 """
 
 from __future__ import annotations
@@ -227,10 +227,6 @@ def checked_prefix(prefix: str) -> str:
 
 def raw_key(prefix: str, name: str) -> str:
     return f"{prefix}/raw/{name}"
-
-
-def split_key(prefix: str, name: str) -> str:
-    return f"{prefix}/split/{name}"
 
 
 def plan_batches(
@@ -505,104 +501,8 @@ def drop_silence(
     return state
 
 
-def split_batch(batch: dict, staging) -> dict:
-    """Split every staged file of a batch; unreadable files are passed on as failed, not raised."""
-    from session_stream.split.splitter import split_file
-
-    prefix = checked_prefix(batch["prefix"])
-    done, failed = [], []
-    with tempfile.TemporaryDirectory(prefix="session_stream_split_") as tmp:
-        for item in batch["files"]:
-            name = item["name"]
-            key_in, key_out = raw_key(prefix, name), split_key(prefix, name)
-            local = staging.get_file(
-                key_in, _local_path(staging, key_in) or Path(tmp) / "raw" / name
-            )
-            out_dir = _local_path(staging, key_out) or Path(tmp) / "split" / name
-            try:
-                result = split_file(Path(local), out_dir, source_name=name)
-            except BadInputError as exc:
-                log.error("%s cannot be read: %s", name, exc)
-                failed.append({**item, "error": str(exc)})
-                staging.delete(key_out)
-                continue
-            staging.put_dir(out_dir, key_out)
-            done.append({**item, "sessions": result.sessions, "rejects": result.rejects})
-    log.info("split %d file(s), %d unreadable", len(done), len(failed))
-    return {"prefix": prefix, "files": done, "failed": failed}
-
-
 def _when(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
-    """Load a split batch; record failures in the ledger; raise FilesFailedError naming them at the end.
-
-    Errors that are not about a file (the database is gone, local_infile refused) propagate at
-    once, so the task is retried; a retry skips what the ledger shows loaded, whose staged files
-    are already removed.
-    """
-    from session_stream.split.layout import SplitResult
-    from session_stream.warehouse.load import is_loaded
-
-    prefix = checked_prefix(split["prefix"])
-    retried = {item["name"] for item in split["files"] + split["failed"] if item.get("retry")}
-    failures: dict[str, str] = {}
-    loaded, skipped = [], []
-    rows: dict[str, int] = {}
-    rejects = 0
-
-    for item in split["failed"]:
-        loader.record_failure(
-            item["name"], item["size"], _when(item.get("window_start")), item["error"]
-        )
-        failures[item["name"]] = item["error"]
-        _remove_staged(staging, prefix, item["name"])
-
-    with tempfile.TemporaryDirectory(prefix="session_stream_load_") as tmp:
-        for item in split["files"]:
-            name, size, window_start = item["name"], item["size"], _when(item.get("window_start"))
-            key = split_key(prefix, name)
-            if not staging.exists(key):
-                # A retried task: the first try loaded this file and removed its staged copy.
-                if is_loaded(loader.ledger([name]).get(name), size):
-                    skipped.append(name)
-                    continue
-                error = "its staged split is missing; the next run fetches the file again"
-                loader.record_failure(name, size, window_start, error)
-                failures[name] = error
-                continue
-            try:
-                local = staging.get_dir(key, _local_path(staging, key) or Path(tmp) / name)
-                outcome = loader.load(
-                    SplitResult.read(Path(local)),
-                    size=size,
-                    window_start=window_start,
-                    force=force,
-                    version=item.get("version"),
-                )
-            except (BadInputError, LoadError) as exc:
-                # About this file, before the loader saw it (Loader.load records its own failures).
-                loader.record_failure(name, size, window_start, str(exc))
-                outcome = None
-                failures[name] = str(exc)
-            if outcome is not None:
-                if outcome.status == "failed":
-                    failures[name] = outcome.error or "load failed"
-                elif outcome.status == "skipped":
-                    skipped.append(name)
-                else:
-                    loaded.append(name)
-                    rejects += outcome.rejects
-                    for table, n in (outcome.rows or {}).items():
-                        rows[table] = rows.get(table, 0) + n
-            _remove_staged(staging, prefix, name)
-
-    return _batch_result(
-        _Tally(loaded, skipped, failures, retried, rows, rejects),
-        len(split["files"]) + len(split["failed"]),
-    )
 
 
 def split_and_load(
@@ -610,8 +510,8 @@ def split_and_load(
 ) -> dict:
     """Split and load a fetched batch in one task, as the CLI does (pipeline._split_ahead):
     worker processes split the next files while MySQL loads the current one, and nothing but
-    the raw files goes through the staging area. Failures as in load_batch: recorded in the
-    ledger, FilesFailedError at the end naming them (files the sweep retried only logged);
+    the raw files goes through the staging area. Failures are recorded in the ledger, and
+    FilesFailedError at the end names them (files the sweep retried are only logged);
     errors that are not about a file propagate, and a retry skips what the ledger shows loaded.
     """
     from session_stream.runs.pipeline import _split_ahead
@@ -758,11 +658,10 @@ def _local_path(staging, key: str) -> Path | None:
 
 
 def _remove_staged(staging, prefix: str, name: str) -> None:
-    for key in (raw_key(prefix, name), split_key(prefix, name)):
-        try:
-            staging.delete(key)
-        except FileNotFoundError:
-            pass
+    try:
+        staging.delete(raw_key(prefix, name))
+    except FileNotFoundError:
+        pass
 
 
 def check(
