@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import MySQLdb
@@ -52,6 +53,18 @@ ER_LOCAL_INFILE = {1148, 2068, 3948}  # LOAD DATA LOCAL refused by client or ser
 # How long a load waits for the load lock (another load of the database holds it for seconds;
 # half an hour means that load is stuck); how long one file's retries may go on: RETRY_SECONDS.
 LOCK_TIMEOUT = 30 * 60
+
+
+@dataclass(frozen=True)
+class _FileLoad:
+    """One load of one file, as Loader.load was asked for it: what its attempts share."""
+
+    split: SplitResult
+    size: int
+    window_start: datetime | None
+    force: bool
+    version: str | None  # the drop's version of the file (an S3 ETag, an mtime)
+    token: str  # the load_token its ledger row gets (see Loader.load)
 
 
 def is_loaded(entry: dict | None, size: int, identity: str | None = None) -> bool:
@@ -186,12 +199,11 @@ class Loader(LoadConnection):
         # One token per load of a file, written with its ledger row: an attempt that finds it
         # there knows that an earlier attempt of this very load committed (its answer lost).
         token = (self.token_prefix + uuid.uuid4().hex)[:32]
+        job = _FileLoad(split, size, window_start, force, version, token)
         done: dict = {}
         try:
             outcome = self._with_retries(
-                lambda conn: self._load_locked(
-                    conn, split, size, window_start, force, version, token, done
-                ),
+                lambda conn: self._load_locked(conn, job, done),
                 name,
                 watched=False,
             )
@@ -222,16 +234,15 @@ class Loader(LoadConnection):
         outcome.seconds = round(time.perf_counter() - started, 3)
         return outcome
 
-    def _load_locked(
-        self, conn, split, size, window_start, force, version, token, done: dict
-    ) -> FileOutcome:
+    def _load_locked(self, conn, job: _FileLoad, done: dict) -> FileOutcome:
+        split, size, force, version = job.split, job.size, job.force, job.version
         name = split.source_name
         # named_lock logs its own wait each minute; the watch covers the rest, under the lock.
         with named_lock(conn, self.lock_name, self.lock_timeout, name), self.watch:
             cur = conn.cursor()
             try:
                 previous = ledger.read(conn, [name]).get(name)
-                if previous and previous.get("load_token") == token:
+                if previous and previous.get("load_token") == job.token:
                     # This load committed in an earlier attempt whose answer was lost.
                     return done["outcome"]
                 identity = f"sha256:{split.sha256}" if split.sha256 else None
@@ -253,9 +264,7 @@ class Loader(LoadConnection):
                     conn.begin()
                     try:
                         outcome = merge(cur, split, self.limits, started, look_up_all)
-                        outcome.replaced_copy = self._write_ledger(
-                            cur, split, outcome, size, window_start, version, token, previous
-                        )
+                        outcome.replaced_copy = self._write_ledger(cur, job, outcome, previous)
                         done["outcome"] = outcome
                         conn.commit()
                         return outcome
@@ -272,11 +281,10 @@ class Loader(LoadConnection):
             finally:
                 cur.close()
 
-    def _write_ledger(
-        self, cur, split, outcome, size, window_start, version, token, previous
-    ) -> str | None:
+    def _write_ledger(self, cur, job: _FileLoad, outcome, previous) -> str | None:
         """The file's ledger row (ledger.LOADED), in the file's transaction. Returns what it says
         about an earlier copy of the file this load replaced, if any."""
+        split, size, window_start = job.split, job.size, job.window_start
         replaced_sha256 = replaced_at = replaced = None
         if previous and previous["status"] == "loaded":
             old = previous.get("sha256")
@@ -307,10 +315,10 @@ class Loader(LoadConnection):
             tables.UNKNOWN_KEYS_COLUMN: ledger.counts_json(split.unknown_keys),
             tables.MISSING_KEYS_COLUMN: ledger.counts_json(split.missing_keys),
             "sha256": split.sha256,
-            "source_version": version,
+            "source_version": job.version,
             "replaced_sha256": replaced_sha256,
             "replaced_at": replaced_at,
-            "load_token": token,
+            "load_token": job.token,
             "attempts": 1,
         }
         ledger.write(cur, ledger.LOADED, values)
