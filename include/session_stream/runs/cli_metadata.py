@@ -86,7 +86,7 @@ def _private_key(args) -> str:
 
 def cmd_refresh_metadata(args) -> int:
     """`session-stream refresh-metadata`: errors are SessionStreamError, printed by main()."""
-    from session_stream.metadata.client import MetadataClient
+    from session_stream.metadata.client import ClientSettings, MetadataClient
     from session_stream.metadata.lookups import BY_KIND
     from session_stream.metadata.refresh import refresh_lookup
 
@@ -100,10 +100,12 @@ def cmd_refresh_metadata(args) -> int:
         api_user,
         _private_key(args),
         retailer,
-        api_base=args.api_base,
-        auth_base=args.auth_base,
-        timeout=args.timeout,
-        max_wait_seconds=args.max_wait,
+        ClientSettings(
+            api_base=args.api_base,
+            auth_base=args.auth_base,
+            timeout=args.timeout,
+            max_wait_seconds=args.max_wait,
+        ),
     )
     conn = db.connect(db_url(args))
     try:
