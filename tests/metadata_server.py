@@ -237,7 +237,7 @@ def metadata_server(monetate_key_pair):
 @pytest.fixture
 def metadata_client_factory(metadata_server, monetate_key_pair):
     """make(**overrides) -> MetadataClient pointed at the fake, with test-sized timeouts."""
-    from session_stream.metadata.client import MetadataClient
+    from session_stream.metadata.client import ClientSettings, MetadataClient
 
     private_pem, _ = monetate_key_pair
     clients = []
@@ -255,7 +255,9 @@ def metadata_client_factory(metadata_server, monetate_key_pair):
             backoff_max=0.05,
         )
         settings.update(overrides)
-        client = MetadataClient(**settings)
+        account = [settings.pop(k) for k in ("api_user", "private_key", "retailer")]
+        transport = settings.pop("transport", None)
+        client = MetadataClient(*account, ClientSettings(**settings), transport=transport)
         clients.append(client)
         return client
 

@@ -1,7 +1,7 @@
 """The one table spec: every warehouse table, its columns, SQL types and the JSON that feeds them.
 
 The DDL (schema.py), the value converters (convert.py) and row builders (splitter.py), the staged
-files' columns and LOAD DATA column lists (layout.py), the newest-wins merge (load.py), the BI
+files' columns and LOAD DATA column lists (layout.py), the newest-wins merge (merge.py), the BI
 views (views.py), the row-by-row baseline (rowbyrow.py) and the tests all read this module. A
 column name is written here and nowhere else.
 

@@ -145,7 +145,8 @@ RUN1 = P("run1")
 
 
 def run(env, prefix=RUN1, now=None, **kwargs):
-    """fetch → split → load for every batch → check, as the DAG chains them; returns (fetched, errors)."""
+    """fetch → split_and_load for every batch, as the DAG chains them (split here, without worker
+    processes: test_split_and_load_in_one_task... runs them); returns (fetched, errors)."""
     fetched = dag_tasks.fetch(
         env.drop,
         env.loader,
@@ -157,7 +158,7 @@ def run(env, prefix=RUN1, now=None, **kwargs):
     errors = []
     for batch in fetched["batches"]:
         try:
-            dag_tasks.load_batch(dag_tasks.split_batch(batch, env.staging), env.staging, env.loader)
+            dag_tasks.split_and_load(batch, env.staging, env.loader, workers=0)
         except dag_tasks.FilesFailedError as exc:
             errors.append(exc)
     return fetched, errors
@@ -314,7 +315,7 @@ def test_a_file_still_changing_after_the_wait_is_left_behind_and_fails_the_check
         writer.join()
     assert fetched["left_behind"] == [busy.name] and busy.name not in fetched["fetched"]
     for batch in fetched["batches"]:
-        dag_tasks.load_batch(dag_tasks.split_batch(batch, env.staging), env.staging, env.loader)
+        dag_tasks.split_and_load(batch, env.staging, env.loader, workers=0)
     with pytest.raises(dag_tasks.FilesFailedError) as failed:
         dag_tasks.check(fetched, env.loader)
     assert failed.value.files == [busy.name]
@@ -337,7 +338,7 @@ def test_overlapping_runs_each_count_only_the_files_they_loaded(env):
     for run_id, fetched in runs.items():
         loader = Loader(lambda: db.connect(env.url), token_prefix=dag_tasks.run_key(run_id))
         for batch in fetched["batches"]:
-            dag_tasks.load_batch(dag_tasks.split_batch(batch, env.staging), env.staging, loader)
+            dag_tasks.split_and_load(batch, env.staging, loader, workers=0)
         loader.close()
     first = dag_tasks.check(runs["backfill__a"], env.loader)
     second = dag_tasks.check(runs["backfill__b"], env.loader)
@@ -401,9 +402,10 @@ def test_a_retried_load_skips_what_the_first_try_loaded(env):
         HOUR0,
         dag_tasks.FetchSettings(prefix=P("r"), settle_seconds=0),
     )
-    split = dag_tasks.split_batch(fetched["batches"][0], env.staging)
-    first = dag_tasks.load_batch(split, env.staging, env.loader)
-    retry = dag_tasks.load_batch(split, env.staging, env.loader)  # staged files are gone by now
+    batch = fetched["batches"][0]
+    first = dag_tasks.split_and_load(batch, env.staging, env.loader, workers=0)
+    # The same batch again, as a retried task sees it: its staged files are gone by now.
+    retry = dag_tasks.split_and_load(batch, env.staging, env.loader, workers=0)
     assert len(first["loaded"]) == 4
     assert retry["loaded"] == [] and sorted(retry["skipped"]) == sorted(first["loaded"])
 
@@ -524,11 +526,7 @@ def run_window(env, window, prefix, now=None, **kwargs):
     errors, results = [], []
     for batch in fetched["batches"]:
         try:
-            results.append(
-                dag_tasks.load_batch(
-                    dag_tasks.split_batch(batch, env.staging), env.staging, env.loader
-                )
-            )
+            results.append(dag_tasks.split_and_load(batch, env.staging, env.loader, workers=0))
         except dag_tasks.FilesFailedError as exc:
             errors.append(exc)
     return fetched, errors, results

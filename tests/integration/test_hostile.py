@@ -626,7 +626,7 @@ def test_the_dag_records_entries_it_does_not_read_and_reloads_a_corrected_file(e
                 dag_tasks.FetchSettings(prefix=dag_tasks.staging_prefix(prefix), settle_seconds=0),
             )
             for batch in fetched["batches"]:
-                dag_tasks.load_batch(dag_tasks.split_batch(batch, staging), staging, loader)
+                dag_tasks.split_and_load(batch, staging, loader, workers=0)
             return fetched
 
     try:

@@ -632,9 +632,9 @@ def test_sessions_stored_outside_the_ledger_are_still_found(url, empty, tmp_path
 
 
 def test_big_files_use_innodb_temp_tables(url, empty, tmp_path, monkeypatch):
-    from session_stream.warehouse import load as load_module
+    from session_stream.warehouse import merge
 
-    monkeypatch.setattr(load_module, "MEMORY_ROW_BYTES", 2**40)
+    monkeypatch.setattr(merge, "MEMORY_ROW_BYTES", 2**40)
     f1 = write_gz(tmp_path / name(0), [{"session_id": "s1", "end_time": 1, "offers": {"1": 1}}])
     f2 = write_gz(tmp_path / name(15), [{"session_id": "s1", "end_time": 2, "offers": {"2": 2}}])
     load(url, [f1, f2])

@@ -114,7 +114,7 @@ def test_the_dag_tasks_record_refused_files_failed_and_the_check_names_them(drop
         assert sorted(fetched["refused"]) == sorted([LINK, FIFO])
         assert fetched["fetched"] == [p.name for p in good]
         for batch in fetched["batches"]:
-            dag_tasks.load_batch(dag_tasks.split_batch(batch, staging), staging, loader)
+            dag_tasks.split_and_load(batch, staging, loader, workers=0)
         with pytest.raises(dag_tasks.FilesFailedError) as failed:
             dag_tasks.check(fetched, loader, staging=staging, prefix=prefix)
         assert sorted(failed.value.files) == sorted([LINK, FIFO])

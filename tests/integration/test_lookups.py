@@ -15,7 +15,7 @@ from session_stream.errors import ConfigError
 from session_stream.metadata import lookups
 from session_stream.metadata import refresh as lookup_refresh
 from session_stream.metadata.client import MetadataApiError
-from session_stream.runs import cli
+from session_stream.runs import cli_metadata
 from session_stream.warehouse import db, migrations, views
 
 pytestmark = pytest.mark.integration
@@ -337,7 +337,7 @@ def test_daily_sessions_rolls_up_by_utc_day_device_and_country(conn):
 
 def parse_cli(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="session-stream")
-    cli.add_refresh_metadata(parser.add_subparsers(dest="command", required=True))
+    cli_metadata.add_refresh_metadata(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
@@ -371,9 +371,9 @@ def test_cli_reads_the_private_key_from_the_environment(
     conn, fresh_db_url, metadata_server, monetate_key_pair, monkeypatch
 ):
     metadata_server.objects.update(api_objects())
-    monkeypatch.setenv(cli.PRIVATE_KEY_ENV, monetate_key_pair[0])
-    monkeypatch.setenv(cli.API_USER_ENV, metadata_server.api_user)
-    monkeypatch.setenv(cli.RETAILER_ENV, metadata_server.retailer)
+    monkeypatch.setenv(cli_metadata.PRIVATE_KEY_ENV, monetate_key_pair[0])
+    monkeypatch.setenv(cli_metadata.API_USER_ENV, metadata_server.api_user)
+    monkeypatch.setenv(cli_metadata.RETAILER_ENV, metadata_server.retailer)
     monkeypatch.setenv(db.DB_ENV, fresh_db_url)
     args = parse_cli(
         [
@@ -388,7 +388,7 @@ def test_cli_reads_the_private_key_from_the_environment(
 
 
 def test_cli_without_a_private_key_is_a_config_error(fresh_db_url, monkeypatch):
-    monkeypatch.delenv(cli.PRIVATE_KEY_ENV, raising=False)
+    monkeypatch.delenv(cli_metadata.PRIVATE_KEY_ENV, raising=False)
     args = parse_cli(["refresh-metadata", f"--db={fresh_db_url}", "--api-user=u", "--retailer=r"])
     with pytest.raises(ConfigError, match="--private-key-file"):
         args.func(args)

@@ -34,10 +34,6 @@ def make_dir(root: Path) -> dict[str, bytes]:
     return files
 
 
-def read_dir(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
 def test_file_round_trip(area, tmp_path):
     src = tmp_path / "in.json.gz"
     src.write_bytes(os.urandom(300_000))
@@ -56,18 +52,10 @@ def test_put_replaces_an_existing_key(area, tmp_path):
     assert area.get_file("k/x", tmp_path / "got").read_bytes() == b"second, longer"
 
 
-def test_dir_round_trip(area, tmp_path):
-    files = make_dir(tmp_path / "split")
-    area.put_dir(tmp_path / "split", "run1/split/file-1")
-    out = area.get_dir("run1/split/file-1", tmp_path / "back")
-    assert out == tmp_path / "back"
-    assert read_dir(out) == files
-
-
 def test_delete_removes_everything_under_the_prefix_and_nothing_else(area, tmp_path):
-    make_dir(tmp_path / "split")
-    area.put_dir(tmp_path / "split", "run1/batch-1")
-    area.put_dir(tmp_path / "split", "run1/batch-10")  # shares the text prefix 'run1/batch-1'
+    for rel in make_dir(tmp_path / "split"):
+        area.put_file(tmp_path / "split" / rel, f"run1/batch-1/{rel}")
+        area.put_file(tmp_path / "split" / rel, f"run1/batch-10/{rel}")  # shares 'run1/batch-1'
     area.put_file(tmp_path / "split" / "session_offers.csv", "run1/batch-1.csv")
     area.delete("run1/batch-1")
     assert not area.exists("run1/batch-1")
@@ -82,8 +70,6 @@ def test_delete_removes_everything_under_the_prefix_and_nothing_else(area, tmp_p
 def test_missing_key_is_a_load_error_with_a_hint(area, tmp_path):
     with pytest.raises(LoadError, match="missing"):
         area.get_file("nope/file.csv", tmp_path / "x")
-    with pytest.raises(LoadError, match="missing"):
-        area.get_dir("nope", tmp_path / "y")
     assert not area.exists("nope")
 
 
@@ -110,7 +96,6 @@ def test_local_put_and_get_do_not_copy_a_file_onto_itself(tmp_path):
     before = os.stat(inplace)
     area.put_file(inplace, "run1/split/x.csv")
     assert area.get_file("run1/split/x.csv", inplace) == inplace
-    assert area.get_dir("run1/split", inplace.parent) == inplace.parent
     after = os.stat(inplace)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert inplace.read_bytes() == b"written in place"

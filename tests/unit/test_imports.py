@@ -69,7 +69,9 @@ GRAPH = {name: imported(name, path) for name, path in MODULES.items()}
 
 def test_every_package_module_is_seen():
     assert "session_stream.runs.dag_tasks" in GRAPH
-    assert "session_stream.warehouse.migrations" in GRAPH["session_stream.warehouse.load"]
+    assert (
+        "session_stream.warehouse.migrations" in GRAPH["session_stream.warehouse.load_connection"]
+    )
 
 
 def test_no_import_circle():

@@ -41,28 +41,30 @@ from pathlib import Path
 import orjson
 
 from session_stream.drop.names import file_name
-from session_stream.drop.sample_sessions import (
+from session_stream.drop.sample_ids import (
     ACCOUNT_ID,
+    DEFAULT_ID_STYLE,
+    ID_STYLES,
+    SHARED_ID_PREFIX,
+    session_id,
+)
+from session_stream.drop.sample_sessions import (
     BAD_KINDS,
     BAD_SESSION_PREFIX,
     BOUNCE_SHARE,
-    DEFAULT_ID_STYLE,
     GZIP_LEVEL,
-    ID_STYLES,
     QUIRK_EVERY,
     QUIRK_PHASE,
     REEMIT_SHARE,
-    SHARED_ID_PREFIX,
     TRICKY_STRINGS,
     WINDOW_MS,
     WINDOWS_PER_HOUR,
     _bad_line,
-    _Catalog,
     _new_session,
     _reemit,
     _render,
-    session_id,
 )
+from session_stream.drop.sample_values import Catalog
 from session_stream.errors import ConfigError, SessionStreamError
 
 # Read as sample.<name> by the tests and the benchmark: the session generator's own names.
@@ -167,7 +169,7 @@ class _Drop:
         self.id_style = id_style
         # The retailer's catalog is the seed's; the sessions are the seed's and the hours',
         # so drops of other days or hours never send the same session ids again.
-        self.cat = _Catalog(random.Random(seed))
+        self.cat = Catalog(random.Random(seed))
         self.rng = random.Random(f"{seed}/{first_window.isoformat()}")
         # Own streams: quirks and bad lines leave the sessions and their order alone.
         self.qr = random.Random(f"{seed}/quirks") if quirks else None

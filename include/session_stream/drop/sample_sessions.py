@@ -1,6 +1,7 @@
-"""The sessions of a generated drop (sample.py writes them to files): ids in each style, values
-a real session could hold, the reemitted versions, the contract's input quirks and the bad lines
-a loader must reject. Key names come from tables.py; the same seed gives the same sessions."""
+"""The sessions of a generated drop (sample.py writes them to files): their versions, the
+reemitted ones, the contract's input quirks and the bad lines a loader must reject. Their ids
+come from sample_ids.py, their values from sample_values.py, key names from tables.py; the same
+seed gives the same sessions."""
 
 from __future__ import annotations
 
@@ -12,11 +13,17 @@ from types import SimpleNamespace
 import orjson
 
 from session_stream import tables
-from session_stream.errors import ConfigError
+from session_stream.drop.sample_ids import ACCOUNT_ID, DEFAULT_ID_STYLE, session_id
+from session_stream.drop.sample_values import (
+    COLORS,
+    CUSTOM_TARGET_VALUES,
+    OFFSETS_MIN,
+    SIZES,
+    Catalog,
+)
 
 WINDOW_MS = 15 * 60 * 1000
 WINDOWS_PER_HOUR = 4
-ACCOUNT_ID = 4521  # one retailer per drop, as in a real delivery
 
 BOUNCE_SHARE = 0.3
 REEMIT_SHARE = 0.1
@@ -51,66 +58,6 @@ BAD_KINDS = ("not_json", "no_session_id", "too_long")
 BAD_SESSION_PREFIX = "bad-"  # session_id prefix of bad lines that still have one
 
 
-# Session id shapes (CONTRACT: an opaque string of 1 to 255 characters, nothing promised about
-# its shape). Each is made from the same 128 random bits per session, so a drop differs between
-# styles in its ids alone.
-ID_STYLES = {
-    "uuid": "random UUIDs (36 characters), as the default",
-    "timestamp": "the window's start in epoch ms and the account first: '<ms>-<account>-<hex>',"
-    " so every session of a window shares its first 19 characters",
-    "prefix": "one long prefix shared by every session (64 characters), then 32 hex digits",
-    "short": "one character each, any Unicode character but a surrogate (control characters,"
-    " spaces and 4-byte emoji included), all distinct within a drop; another drop reuses"
-    " them, so load one drop per warehouse in this style",
-    "long": "255 characters: a 223-character prefix shared by every session, then 32 hex digits",
-}
-DEFAULT_ID_STYLE = "uuid"
-SHARED_ID_PREFIX = "monetate:retailer-4521:site-www.example.com:session-stream:session:"[:64]
-_LONG_ID_PREFIX = ("monetate-session-stream-" * 10)[: tables.SESSION_ID.length - 32]
-# `short` ids: every Unicode scalar value but the surrogates, by UTF-8 length (1 to 4 bytes).
-# Sessions take the classes in turn while each lasts, so a drop of any size holds characters of
-# every length, and each class is walked with a stride coprime to its size.
-_UTF8_CLASSES = (
-    (0, 0x80, 37),
-    (0x80, 0x780, 7),
-    (0x800, 0xF000, 7919),
-    (0x10000, 0x100000, 7919),
-)
-
-
-def _short_id(index: int) -> str:
-    used, active, i = [0] * 4, [0, 1, 2, 3], index
-    while active:
-        turn = min(_UTF8_CLASSES[c][1] - used[c] for c in active)
-        if i < turn * len(active):
-            c = active[i % len(active)]
-            first, size, stride = _UTF8_CLASSES[c]
-            n = first + (used[c] + i // len(active)) * stride % size
-            return chr(n + 0x800 if n >= 0xD800 else n) if c == 2 else chr(n)
-        i -= turn * len(active)
-        for c in active:
-            used[c] += turn
-        active = [c for c in active if used[c] < _UTF8_CLASSES[c][1]]
-    raise ConfigError(f"the 'short' id style has {index:,} distinct ids, not {index + 1:,}")
-
-
-def session_id(style: str, bits: int, window_ms: int, index: int) -> str:
-    """The session id of style `style` made from a session's 128 random `bits`, the start of
-    its first window (epoch ms) and its index in the drop."""
-    h = f"{bits:032x}"
-    if style == "uuid":
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-    if style == "timestamp":
-        return f"{window_ms}-{ACCOUNT_ID}-{h}"
-    if style == "prefix":
-        return SHARED_ID_PREFIX + h
-    if style == "short":
-        return _short_id(index)
-    if style == "long":
-        return _LONG_ID_PREFIX + h
-    raise ConfigError(f"unknown id style {style!r}: use one of {', '.join(ID_STYLES)}")
-
-
 def _keys(table: tables.Table) -> SimpleNamespace:
     """JSON keys by column name; a renamed column fails here at import, not silently later."""
     return SimpleNamespace(**{c.name: c.json_key for c in table.columns})
@@ -130,84 +77,6 @@ VIEW_KEY = tables.VIEW_LINES.path[0]
 PURCHASE_LINES_KEY, ITEMS_KEY = tables.PURCHASE_LINE_ITEMS.path
 COLLECTION_KEYS = tables.COLLECTION_KEYS
 SESSION_KEYS = tuple(c.json_key for c in tables.SESSIONS.columns)
-
-# (browser, browser versions, os, os versions, device type, screens (width, height), weight)
-_DESKTOP = ((1920, 1080), (1536, 864), (1440, 900), (2560, 1440), (1366, 768))
-_PHONE = ((390, 844), (393, 852), (412, 915), (360, 800), (430, 932))
-_TABLET = ((820, 1180), (810, 1080), (800, 1280))
-AGENTS = (
-    ("Chrome", ("124.0", "125.0", "126.0"), "Windows", ("10", "11"), "Desktop", _DESKTOP, 30),
-    ("Mobile Safari", ("17.4.1", "17.5"), "iOS", ("17.4.1", "17.5"), "Smartphone", _PHONE, 25),
-    (
-        "Chrome Mobile",
-        ("124.0.6367", "125.0.6422"),
-        "Android",
-        ("13", "14"),
-        "Smartphone",
-        _PHONE,
-        15,
-    ),
-    ("Safari", ("17.4.1",), "Mac OS X", ("10.15.7", "14.4"), "Desktop", _DESKTOP, 10),
-    ("Edge", ("124.0.2478",), "Windows", ("10", "11"), "Desktop", _DESKTOP, 8),
-    ("Firefox", ("125.0", "126.0"), "Windows", ("10", "11"), "Desktop", _DESKTOP, 5),
-    ("Mobile Safari", ("17.4",), "iOS", ("17.4",), "Tablet", _TABLET, 4),
-    ("Chrome", ("123.0",), "Linux", ("x86_64",), "Desktop", _DESKTOP, 2),
-    ("Instagram", ("327.0.0",), "iOS", ("17.4.1",), "Smartphone", _PHONE, 6),
-    ("Facebook", ("460.0.0",), "Android", ("14",), "Smartphone", _PHONE, 5),
-    ("Googlebot", ("2.1",), "Other", ("Other",), "Other", ((1024, 768),), 1),
-)
-# (country, region, city, weight)
-PLACES = (
-    ("US", "California", "Los Angeles", 10),
-    ("US", "New York", "New York", 10),
-    ("US", "Texas", "Houston", 6),
-    ("US", "Illinois", "Chicago", 6),
-    ("US", "Washington", "Seattle", 4),
-    ("US", "Florida", "Miami", 4),
-    ("US", "Pennsylvania", "Philadelphia", 3),
-    ("CA", "Ontario", "Toronto", 4),
-    ("CA", "Quebec", "Montréal", 2),
-    ("GB", "England", "London", 5),
-    ("GB", "Scotland", "Edinburgh", 1),
-    ("DE", "Berlin", "Berlin", 2),
-    ("FR", "Île-de-France", "Paris", 2),
-    ("AU", "New South Wales", "Sydney", 2),
-    ("MX", "Ciudad de México", "Mexico City", 1),
-    ("JP", "Tokyo", "Tokyo", 1),
-    ("BR", "São Paulo", "São Paulo", 1),
-)
-CUSTOM_TARGET_VALUES = (
-    "true",
-    "false",
-    "gold",
-    "silver",
-    "returning",
-    "new",
-    "3",
-    "12",
-    "loyalty-tier-2",
-    "US-West",
-    "spring_sale_2024",
-    "free-shipping-eligible",
-)
-SIZES = ("XS", "S", "M", "L", "XL", "8", "9", "10", "11")
-COLORS = ("BLK", "NVY", "RED", "GRN", "WHT", "GRY")
-OFFSETS_MIN = (120, -300, 330, 0, -480, 60)  # minutes east of UTC for "time_offset"
-
-
-class _Catalog:
-    """Ids a retailer reuses across sessions: targets, experiences, page events, products."""
-
-    def __init__(self, rng: random.Random):
-        self.targets = [str(10000 + 37 * k) for k in range(60)]
-        self.offers = [str(rng.randrange(1_000_000, 9_999_999)) for _ in range(200)]
-        self.events = [str(90000 + 11 * k) for k in range(50)]
-        self.products = [str(4_100_000_000 + 7919 * k) for k in range(2000)]
-        self.price_cents = [rng.randrange(499, 25000) for _ in self.products]
-        self.agents = [a[:6] for a in AGENTS]
-        self.agent_weights = [a[6] for a in AGENTS]
-        self.places = [p[:3] for p in PLACES]
-        self.place_weights = [p[3] for p in PLACES]
 
 
 class _Session:
@@ -250,7 +119,7 @@ def _money(cents: int) -> float:
 
 def _new_session(
     rng: random.Random,
-    cat: _Catalog,
+    cat: Catalog,
     start: int,
     end: int,
     *,
@@ -345,7 +214,7 @@ def _last(item):
     return item[-1]
 
 
-def _reemit(rng: random.Random, cat: _Catalog, s: _Session, cut: int, end: int) -> None:
+def _reemit(rng: random.Random, cat: Catalog, s: _Session, cut: int, end: int) -> None:
     """Make the history after `cut` differ: a cart line, a view and a purchase after it, and a
     custom target seen only in the open version."""
     span = max(end - cut, 2)

@@ -7,7 +7,7 @@ The flow is the Metadata API's (docs/warehouse.md, "Metadata lookups and BI"):
 3. ``GET <api_base>/<retailer>/production/metadata/<kind>?page_size=1000`` with
    ``Authorization: Token <token>``, then follow ``meta.next`` until it is absent.
 
-No Airflow here: the CLI (cli.py, refresh-metadata) and the DAG both build a MetadataClient.
+No Airflow here: the CLI (runs/cli_metadata.py, refresh-metadata) and the DAG both build a MetadataClient.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -60,28 +61,36 @@ class _Transient(Exception):
     """A failure worth another attempt: 5xx, 429, a timeout or a broken connection."""
 
 
-class MetadataClient:
-    """One account's Metadata API. Use as a context manager, or call close().
+@dataclass(frozen=True)
+class ClientSettings:
+    """How a MetadataClient talks to the API: where it is, and how long it waits and retries.
 
     Every request (with its retries and any token mint it needs) gives up after
     `max_wait_seconds`; each single attempt after `timeout` seconds. Back-off between attempts
     grows exponentially from `backoff_initial` up to `backoff_max` seconds.
     """
 
+    api_base: str | None = None  # None: DEFAULT_API_BASE
+    auth_base: str | None = None  # None: DEFAULT_AUTH_BASE
+    token_ttl: int = TOKEN_TTL
+    timeout: float = 30.0
+    max_wait_seconds: float = 300.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    page_size: int = PAGE_SIZE
+
+
+class MetadataClient:
+    """One account's Metadata API, as `settings` says (ClientSettings). Use as a context manager,
+    or call close(). `transport`: an httpx transport in place of the network."""
+
     def __init__(
         self,
         api_user: str,
         private_key: str | bytes,
         retailer: str,
+        settings: ClientSettings | None = None,
         *,
-        api_base: str | None = None,
-        auth_base: str | None = None,
-        token_ttl: int = TOKEN_TTL,
-        timeout: float = 30.0,
-        max_wait_seconds: float = 300.0,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 60.0,
-        page_size: int = PAGE_SIZE,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if not api_user:
@@ -94,14 +103,15 @@ class MetadataClient:
             )
         self.api_user = api_user
         self.retailer = retailer
-        self.api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
-        self.auth_base = (auth_base or DEFAULT_AUTH_BASE).rstrip("/")
-        self.token_ttl = token_ttl
-        self.timeout = timeout
-        self.max_wait_seconds = max_wait_seconds
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self.page_size = page_size
+        settings = settings or ClientSettings()
+        self.api_base = (settings.api_base or DEFAULT_API_BASE).rstrip("/")
+        self.auth_base = (settings.auth_base or DEFAULT_AUTH_BASE).rstrip("/")
+        self.token_ttl = settings.token_ttl
+        self.timeout = settings.timeout
+        self.max_wait_seconds = settings.max_wait_seconds
+        self.backoff_initial = settings.backoff_initial
+        self.backoff_max = settings.backoff_max
+        self.page_size = settings.page_size
         # Parsed now, so a wrong key fails with a clear message before any request.
         self._key = rsa_private_key(
             private_key,

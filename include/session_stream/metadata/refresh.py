@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import MySQLdb
 
 from session_stream.errors import ConfigError
-from session_stream.metadata.client import KINDS, MetadataApiError, MetadataClient
+from session_stream.metadata.client import KINDS, ClientSettings, MetadataApiError, MetadataClient
 from session_stream.metadata.lookups import (
     BY_KIND,
     REFRESHES_TABLE,
@@ -210,4 +210,11 @@ def client_from_connection(
         if extra.get(name) is not None:
             settings[name] = cast(extra[name])
     settings.update(overrides)
-    return MetadataClient(login or "", pem, extra.get("retailer_shortname") or "", **settings)
+    transport = settings.pop("transport", None)
+    return MetadataClient(
+        login or "",
+        pem,
+        extra.get("retailer_shortname") or "",
+        ClientSettings(**settings),
+        transport=transport,
+    )

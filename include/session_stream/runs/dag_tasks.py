@@ -4,40 +4,67 @@
                  (or that changed), add (scheduled runs) the files the ledger marks failed in
                  earlier windows (the sweep), leave files still being written for the next run,
                  download the rest into the staging area and cut them into batches
-    split_batch  split each staged file of a batch into staged TSVs (a file that cannot be read
-                 is reported, not raised, so the rest of the batch still loads)
-    load_batch   load each split, record failures in the ledger, remove what was staged, and raise
-                 FilesFailedError at the end naming the files that failed
+    split_and_load  split each staged file of a batch in worker processes while MySQL loads the
+                 one before (a file that cannot be read fails alone), record failures in the
+                 ledger, remove what was staged, and raise FilesFailedError at the end naming
+                 the files that failed
     check        compare the ledger with what was fetched: fail naming files that are not loaded
                  or have more rejects than allowed, or, on a scheduled run, when the drop has
                  delivered nothing for `silence_hours`; list the files still failing
 
 Return values are small dicts of names and counts (they travel as XCom). Files move between
-tasks through the staging area under `<prefix>/raw/<name>` and `<prefix>/split/<name>/`, so tasks
-may run on different workers when the staging area is an s3:// prefix.
+tasks through the staging area under `<prefix>/raw/<name>`, so tasks may run on different
+workers when the staging area is an s3:// prefix.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from session_stream import tables
-from session_stream.errors import BadInputError, ConfigError, LoadError, SessionStreamError
+from session_stream.runs.load_task import split_and_load
 from session_stream.runs.policy import DEFAULT_SWEEP_DAYS
+from session_stream.runs.run_files import (
+    DropSilentError,
+    FilesFailedError,
+    checked_prefix,
+    local_path,
+    raw_key,
+    run_key,
+    staging_prefix,
+    without_name,
+)
+from session_stream.runs.window import Window, drop_silence, resolve_window, sweep_failed, sweeps
 from session_stream.split.keycounts import KeyCounts
-from session_stream.utc import parse_utc, to_utc
+from session_stream.utc import to_utc
 
 log = logging.getLogger(__name__)
 
-HOUR = timedelta(hours=1)
+# The DAG files and plugins read every task's names here: the tasks' own, and those of the modules
+# they are built from (window.py, run_files.py, load_task.py).
+__all__ = [
+    "DEFAULT_SWEEP_DAYS",
+    "DropSilentError",
+    "FetchSettings",
+    "FilesFailedError",
+    "Window",
+    "check",
+    "checked_prefix",
+    "fetch",
+    "plan_batches",
+    "resolve_window",
+    "run_key",
+    "split_and_load",
+    "staging_prefix",
+    "sweep_failed",
+    "sweeps",
+]
+
 MAX_MAP_ITEMS = 1024  # Airflow's cap on the items of one mapped task
 
 DEFAULT_LOOKBACK_HOURS = 3
@@ -45,192 +72,6 @@ DEFAULT_SETTLE_SECONDS = 120
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_REJECTS = 100
 DEFAULT_SWEEP_MAX_FILES = 16  # one batch: a run stays short however many files keep failing
-RUN_KEY_CHARS = 12  # of the 32 of a load_token; the other 20 stay random per load
-MAX_RETRY_WAIT = timedelta(hours=24)
-RETRY_SLACK = timedelta(minutes=15)  # a run reaches its load some minutes after it starts
-
-
-class FilesFailedError(LoadError):
-    """Some files of a batch or run did not load, or loaded with too many rejects.
-
-    `problems` maps each file name to what is wrong with it (without the name), `files` lists the
-    names, `summary` says what happened to them as a whole: alerts show each file once.
-    """
-
-    def __init__(self, summary: str, problems: dict[str, str]):
-        self.summary = summary
-        self.problems = dict(problems)
-        self.files = list(self.problems)
-        super().__init__(f"{summary}: " + "; ".join(f"{n}: {p}" for n, p in self.problems.items()))
-
-
-class DropSilentError(SessionStreamError):
-    """A scheduled run found no file newer than the silence limit: is Monetate still delivering?"""
-
-
-def without_name(name: str, error: str) -> str:
-    """An error about a file usually starts with its name; drop it where the name is said anyway."""
-    return error[len(name) + 2 :] if error.startswith(f"{name}: ") else error
-
-
-# ---------------------------------------------------------------- the run's window
-
-
-@dataclass(frozen=True)
-class Window:
-    """Half-open interval [start, end) of file window starts, in UTC."""
-
-    start: datetime
-    end: datetime
-
-    def widened(self, lookback_hours: float) -> Window:
-        return Window(self.start - timedelta(hours=lookback_hours), self.end)
-
-    def __str__(self) -> str:
-        return f"[{self.start.isoformat()}, {self.end.isoformat()})"
-
-
-def _floor_hour(t: datetime) -> datetime:
-    return t.replace(minute=0, second=0, microsecond=0)
-
-
-def resolve_window(
-    params: dict | None,
-    data_interval_start: Any = None,
-    data_interval_end: Any = None,
-    logical_date: Any = None,
-    *,
-    now: datetime | None = None,
-) -> Window:
-    """The window a run loads.
-
-    The params `start` and `end` (both, ISO-8601) override everything: that is how a user reloads
-    a range by hand. Otherwise the run's data interval. A run with an empty interval (a trigger
-    timetable) takes the complete hour before its logical date, and a manual run with neither
-    interval nor logical date takes the last complete hour before now.
-    """
-    params = params or {}
-    start = parse_utc(params.get("start"), "param 'start'")
-    end = parse_utc(params.get("end"), "param 'end'")
-    if start or end:
-        if not (start and end):
-            raise ConfigError("give both params 'start' and 'end' (ISO-8601, UTC), or neither")
-        if end <= start:
-            raise ConfigError(
-                f"param 'end' ({end.isoformat()}) must be after 'start' ({start.isoformat()})"
-            )
-        return Window(start, end)
-
-    di_start = parse_utc(data_interval_start, "data interval start")
-    di_end = parse_utc(data_interval_end, "data interval end")
-    if di_start and di_end and di_end > di_start:
-        return Window(di_start, di_end)
-
-    anchor = (
-        di_end
-        or parse_utc(logical_date, "logical date")
-        or (now or datetime.now(UTC)).astimezone(UTC)
-    )
-    end = _floor_hour(anchor)
-    return Window(end - HOUR, end)
-
-
-# ---------------------------------------------------------------- the sweep of failed files
-
-
-def sweeps(run_type) -> bool:
-    """Whether a run retries the ledger's failed files of earlier windows (the sweep).
-
-    Scheduled runs do: they keep coming, so a file that failed in a backfill or a manual run,
-    out of every later look-back, is still retried. A backfill or a reload keeps to its range.
-    """
-    return str(getattr(run_type, "value", run_type) or "") == "scheduled"
-
-
-def retry_due(entry: dict, now: datetime) -> bool:
-    """A failing file waits longer after each attempt (1 h, 2 h, 4 h ... at most a day), so
-    files that keep failing do not take the sweep's places from the others on every run."""
-    last = entry.get("last_attempt")
-    if last is None:
-        return True
-    attempts = max(int(entry.get("attempts") or 1), 1)
-    wait = min(timedelta(hours=2 ** min(attempts - 1, 5)), MAX_RETRY_WAIT)
-    return to_utc(last) + wait - RETRY_SLACK <= now
-
-
-def sweep_failed(
-    drop, loader, span: Window, *, skip: set[str], max_files: int, now: datetime
-) -> list:
-    """The drop's files the ledger marks failed, window start in `span`, due for a retry,
-    newest first, at most `max_files`; names in `skip` (listed already) left out."""
-    since, until = span.start, span.end
-    if max_files <= 0 or since >= until:
-        return []
-    failing = [e for e in loader.failing(since, until) if e["file_name"] not in skip]
-    due = [e for e in failing if retry_due(e, now)]
-    by_day: dict[datetime, list[str]] = {}
-    for e in due:  # newest first, so the days and the names within each day are too
-        w = to_utc(e["window_start"])
-        by_day.setdefault(datetime(w.year, w.month, w.day, tzinfo=UTC), []).append(e["file_name"])
-    found = []
-    for day, names in by_day.items():
-        here = {f.name: f for f in drop.list_files(day, day + timedelta(days=1))}
-        for name in names:
-            if name not in here:
-                log.info("%s is marked failed but is no longer in the drop location", name)
-            elif len(found) < max_files:
-                found.append(here[name])
-        if len(found) >= max_files:
-            break
-    if failing:
-        log.info(
-            "sweep: %d file(s) of [%s, %s) marked failed, %d due for a retry, retrying %d: %s",
-            len(failing),
-            since.isoformat(),
-            until.isoformat(),
-            len(due),
-            len(found),
-            ", ".join(f.name for f in found) or "none",
-        )
-    return found
-
-
-# ---------------------------------------------------------------- staging layout
-
-
-def staging_prefix(run_id: str) -> str:
-    """The key prefix of one run's staged files: one safe segment under `runs/` whatever the run
-    id holds (see roots.run_prefix), so cleaning up a run removes only what it staged."""
-    from session_stream.drop.roots import run_prefix
-
-    return run_prefix(run_id)
-
-
-def run_key(run_id: str) -> str:
-    """The first characters of the ledger's load_token for the files a run loads (Loader's
-    `token_prefix`): the run's report counts the rows that carry it, so runs that overlap (a
-    backfill's look-backs) never count one file twice."""
-    import hashlib
-
-    return hashlib.sha256(str(run_id).encode()).hexdigest()[:RUN_KEY_CHARS]
-
-
-def checked_prefix(prefix: str) -> str:
-    """A run prefix read back from XCom, refused unless it has the form staging_prefix makes:
-    tasks write and delete under it."""
-    from session_stream.drop.roots import is_run_prefix
-
-    if not is_run_prefix(prefix):
-        raise ConfigError(f"refusing staging prefix {prefix!r}: not one this DAG made")
-    return prefix
-
-
-def raw_key(prefix: str, name: str) -> str:
-    return f"{prefix}/raw/{name}"
-
-
-def split_key(prefix: str, name: str) -> str:
-    return f"{prefix}/split/{name}"
 
 
 def plan_batches(
@@ -404,7 +245,7 @@ def fetch(
     with tempfile.TemporaryDirectory(prefix="session_stream_fetch_") as tmp:
         for f in ready:
             key = raw_key(prefix, f.name)
-            in_place = _local_path(staging, key)  # a local area: download straight into it
+            in_place = local_path(staging, key)  # a local area: download straight into it
             try:
                 local = drop.download(f, in_place or Path(tmp) / f.name)
             except RefusedFile as exc:  # swapped for something else since it was listed
@@ -460,309 +301,6 @@ def fetch(
         len(batches),
     )
     return result
-
-
-def drop_silence(
-    drop, listed: list, scope: Window, hours: float, window: Window | None = None
-) -> dict:
-    """Whether the drop has gone quiet, once per silence: {"began", "ongoing", "ended"}, each a
-    message or None.
-
-    `began`: no file has a window start in the `hours` before the window's end, and one had at
-    the window's start (the silence reached `hours` during this run's interval): `check` fails
-    the run, which sends the one alert. `ongoing`: silent, and it was already at the window's
-    start (an earlier run alerted): logged, not alerted again. `ended`: files in the window and
-    none in the `hours` before it: the run says the drop delivers again (`finish` mails it).
-    A scheduled run that never ran (the scheduler was down when the silence began) means no
-    alert for that silence: the run after it sees it as ongoing.
-
-    `listed` is what the run listed over `scope`; only the part of [window.start - hours,
-    window.end) it does not cover is listed again (one or two day folders).
-    """
-    window = window or scope
-    since = window.start - timedelta(hours=hours)
-    seen = [f for f in listed if f.window_start and f.window_start >= since]
-    if since < scope.start:
-        seen += drop.list_files(since, scope.start)
-    starts = [f.window_start for f in seen if f.window_start]
-    recent = [t for t in starts if t >= window.end - timedelta(hours=hours)]
-    before_window = [t for t in starts if t < window.start]
-    in_window = [t for t in starts if window.start <= t < window.end]
-    state = {"began": None, "ongoing": None, "ended": None}
-    if not recent:
-        message = (
-            f"no new file in the drop for {hours:g} hours: none has a window starting in "
-            f"[{(window.end - timedelta(hours=hours)).isoformat()}, {window.end.isoformat()}); "
-            f"check that Monetate still delivers to {drop.url} (silence_hours={hours:g})"
-        )
-        key = "began" if starts else "ongoing"
-        state[key] = message
-    elif in_window and not before_window:
-        state["ended"] = (
-            f"the drop {drop.url} delivers again: files with windows from "
-            f"{min(in_window).isoformat()} after none in the {hours:g} hours before"
-        )
-    return state
-
-
-def split_batch(batch: dict, staging) -> dict:
-    """Split every staged file of a batch; unreadable files are passed on as failed, not raised."""
-    from session_stream.split.splitter import split_file
-
-    prefix = checked_prefix(batch["prefix"])
-    done, failed = [], []
-    with tempfile.TemporaryDirectory(prefix="session_stream_split_") as tmp:
-        for item in batch["files"]:
-            name = item["name"]
-            key_in, key_out = raw_key(prefix, name), split_key(prefix, name)
-            local = staging.get_file(
-                key_in, _local_path(staging, key_in) or Path(tmp) / "raw" / name
-            )
-            out_dir = _local_path(staging, key_out) or Path(tmp) / "split" / name
-            try:
-                result = split_file(Path(local), out_dir, source_name=name)
-            except BadInputError as exc:
-                log.error("%s cannot be read: %s", name, exc)
-                failed.append({**item, "error": str(exc)})
-                staging.delete(key_out)
-                continue
-            staging.put_dir(out_dir, key_out)
-            done.append({**item, "sessions": result.sessions, "rejects": result.rejects})
-    log.info("split %d file(s), %d unreadable", len(done), len(failed))
-    return {"prefix": prefix, "files": done, "failed": failed}
-
-
-def _when(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def load_batch(split: dict, staging, loader, *, force: bool = False) -> dict:
-    """Load a split batch; record failures in the ledger; raise FilesFailedError naming them at the end.
-
-    Errors that are not about a file (the database is gone, local_infile refused) propagate at
-    once, so the task is retried; a retry skips what the ledger shows loaded, whose staged files
-    are already removed.
-    """
-    from session_stream.split.layout import SplitResult
-    from session_stream.warehouse.load import is_loaded
-
-    prefix = checked_prefix(split["prefix"])
-    retried = {item["name"] for item in split["files"] + split["failed"] if item.get("retry")}
-    failures: dict[str, str] = {}
-    loaded, skipped = [], []
-    rows: dict[str, int] = {}
-    rejects = 0
-
-    for item in split["failed"]:
-        loader.record_failure(
-            item["name"], item["size"], _when(item.get("window_start")), item["error"]
-        )
-        failures[item["name"]] = item["error"]
-        _remove_staged(staging, prefix, item["name"])
-
-    with tempfile.TemporaryDirectory(prefix="session_stream_load_") as tmp:
-        for item in split["files"]:
-            name, size, window_start = item["name"], item["size"], _when(item.get("window_start"))
-            key = split_key(prefix, name)
-            if not staging.exists(key):
-                # A retried task: the first try loaded this file and removed its staged copy.
-                if is_loaded(loader.ledger([name]).get(name), size):
-                    skipped.append(name)
-                    continue
-                error = "its staged split is missing; the next run fetches the file again"
-                loader.record_failure(name, size, window_start, error)
-                failures[name] = error
-                continue
-            try:
-                local = staging.get_dir(key, _local_path(staging, key) or Path(tmp) / name)
-                outcome = loader.load(
-                    SplitResult.read(Path(local)),
-                    size=size,
-                    window_start=window_start,
-                    force=force,
-                    version=item.get("version"),
-                )
-            except (BadInputError, LoadError) as exc:
-                # About this file, before the loader saw it (Loader.load records its own failures).
-                loader.record_failure(name, size, window_start, str(exc))
-                outcome = None
-                failures[name] = str(exc)
-            if outcome is not None:
-                if outcome.status == "failed":
-                    failures[name] = outcome.error or "load failed"
-                elif outcome.status == "skipped":
-                    skipped.append(name)
-                else:
-                    loaded.append(name)
-                    rejects += outcome.rejects
-                    for table, n in (outcome.rows or {}).items():
-                        rows[table] = rows.get(table, 0) + n
-            _remove_staged(staging, prefix, name)
-
-    return _batch_result(
-        _Tally(loaded, skipped, failures, retried, rows, rejects),
-        len(split["files"]) + len(split["failed"]),
-    )
-
-
-def split_and_load(
-    batch: dict, staging, loader, *, force: bool = False, workers: int | None = None
-) -> dict:
-    """Split and load a fetched batch in one task, as the CLI does (pipeline._split_ahead):
-    worker processes split the next files while MySQL loads the current one, and nothing but
-    the raw files goes through the staging area. Failures as in load_batch: recorded in the
-    ledger, FilesFailedError at the end naming them (files the sweep retried only logged);
-    errors that are not about a file propagate, and a retry skips what the ledger shows loaded.
-    """
-    from session_stream.runs.pipeline import _split_ahead
-    from session_stream.runs.workers import DEFAULT_WORKERS, scratch_folder
-    from session_stream.split.layout import SplitResult
-    from session_stream.warehouse.load import FileOutcome, is_loaded
-
-    prefix = checked_prefix(batch["prefix"])
-    items = {item["name"]: item for item in batch["files"]}
-    retried = {n for n, item in items.items() if item.get("retry")}
-    failures: dict[str, str] = {}
-    loaded, skipped = [], []
-    rows: dict[str, int] = {}
-    rejects = 0
-    started = time.perf_counter()
-    # Files an overlapping run loaded since this run's fetch are not split for nothing.
-    todo = set(
-        loader.pending(
-            [(n, item["size"], item.get("version")) for n, item in items.items()], force=force
-        )
-    )
-    with scratch_folder() as work:
-        paths = []
-        for name, item in items.items():
-            key = raw_key(prefix, name)
-            if name not in todo:
-                log.info("%s: loaded meanwhile by another run; skipped", name)
-                skipped.append(name)
-                _remove_staged(staging, prefix, name)
-                continue
-            if not staging.exists(key):
-                # A retried task: the first try loaded this file and removed its staged copy.
-                if is_loaded(loader.ledger([name]).get(name), item["size"]):
-                    skipped.append(name)
-                    continue
-                error = "its staged copy is missing; the next run fetches the file again"
-                loader.record_failure(name, item["size"], _when(item.get("window_start")), error)
-                failures[name] = error
-                continue
-            local = staging.get_file(key, _local_path(staging, key) or work / "raw" / name)
-            paths.append(Path(local))
-        jobs = DEFAULT_WORKERS if workers is None else workers
-        for path, split_or_error in _split_ahead(paths, work, jobs):
-            item = items[path.name]
-            size, window_start = item["size"], _when(item.get("window_start"))
-            if isinstance(split_or_error, SessionStreamError):
-                log.error("%s cannot be read: %s", path.name, split_or_error)
-                loader.record_failure(path.name, size, window_start, str(split_or_error))
-                outcome = FileOutcome(path.name, "failed", error=str(split_or_error))
-            else:
-                try:
-                    outcome = loader.load(
-                        SplitResult.read(split_or_error),
-                        size=size,
-                        window_start=window_start,
-                        force=force,
-                        version=item.get("version"),
-                    )
-                except (BadInputError, LoadError) as exc:
-                    loader.record_failure(path.name, size, window_start, str(exc))
-                    outcome = FileOutcome(path.name, "failed", error=str(exc))
-                finally:
-                    shutil.rmtree(split_or_error, ignore_errors=True)
-            if outcome.status == "failed":
-                failures[path.name] = outcome.error or "load failed"
-            elif outcome.status == "skipped":
-                skipped.append(path.name)
-            else:
-                loaded.append(path.name)
-                rejects += outcome.rejects
-                for table, n in (outcome.rows or {}).items():
-                    rows[table] = rows.get(table, 0) + n
-            _remove_staged(staging, prefix, path.name)
-            done = len(loaded) + len(skipped) + len(failures)
-            if done % 16 == 0 or done == len(items):
-                log.info(
-                    "%d of %d file(s) done (%d loaded, %d skipped, %d failed), %.0f s",
-                    done,
-                    len(items),
-                    len(loaded),
-                    len(skipped),
-                    len(failures),
-                    time.perf_counter() - started,
-                )
-    return _batch_result(_Tally(loaded, skipped, failures, retried, rows, rejects), len(items))
-
-
-@dataclass
-class _Tally:
-    """What a load task did to its batch, file by file."""
-
-    loaded: list[str]
-    skipped: list[str]
-    failures: dict[str, str]  # file -> error
-    retried: set[str]  # files the sweep retried: failing again is listed, not alerted
-    rows: dict[str, int]
-    rejects: int
-
-
-def _batch_result(tally: _Tally, total: int) -> dict:
-    """What a load task returns, or FilesFailedError naming the files that newly failed."""
-    loaded, skipped, failures = tally.loaded, tally.skipped, tally.failures
-    retried, rows, rejects = tally.retried, tally.rows, tally.rejects
-    log.info(
-        "loaded %d file(s), skipped %d, failed %d; rows %s",
-        len(loaded),
-        len(skipped),
-        len(failures),
-        rows,
-    )
-    # A file the sweep retried failed before, and that failure alerted: failing again is
-    # listed by check, not alerted on every run.
-    still_failing = [n for n in failures if n in retried]
-    if still_failing:
-        log.warning(
-            "%d file(s) of earlier windows still fail (check lists them): %s",
-            len(still_failing),
-            "; ".join(f"{n}: {failures[n]}" for n in still_failing),
-        )
-    new_failures = {n: e for n, e in failures.items() if n not in retried}
-    if new_failures:
-        raise FilesFailedError(
-            f"{len(new_failures)} of {total} file(s) failed; "
-            "they are marked failed in the ledger and the next run retries them",
-            {n: without_name(n, e) for n, e in new_failures.items()},
-        )
-    return {
-        "loaded": loaded,
-        "skipped": skipped,
-        "rows": rows,
-        "rejects": rejects,
-        "still_failing": still_failing,
-    }
-
-
-def _local_path(staging, key: str) -> Path | None:
-    """Where a local staging area keeps `key`, so tasks read and write it in place (no copies)."""
-    path_for = getattr(staging, "path_for", None)
-    if path_for is None:
-        return None
-    path = Path(path_for(key))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _remove_staged(staging, prefix: str, name: str) -> None:
-    for key in (raw_key(prefix, name), split_key(prefix, name)):
-        try:
-            staging.delete(key)
-        except FileNotFoundError:
-            pass
 
 
 def check(

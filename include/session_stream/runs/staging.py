@@ -54,17 +54,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _files_under(local_dir: Path) -> list[tuple[str, Path]]:
-    """(relative key, path) of every regular file under `local_dir`, in a stable order."""
-    out = []
-    for folder, dirs, names in os.walk(local_dir):
-        dirs.sort()
-        for name in sorted(names):
-            path = Path(folder, name)
-            out.append((path.relative_to(local_dir).as_posix(), path))
-    return out
-
-
 class StagingArea(ABC):
     url: str
 
@@ -79,16 +68,6 @@ class StagingArea(ABC):
     @abstractmethod
     def get_file(self, key: str, local: Path) -> Path:
         """Copy the file at `key` to `local`; a missing key is a LoadError."""
-
-    def put_dir(self, local_dir: Path, key_prefix: str) -> None:
-        """Store every file under `local_dir` as `key_prefix/<relative path>`."""
-        prefix = _check_key(key_prefix)
-        for rel, path in _files_under(Path(local_dir)):
-            self.put_file(path, f"{prefix}/{rel}")
-
-    @abstractmethod
-    def get_dir(self, key_prefix: str, local_dir: Path) -> Path:
-        """Copy every file under `key_prefix` into `local_dir` (same relative layout); returns it."""
 
     @abstractmethod
     def delete(self, key_prefix: str) -> None:
@@ -144,16 +123,6 @@ class LocalStaging(StagingArea):
         if not _same_file(src, local):
             _atomic_copy(src, local)
         return local
-
-    def get_dir(self, key_prefix: str, local_dir: Path) -> Path:
-        src, local_dir = self.path_for(key_prefix), Path(local_dir)
-        if not src.is_dir():
-            raise LoadError(f"staged folder {src} is missing: {_MISSING_HINT}")
-        if not _same_file(src, local_dir):
-            for rel, path in _files_under(src):
-                _atomic_copy(path, local_dir / rel)
-        local_dir.mkdir(parents=True, exist_ok=True)
-        return local_dir
 
     def delete(self, key_prefix: str) -> None:
         path = self.path_for(key_prefix)
@@ -245,19 +214,6 @@ class S3Staging(StagingArea):
             tmp.unlink(missing_ok=True)
             raise
         return local
-
-    def get_dir(self, key_prefix: str, local_dir: Path) -> Path:
-        local_dir = Path(local_dir)
-        base = self._key(key_prefix)
-        keys = [k for k in self._keys_under(key_prefix) if k != base]
-        if not keys:
-            raise LoadError(f"staged folder {self.url_for(key_prefix)} is missing or empty")
-        root = _check_key(key_prefix)
-        for full in keys:
-            rel = full[len(base) + 1 :]
-            self.get_file(f"{root}/{rel}", local_dir / rel)
-        local_dir.mkdir(parents=True, exist_ok=True)
-        return local_dir
 
     def delete(self, key_prefix: str) -> None:
         keys = self._keys_under(key_prefix)
