@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from datetime import date
+from pathlib import Path
 
 import psutil
 import pytest
@@ -232,3 +233,39 @@ def test_a_live_loads_scratch_folder_is_never_reclaimed(tmp_path):
         assert reclaim_abandoned(tmp_path) == []
         assert mine.is_dir()
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- a daemonic process
+
+
+def _load_in_daemon(url: str, paths: list[str], results) -> None:
+    logging.basicConfig(level=logging.INFO)
+    loader = Loader(lambda: db.connect(url))
+    try:
+        summary = load_files([Path(p) for p in paths], loader, workers=2)
+        results.put((summary.loaded, summary.failed, summary.failures))
+    except BaseException as exc:  # the test reads what went wrong
+        results.put(("raised", repr(exc), None))
+    finally:
+        loader.close()
+
+
+def test_a_daemonic_process_loads_with_the_split_in_itself(url, tmp_path):
+    """Airflow's CeleryExecutor runs a task in a Celery prefork pool's process, which is daemonic
+    and may not start processes: the load splits in itself instead of failing every file with
+    'daemonic processes are not allowed to have children' (as the stack test found)."""
+    import multiprocessing
+
+    paths = write_drop(tmp_path / "drop", DAY, sessions=120, files=4, hours=1, seed=8)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    proc = ctx.Process(
+        target=_load_in_daemon, args=(url, [str(p) for p in paths], results), daemon=True
+    )
+    proc.start()
+    try:
+        outcome = results.get(timeout=120)
+    finally:
+        proc.join(30)
+    assert outcome == (4, 0, []), outcome
+    assert query(url, "SELECT COUNT(*) FROM session_sessions") == [(120,)]

@@ -24,7 +24,12 @@ from pathlib import Path
 from session_stream import tables
 from session_stream.drop.names import window_start
 from session_stream.errors import BadInputError, LoadError, SessionStreamError
-from session_stream.runs.workers import DEFAULT_WORKERS, scratch_folder, worker_pool
+from session_stream.runs.workers import (
+    DEFAULT_WORKERS,
+    can_start_workers,
+    scratch_folder,
+    worker_pool,
+)
 from session_stream.split.keycounts import KeyCounts
 from session_stream.split.layout import SplitResult
 from session_stream.split.splitter import split_file
@@ -194,6 +199,12 @@ def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[
     stopped included, goes to a new pool, at most twice. A pool that breaks before any split
     started (workers that cannot start) is given up: the rest is split here.
     """
+    if workers > 0 and len(paths) >= 2 and not can_start_workers():
+        log.info(
+            "splitting in this process, without worker processes: it is daemonic (a Celery"
+            " worker's pool process, say), and a daemonic process may not start any"
+        )
+        workers = 0
     if workers <= 0 or len(paths) < 2:
         for i, p in enumerate(paths):
             yield p, _split_here(i, p, work)

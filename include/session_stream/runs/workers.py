@@ -42,6 +42,13 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WATCH_SECONDS = 1.0
 
 
+def can_start_workers() -> bool:
+    """Whether this process may start worker processes. A daemonic one may not (multiprocessing
+    refuses with an AssertionError): Airflow's CeleryExecutor runs a task in a Celery prefork
+    pool's process, which is daemonic, and so does anything started with daemon=True."""
+    return not multiprocessing.current_process().daemon
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """A process pool whose workers end when this process ends, however it ends."""
     # spawn, not fork: the parent holds a MySQL connection a forked child must not share.
