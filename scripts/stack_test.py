@@ -703,6 +703,7 @@ def run_all(args, stack: Stack, settings, secrets, tmp: Path, base_url: str, mys
             "start": "2026-11-02T00:00:00+00:00",
             "end": "2026-11-02T01:00:00+00:00",
             "settle_seconds": 0,
+            "alert": True,  # a manual run alerts only when asked (docs/operating.md)
         }
         bad_run = api.trigger(DAG, conf)
         api.wait_run(DAG, bad_run, want="failed")
