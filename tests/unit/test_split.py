@@ -300,6 +300,55 @@ def test_impossible_line_times_are_rejected(tmp_path, value, reason):
     assert reason in why
 
 
+def test_unknown_and_missing_keys_of_cart_lines_and_items_are_counted_each_time(
+    tmp_path, monkeypatch
+):
+    """KeyAudit judges an object's list of keys once and counts each object that has it: every
+    cart line, view line, purchase line and line item that carries a key the spec does not know
+    (or lacks one) is counted, and the keys inside the unknown values too (the repeated-key
+    check adds them up: a miscount there would split the file twice, or reject a good line)."""
+    full = {c.json_key: None for c in tables.SESSIONS.columns}
+    cart = {"product_id": "p", "sku": "s", "quantity": 1, "time": None}
+    item = {"product_id": "a", "sku": "b", "quantity": 1, "unit_price": "1.5"}
+    lines = []
+    for n in range(30):
+        lines.append(
+            {
+                **full,
+                "session_id": f"s{n}",
+                "cart_lines": [
+                    {**cart, "color": "navy"},
+                    {**cart, "color": "red", "size": {"eu": 40, "us": [7, {"w": 1}]}},
+                    {**{k: v for k, v in cart.items() if k != "sku"}, "color": "x"},
+                    cart,
+                ][: 1 + n % 4],
+                "view_lines": [{"product_id": "p", "time": None, "rank": [n, {"k": n}]}] * (n % 3),
+                "purchase_lines": {
+                    "P": {"time": None, "total": "1", "currency": "USD", "items": [item] * 2},
+                    "Q": {"time": None, "total": "1", "items": [{**item, "discount": {"c": 1}}]},
+                },
+            }
+        )
+    from session_stream.split import splitter
+
+    passes = []
+    real = splitter._split_pass
+    monkeypatch.setattr(
+        splitter, "_split_pass", lambda *a, **k: passes.append(k["careful"]) or real(*a, **k)
+    )
+    result = split_lines(tmp_path, lines)
+    assert (result.sessions, result.rejects, passes) == (30, 0, [False])  # keys added up
+    carts = [1 + n % 4 for n in range(30)]
+    assert result.unknown_keys == {
+        "cart_lines[].color": sum(min(c, 3) for c in carts),
+        "cart_lines[].size": sum(c >= 2 for c in carts),
+        "view_lines[].rank": sum(n % 3 for n in range(30)),
+        "purchase_lines{}.currency": 30,
+        "purchase_lines{}.items[].discount": 30,
+    }
+    assert result.missing_keys == {"cart_lines[].sku": sum(c >= 3 for c in carts)}
+
+
 def test_key_counts_add_up_over_sessions_of_the_same_and_other_shapes(tmp_path):
     full = {c.json_key: None for c in tables.SESSIONS.columns}
     lines = [

@@ -62,7 +62,9 @@ class KeyAudit:
 
     A session object's keys are judged once per distinct list of keys (a file holds a handful):
     each session costs a tuple of its keys and one lookup. The smaller objects are compared with
-    their key sets, which is all the work when they have the keys the spec knows.
+    their key sets, which is all the work when they have the keys the spec knows; one that has
+    other keys is judged once per distinct list of keys too (a cart line of a drop that adds a
+    field to every cart line costs a lookup).
 
     What one file can make it hold is bounded: a line carrying more than UNKNOWN_KEYS_PER_LINE
     distinct unknown keys is rejected (`check` raises Reject and counts nothing of it), and a
@@ -75,28 +77,44 @@ class KeyAudit:
     def __init__(self):
         self.unknown: Counter[str] = Counter()
         self.missing: Counter[str] = Counter()
-        self._verdicts: dict[tuple, tuple[tuple[str, str, str], ...]] = {}
+        self._verdicts: dict[tuple, tuple[tuple[str, str, str], ...]] = {}  # sessions'
+        self._object_verdicts: dict[tuple, tuple[tuple[str, str, str], ...]] = {}  # (path, *keys)
         # Keys inside the objects and lists that the last session's unknown keys held, at any
         # depth (_KeyCheck counts every key of a line).
         self.nested = 0
 
     def _count(self, line: tuple[dict, dict], path: str, obj: dict, expected, known) -> None:
         unknown, missing = line
-        keys = obj.keys()
-        extra = keys - known
-        if len(extra) + len(unknown) > UNKNOWN_KEYS_PER_LINE:
-            found = {key_path(path, k) for k in extra} | set(unknown)
+        shape = (path, *obj)
+        verdict = self._object_verdicts.get(shape)
+        if verdict is None:
+            keys = obj.keys()
+            extra = sorted(keys - known)
+            if len(extra) + len(unknown) > UNKNOWN_KEYS_PER_LINE:
+                found = {key_path(path, k) for k in extra} | set(unknown)
+                if len(found) > UNKNOWN_KEYS_PER_LINE:
+                    raise _too_many_unknown(len(found))
+            verdict = tuple(
+                [("unknown", key_path(path, k), k) for k in extra]
+                + [("missing", f"{path}.{k}", k) for k in sorted(expected - keys)]
+            )
+            self._remember(self._object_verdicts, shape, verdict)
+        elif len(verdict) + len(unknown) > UNKNOWN_KEYS_PER_LINE:
+            found = {name for which, name, _ in verdict if which == "unknown"} | set(unknown)
             if len(found) > UNKNOWN_KEYS_PER_LINE:
                 raise _too_many_unknown(len(found))
-        for key in extra:
-            name = key_path(path, key)
-            unknown[name] = unknown.get(name, 0) + 1
-            value = obj[key]
-            if type(value) is dict or type(value) is list:
-                self.nested += _keys_in(value)
-        for key in expected - keys:
-            name = f"{path}.{key}"
-            missing[name] = missing.get(name, 0) + 1
+        for which, name, key in verdict:
+            if which == "unknown":
+                unknown[name] = unknown.get(name, 0) + 1
+                value = obj[key]
+                if type(value) is dict or type(value) is list:
+                    self.nested += _keys_in(value)
+            else:
+                missing[name] = missing.get(name, 0) + 1
+
+    def _remember(self, verdicts: dict, shape: tuple, verdict: tuple) -> None:
+        if len(verdicts) < self.SHAPES_MAX and len(shape) <= self.SHAPE_KEYS_MAX:
+            verdicts[shape] = verdict
 
     def _object(self, line, obj: dict, audit: tuple) -> None:
         path, expected, known = audit
@@ -119,8 +137,7 @@ class KeyAudit:
             [("unknown", key_path(path, k), k) for k in sorted(extra)]
             + [("missing", f"{path}.{k}", k) for k in sorted(expected - keys)]
         )
-        if len(self._verdicts) < self.SHAPES_MAX and len(shape) <= self.SHAPE_KEYS_MAX:
-            self._verdicts[shape] = verdict
+        self._remember(self._verdicts, shape, verdict)
         return verdict
 
     def _items(self, line, items: list, path: str, expected: frozenset) -> None:

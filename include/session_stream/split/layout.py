@@ -60,6 +60,10 @@ needs_escape = re.compile(r"[\\\t\n\r\0]").search
 
 
 def escape(s: str) -> str:
+    # isprintable() is False for every character _ESCAPES maps but the backslash: a quick
+    # answer for the common string, the search for the rest.
+    if s.isprintable() and "\\" not in s:
+        return s
     return s.translate(_ESCAPES) if needs_escape(s) else s
 
 
