@@ -188,3 +188,136 @@ def test_a_line_with_a_backslash_or_a_repeated_key_is_the_general_paths():
     assert fastsplit.decode(orjson.dumps({**BASE, "browser": 1.5})) is None
     assert fastsplit.decode(orjson.dumps({k: v for k, v in BASE.items() if k != "os"})) is None
     assert fastsplit.decode(b"{not json") is None
+
+
+def _staged(result) -> dict[str, bytes]:
+    # The manifest holds the split's duration; the counts are compared apart.
+    return {p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.name != "manifest.json"}
+
+
+@pytest.mark.parametrize("style", list(sample.ID_STYLES))
+def test_a_drop_of_every_quirk_stages_the_same_bytes_with_the_fast_path_off(
+    tmp_path, monkeypatch, style
+):
+    """The fast path's variants (a line with a backslash, a line with keys the spec does not
+    know, integer strings) against no fast path at all, on a whole file: the same staged bytes,
+    rejects, key counts and horizon. The sample's quirk sessions carry all three at once; the
+    lines below carry each alone, and a second copy of the file has every line's unknown keys
+    and escapes, as a drop would where Monetate adds a field or escapes every slash."""
+    (path,) = sample.write_drop(
+        tmp_path / "drop", DAY, sessions=600, files=1, seed=9, bad_lines=12, id_style=style
+    )
+    lines = gzip.decompress(path.read_bytes()).splitlines()
+    extra = []
+    for n, raw in enumerate(lines[:40]):
+        try:
+            session = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if type(session) is not dict or not isinstance(session.get("session_id"), str):
+            continue
+        session["session_id"] += f"-v{n}"
+        kind = n % 4
+        if kind == 0:
+            session["browser"] = "a\tb\\c/d"  # escapes alone, in values and map keys
+            session.setdefault("custom_targets", {})["t\tab\\key"] = "v"
+            bought = session.get("purchase_lines") or {}
+            session["purchase_lines"] = {f"{k}\\\n": v for k, v in bought.items()}
+        elif kind == 1:
+            session["new_field"] = {"nested": [1, {"deep": 2}]}  # an unknown key alone
+        elif kind == 2:
+            session["page_views"] = " 12 "  # an integer string alone
+        else:
+            session["page_views"] = "twelve"  # an integer string to reject
+        extra.append(orjson.dumps(session))
+    # Every line again (a later version of each session: the file is split twice), with a key
+    # the spec does not know and escapes where JSON allows them (\/, and \u0041 for "A").
+    # Half of them escape only what needs no escaping in the staged files (\/ and \u0041),
+    # half a tab too.
+    escaped = [
+        line.replace(b"/", b"\\/")
+        .replace(b'"browser":"', b'"browser":"\\u0041' if n % 2 else b'"browser":"\\t')
+        .replace(b'{"session_id"', b'{"added_by_monetate":1,"session_id"')
+        for n, line in enumerate(lines)
+    ]
+    src = tmp_path / "20261101T000000.000Z_PT15M-1.json.gz"
+    src.write_bytes(gzip.compress(b"\n".join([*lines, *extra, *escaped]) + b"\n"))
+
+    taken = {"lenient": 0, "escaped": 0}
+    decode_lenient, stage_escaped = fastsplit.decode_lenient, fastsplit.stage_escaped
+
+    def lenient(raw):
+        found = decode_lenient(raw)
+        taken["lenient"] += found is not None
+        return found
+
+    def escaped_stage(*args):
+        found = stage_escaped(*args)
+        taken["escaped"] += found is not None
+        return found
+
+    monkeypatch.setattr(fastsplit, "decode_lenient", lenient)
+    monkeypatch.setattr(fastsplit, "stage_escaped", escaped_stage)
+    fast = split.split_file(src, tmp_path / "fast")
+    assert taken["lenient"] > len(lines) * 0.9 and taken["escaped"] > len(lines) * 0.4
+    monkeypatch.setattr(fastsplit, "decode", lambda raw: None)
+    monkeypatch.setattr(fastsplit, "decode_lenient", lambda raw: None)
+    general_only = split.split_file(src, tmp_path / "general")
+    assert fast.rejects == general_only.rejects >= 12
+    assert fast.sessions == general_only.sessions >= 600 and fast.repeats >= 500
+    assert _staged(fast) == _staged(general_only)
+    assert (fast.rows, fast.unknown_keys, fast.missing_keys, fast.horizon, fast.repeats) == (
+        general_only.rows,
+        general_only.unknown_keys,
+        general_only.missing_keys,
+        general_only.horizon,
+        general_only.repeats,
+    )
+    assert "session.added_by_monetate" in fast.unknown_keys
+    assert "session.new_field" in fast.unknown_keys
+
+
+ALPHABET = [
+    "a",
+    "/",
+    '"',
+    "\\",
+    "\t",
+    "\n",
+    "\r",
+    "\0",
+    "\b",
+    "\f",
+    "\x1f",
+    "é",
+    "\u2028",
+    "🛒",
+    "u",
+    "0",
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_line_whose_escapes_decode_to_nothing_the_staged_format_escapes_is_plain(seed):
+    """splitter._ESCAPES_SPECIAL: a line it finds nothing in decodes to strings that need no
+    escaping (layout.escape leaves them alone), however its escapes are written."""
+    import json
+    import random
+
+    from session_stream.split.layout import needs_escape
+
+    rng = random.Random(seed)
+    for _ in range(3000):
+        value = "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(1, 6)))
+        for raw in (
+            json.dumps(value).encode(),
+            json.dumps(value, ensure_ascii=False).encode(),
+            json.dumps(value).replace("/", "\\/").encode(),
+            # every character as \uXXXX, in upper case hex
+            (
+                '"' + "".join(f"\\u{ord(c):04X}" if ord(c) < 0x10000 else c for c in value) + '"'
+            ).encode(),
+        ):
+            decoded = orjson.loads(raw)
+            if split._ESCAPES_SPECIAL(raw) is None:
+                assert not needs_escape(decoded), (raw, decoded)

@@ -1,22 +1,28 @@
 """The split's fast path: a line of the common shape, checked in C, written without a call per value.
 
-Most lines of a drop hold exactly the spec's keys, with values of the usual types: strings that
-fit their column, integers in range, 't'/'f' flags, UTC ISO times. For a line without a
-backslash (no string in it needs escaping), `decode` parses it into structs whose field types
-say exactly that (msgspec checks types, lengths and ranges in C while it parses), and `rows`
-writes each table's staged lines with one generated function per table, whose fields are inline
-expressions instead of a converter call each. Money and times, which msgspec cannot judge
-exactly, still go through convert.py when they are not in their plainest form.
+Most lines of a drop hold the spec's keys, with values of the usual types: strings that fit
+their column, integers in range (or integer strings), 't'/'f' flags, UTC ISO times. `decode`
+parses a line into structs whose field types say exactly that (msgspec checks types, lengths and
+ranges in C while it parses), and `stage` writes each table's staged lines with one generated
+function per table, whose fields are inline expressions instead of a converter call each. Money,
+times and integer strings, which msgspec cannot judge exactly, still go through convert.py when
+they are not in their plainest form.
 
-Anything else (a numeric string, a flag sent as true, an epoch-ms time, a value too long, an
-unknown or missing key, a repeated key's line) fails `decode`, and splitter.py takes the general
-path, which gives the same rows or the reject reason. The two paths must stage the same bytes:
-tests/unit/test_split.py compares them line by line.
+Two variants keep the common quirks of a whole drop on this path, so that a drop whose every
+line has them costs about what a plain one does: `stage_escaped` for a line with a backslash
+(JSON escapes such as \\/ or \\u00e9: each string is escaped for the staged format, as
+convert.py does), and `decode_lenient` for a line carrying keys the spec does not know (a new
+field Monetate adds): they are skipped here, and splitter.py audits the line's keys apart.
+
+Anything else (a flag sent as true, a value too long, a missing key, a number in a text column)
+fails `decode`, and splitter.py takes the general path, which gives the same rows or the reject
+reason. The paths must stage the same bytes: tests/unit/test_fastsplit.py compares them line by
+line.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
@@ -30,20 +36,21 @@ from session_stream.split.convert import (
     known_real_days,
     utc_datetime,
 )
-from session_stream.split.layout import NULL
+from session_stream.split.layout import NULL, escape
 
 _ROWS_MAX = tables.ROW_NO_MAX + 1
 
 
 def _field_type(column: tables.Column):
     """The type msgspec accepts for a column on the fast path: only values whose staged form is
-    the value itself (or str() of it), or that convert.py judges (Any: money and times)."""
+    the value itself (or str() of it), or that convert.py judges (Any: money and times; a
+    string for an integer column)."""
     optional = None if column.not_null else type(None)
     if column.kind == tables.STR:
         t = Annotated[str, msgspec.Meta(max_length=column.length)]
     elif column.kind in (tables.INT, tables.BIGINT):
         lo, hi = tables.INT_RANGE if column.kind == tables.INT else tables.BIGINT_RANGE
-        t = Annotated[int, msgspec.Meta(ge=lo, le=hi)]
+        t = Union[Annotated[int, msgspec.Meta(ge=lo, le=hi)], str]  # noqa: UP007
     elif column.kind == tables.FLAG:
         t = Literal["t", "f"]
     else:  # MONEY, DATETIME: JsonNumber texts and strings, judged by convert.py
@@ -51,14 +58,15 @@ def _field_type(column: tables.Column):
     return t if optional is None else t | None
 
 
-def _structs() -> type:
+def _structs(lenient: bool = False) -> type:
     """The session as typed structs: the spec's keys, every scalar key required, the
-    collections optional, no other key."""
+    collections optional, no other key (`lenient`: other keys skipped, at every level)."""
+    prefix = "Lenient_" if lenient else "Fast_"
 
     def struct(name: str, columns, extra=()):
         fields = [(c.json_key, _field_type(c)) for c in columns]
         fields += [(key, t, None) for key, t in extra]
-        return msgspec.defstruct("Fast_" + name, fields, forbid_unknown_fields=True)
+        return msgspec.defstruct(prefix + name, fields, forbid_unknown_fields=not lenient)
 
     def key_type(table: tables.Table):
         return Annotated[str, msgspec.Meta(max_length=table.columns[0].length)]
@@ -80,6 +88,7 @@ def _structs() -> type:
 
 
 _decoder = msgspec.json.Decoder(_structs(), float_hook=JsonNumber)
+_lenient_decoder = msgspec.json.Decoder(_structs(lenient=True), float_hook=JsonNumber)
 
 
 def decode(raw: bytes):
@@ -91,17 +100,32 @@ def decode(raw: bytes):
         return None
 
 
+def decode_lenient(raw: bytes):
+    """As `decode`, skipping the keys the spec does not know, at every level: for a line that
+    `decode` refused. Structs mean the line has such keys (and is otherwise of the common
+    shape): the caller audits its keys (splitter.py, KeyAudit)."""
+    try:
+        return _lenient_decoder.decode(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
 # --- the generated row writers --------------------------------------------------------------
 
 
-def _expr(column: tables.Column, value: str, where: str) -> str:
+def _expr(column: tables.Column, value: str, where: str, escaping: bool) -> str:
     """A Python expression giving the staged field of `column` from the expression `value`
-    (a local name), for a value the fast structs accepted."""
+    (a local name), for a value the fast structs accepted. `escaping`: for a line with a
+    backslash, whose strings may hold what the staged format escapes."""
     name = column.name
     if column.kind == tables.STR:
-        return value if column.not_null else f"({value} if {value} is not None else NULL)"
+        text = f"escape({value})" if escaping else value
+        return text if column.not_null else f"({text} if {value} is not None else NULL)"
     if column.kind in (tables.INT, tables.BIGINT):
-        return f"(str({value}) if {value} is not None else NULL)"
+        return (
+            f"(str({value}) if type({value}) is int else NULL if {value} is None"
+            f" else conv_{name}({value}, {where}))"
+        )
     if column.kind == tables.FLAG:
         return f"(NULL if {value} is None else '1' if {value} == 't' else '0')"
     if column.kind == tables.MONEY:
@@ -127,76 +151,86 @@ def _namespace() -> dict:
         "real_days": known_real_days,
         "utc_datetime": utc_datetime,
         "ROWS_MAX": _ROWS_MAX,
+        "escape": escape,
     }
+    kinds: dict[str, str] = {}
     for table in tables.TABLES:
         for c in table.columns:
-            if c.kind == tables.MONEY:
+            if c.kind in (tables.MONEY, tables.INT, tables.BIGINT):
+                # One converter a name: a name has one kind in every table.
+                assert kinds.setdefault(c.name, c.kind) == c.kind, c.name
                 ns[f"conv_{c.name}"] = converter(c)
     return ns
 
 
-def _fields(columns, obj: str, where: str, indent: str) -> tuple[list[str], list[str]]:
+def _fields(
+    columns, obj: str, where: str, indent: str, escaping: bool
+) -> tuple[list[str], list[str]]:
     """(statements binding each column's value from `obj`, the field expressions)."""
     binds = [f"{indent}v{i} = {obj}.{c.json_key}" for i, c in enumerate(columns)]
-    return binds, [_expr(c, f"v{i}", where) for i, c in enumerate(columns)]
+    return binds, [_expr(c, f"v{i}", where, escaping) for i, c in enumerate(columns)]
 
 
 def _join(parts: list[str]) -> str:
     return "'\\t'.join((" + ", ".join(parts) + ",))"
 
 
-def _source(table: tables.Table) -> str:
-    """The source of `rows_<table>(s, lead)`: the table's staged lines for session `s`, or None
-    when a session holds more rows than row_no numbers (the general path rejects it)."""
-    fn = f"def rows_{table.storage}(s, lead):"
+def _source(table: tables.Table, escaping: bool) -> str:
+    """The source of `rows_<table>(s, lead)` (`escaped_rows_<table>`: `escaping`, see _expr):
+    the table's staged lines for session `s`, or None when a session holds more rows than
+    row_no numbers (the general path rejects it)."""
+    fn = f"def {'escaped_' if escaping else ''}rows_{table.storage}(s, lead):"
+    key = "escape(k)" if escaping else "k"
     if table.shape == "session":
-        binds, fields = _fields(table.columns[1:], "s", "'session'", "    ")
+        binds, fields = _fields(table.columns[1:], "s", "'session'", "    ", escaping)
         return "\n".join([fn, *binds, f"    return [{_join(['lead', *fields])}]"])
     top = table.path[0]
     code = [fn, f"    found = s.{top}", "    if not found:", "        return ()"]
     if table.shape != "map_of_lists":
         code += ["    if len(found) > ROWS_MAX:", "        return None"]
     if table.shape == "map":
-        value = _expr(table.columns[1], "v", repr(top))
-        row = _join(["lead", "str(n)", "k", value])
+        value = _expr(table.columns[1], "v", repr(top), escaping)
+        row = _join(["lead", "str(n)", key, value])
         code.append(f"    return [{row} for n, (k, v) in enumerate(found.items())]")
     elif table.shape == "list":
-        binds, fields = _fields(table.columns, "item", repr(top), "        ")
+        binds, fields = _fields(table.columns, "item", repr(top), "        ", escaping)
         code += ["    out = []", "    for n, item in enumerate(found):", *binds]
         code += [f"        out.append({_join(['lead', 'str(n)', *fields])})", "    return out"]
     elif table.shape == "map_of_objects":
-        binds, fields = _fields(table.columns[1:], "obj", repr(top), "        ")
+        binds, fields = _fields(table.columns[1:], "obj", repr(top), "        ", escaping)
         code += ["    out = []", "    for n, (k, obj) in enumerate(found.items()):", *binds]
-        code += [f"        out.append({_join(['lead', 'str(n)', 'k', *fields])})", "    return out"]
+        code += [f"        out.append({_join(['lead', 'str(n)', key, *fields])})", "    return out"]
     elif table.shape == "map_of_lists":
         inner = table.path[1]
-        binds, fields = _fields(table.columns[1:], "item", repr(top), "            ")
+        binds, fields = _fields(table.columns[1:], "item", repr(top), "            ", escaping)
         code += ["    out = []", "    for k, obj in found.items():"]
         code += [f"        for item in obj.{inner} or ():", *binds]
-        code += [f"            out.append({_join(['lead', 'str(len(out))', 'k', *fields])})"]
+        code += [f"            out.append({_join(['lead', 'str(len(out))', key, *fields])})"]
         code.append("    return out if len(out) <= ROWS_MAX else None")
     else:
         raise ValueError(f"unknown table shape {table.shape}")
     return "\n".join(code)
 
 
-def _stage_source() -> str:
-    """The source of `stage(s, index, source)`: every table's writer in turn, then what the
-    repeated-key check counts besides the rows."""
+def _stage_source(escaping: bool) -> str:
+    """The source of `stage(s, index, source)` (`stage_escaped`: `escaping`): every table's
+    writer in turn, then what the repeated-key check counts besides the rows."""
     lines, items = tables.PURCHASE_LINE_ITEMS.path
     absent = " + ".join(f"(s.{key} is None)" for key in tables.COLLECTION_KEYS)
+    rows = "escaped_rows_" if escaping else "rows_"
     code = [
-        "def stage(s, index, source):",
+        f"def stage{'_escaped' if escaping else ''}(s, index, source):",
         "    sid = s.session_id",
         "    if not sid:",
         "        return None",
+        *(["    sid = escape(sid)"] if escaping else []),
         "    try:",
-        f"        out = [[rows_{tables.SESSIONS.storage}(s, f'{{index}}\\t{{sid}}')[0] + '\\t' + source]]",
+        f"        out = [[{rows}{tables.SESSIONS.storage}(s, f'{{index}}\\t{{sid}}')[0] + '\\t' + source]]",
         "        lead = str(index)",
     ]
     for table in tables.CHILD_TABLES:
         code += [
-            f"        found = rows_{table.storage}(s, lead)",
+            f"        found = {rows}{table.storage}(s, lead)",
             "        if found is None:",
             "            return None",
             "        out.append(found)",
@@ -214,9 +248,11 @@ def _stage_source() -> str:
 def _compile() -> dict:
     ns = _namespace()
     ns["Reject"] = Reject
-    for table in tables.TABLES:
-        exec(compile(_source(table), f"<fastsplit {table.name}>", "exec"), ns)  # noqa: S102
-    exec(compile(_stage_source(), "<fastsplit stage>", "exec"), ns)  # noqa: S102
+    for escaping in (False, True):
+        for table in tables.TABLES:
+            source = _source(table, escaping)
+            exec(compile(source, f"<fastsplit {table.name}>", "exec"), ns)  # noqa: S102
+        exec(compile(_stage_source(escaping), "<fastsplit stage>", "exec"), ns)  # noqa: S102
     return ns
 
 
@@ -225,4 +261,8 @@ stage = _GENERATED["stage"]
 stage.__doc__ = """(every table's staged lines for session `s`, decoded by `decode`, in tables.TABLES order
 as splitter.py's general path writes them; the collections it lacks or holds as null; its purchase
 lines that carry "items"), or None when the general path must judge the session (no
-session_id, too many rows, a money or time value to reject: that path names the field)."""
+session_id, too many rows, a money, time or integer value to reject: that path names the
+field). For a line without a backslash: its strings are staged as they are."""
+stage_escaped = _GENERATED["stage_escaped"]
+stage_escaped.__doc__ = """As `stage`, for a line with a backslash: every string (session_id and map keys
+included) escaped for the staged format (layout.escape), as the general path does."""

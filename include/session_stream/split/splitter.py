@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import shutil
 import sqlite3
 import time
@@ -63,6 +64,10 @@ _LONG_LINE = min(LINE_BYTES_MAX, _KEYS_COUNTED_FROM)  # a line checked for the b
 # Numbers stay exact: a fraction or an exponent arrives as its text (the float_hook), an integer as
 # an int of any size, for convert.py to judge; a binary float would have rounded them already.
 _decode = msgspec.json.Decoder(float_hook=JsonNumber).decode
+# A JSON escape that decodes to what the staged format escapes (layout.escape: backslash, tab,
+# LF, CR, NUL): a line without one stages its strings as they are. A raw control character in
+# a string is not JSON (the parser refuses it), so these escapes are the only way in.
+_ESCAPES_SPECIAL = re.compile(rb"\\(?:[\\tnr]|u00(?:0[09aAdD]|5[cC]))").search
 
 
 def _spec_structs() -> type:
@@ -347,16 +352,43 @@ def _split_pass(
                 # find, not `in`: bytes.__contains__ tries its argument as an int first, and
                 # builds and drops a TypeError on every call.
                 clean = raw.find(b"\\") < 0
+                # Its strings hold nothing the staged format escapes: no backslash, or only
+                # escapes of other characters (\/, \u00e9, \"), as a drop may write every line.
+                plain = clean or _ESCAPES_SPECIAL(raw) is None
                 # Most lines: of the common shape, which the fast path stages (fastsplit.py).
-                fast = fastsplit.decode(raw) if clean else None
-                fast_rows = fastsplit.stage(fast, result.sessions, source) if fast else None
+                fast, lenient = fastsplit.decode(raw), False
+                if fast is None:
+                    fast = fastsplit.decode_lenient(raw)  # keys the spec does not know?
+                    lenient = fast is not None
+                fast_rows = audited = None
+                if fast is not None:
+                    stage = fastsplit.stage if plain else fastsplit.stage_escaped
+                    fast_rows = stage(fast, result.sessions, source)
+                    if fast_rows is not None and lenient:
+                        audited = _audited(audit, raw)
+                        if audited is None:
+                            fast_rows = None
                 if fast_rows is not None:
                     per_table, absent, items = fast_rows
-                    session, known, reason, sid = fast, True, None, fast.session_id
-                    tally.n += absent + items * _Tally.ITEM  # as the struct builders count
-                    end = NULL if fast.end_time is None else str(fast.end_time)
+                    sid = fast.session_id if plain else escape(fast.session_id)
+                    end = fast.end_time  # an integer string was judged by the stage already
+                    end = (
+                        NULL
+                        if end is None
+                        else str(end)
+                        if type(end) is int
+                        else _END_TIME(end, "")
+                    )
+                    reason = None
                     start_value = fast.start_time
+                    if audited is None:
+                        session, known = fast, True
+                        tally.n += absent + items * _Tally.ITEM  # as the struct builders count
+                    else:
+                        session, known = audited, False  # counted as a line parsed into dicts
                 else:
+                    if lenient:
+                        fast = None  # its structs lack its unknown keys: parsed again below
                     if fast is not None:
                         session, known = fast, True
                     else:
@@ -366,7 +398,7 @@ def _split_pass(
                             _reject(writers, result, line_no, f"not JSON: {exc}", raw)
                             continue
                     per_table, sid, end, start_value, reason = general(
-                        session, known, clean, result.sessions
+                        session, known, plain, result.sessions
                     )
                 if reason is not None or careful:
                     # Checked on its own: a rejected line (a repeated key may be what made a
@@ -427,6 +459,18 @@ def _split_pass(
     result.unknown_keys = dict(sorted(audit.unknown.items()))
     result.missing_keys = dict(sorted(audit.missing.items()))
     return result, not check.distinct(rows, counted, counted_lines)
+
+
+def _audited(audit: KeyAudit, raw: bytes) -> dict | None:
+    """A line `decode_lenient` took (keys the spec does not know), parsed into dicts, once its
+    keys are counted (KeyAudit.check); None when the general path must judge it (the audit
+    rejects it: too many unknown keys)."""
+    session = _decode(raw)
+    try:
+        audit.check(session)
+    except Reject:
+        return None
+    return session
 
 
 def _reject(
