@@ -437,13 +437,17 @@ def test_reads_and_connections_have_bounds(monkeypatch, fresh_db_url):
 # ---------------------------------------------------------------- 7. a killed split worker
 
 
-def test_a_killed_split_worker_fails_only_its_own_file(empty, tmp_path):
+def test_a_killed_split_worker_fails_only_its_own_file(empty, tmp_path, monkeypatch):
     """Two workers split two files; one is killed. The executor then stops the other too, and
     its file had been failed, saying its process died. Now only the killed one's file fails,
     saying how it died; the other is split again and loads."""
     import psutil
 
     from session_stream.drop.sample import write_drop
+    from session_stream.runs import pipeline
+
+    # Two files split at once from the start, as when the split is the slower half.
+    monkeypatch.setattr(pipeline, "FIRST_AT_ONCE", 2)
 
     paths = write_drop(tmp_path / "drop", date(2026, 11, 2), sessions=30_000, files=4, seed=3)
     work = tmp_path / "work"

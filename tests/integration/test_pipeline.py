@@ -169,6 +169,48 @@ def test_a_killed_split_worker_fails_its_file_and_the_run_goes_on(url, tmp_path)
     assert list(work.iterdir()) == []  # no split folder or marker left behind
 
 
+def _most_splits_at_once(paths, work: Path, load_seconds: float) -> int:
+    """Run the pipeline's split with loads of `load_seconds` a file; the most split workers
+    seen splitting at the same time (their .started markers)."""
+    from session_stream.runs.pipeline import _split_ahead
+
+    seen, done = [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            pids = set()
+            for marker in work.glob("*.started"):
+                try:
+                    pids.add(marker.read_text())
+                except OSError:
+                    continue
+            pids.discard(str(os.getpid()))  # the first file, split in this process
+            seen[0] = max(seen[0], len(pids - {""}))
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _, split in _split_ahead(paths, work, workers=2):
+            assert isinstance(split, Path)
+            time.sleep(load_seconds)
+    finally:
+        done.set()
+        watcher.join()
+    return seen[0]
+
+
+def test_one_file_is_split_at_a_time_until_a_load_waits_for_its_split(tmp_path):
+    """On two cores beside MySQL, a second split worker only slows the server: while the split
+    keeps ahead of the loads, one file is split at a time; once a load waits for its split,
+    two are."""
+    paths = write_drop(tmp_path / "drop", DAY, sessions=12_000, files=6, hours=2, seed=4)
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "fast").mkdir()
+    assert _most_splits_at_once(paths, tmp_path / "slow", load_seconds=1.0) == 1
+    assert _most_splits_at_once(paths, tmp_path / "fast", load_seconds=0.0) == 2
+
+
 # ---------------------------------------------------------------- kill -9 of a CLI load
 
 

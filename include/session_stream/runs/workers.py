@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-# Split worker processes a load uses by default: two, or one on a one-core machine. Splitting is
-# Python CPU and MySQL's LOAD DATA the other half of a load; with one worker the split was the
-# longer half on the bench machine (README, Benchmark).
+# Split worker processes a load may use by default: two, or one on a one-core machine. Splitting
+# is Python CPU and MySQL's LOAD DATA the other half of a load; the pipeline splits one file at a
+# time until a load waits for its split, then this many (pipeline._split_ahead).
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 
 try:
