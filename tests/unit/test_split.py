@@ -802,10 +802,79 @@ def test_colon_keys_never_counts_fewer_than_the_keys_and_exactly_without_escaped
     assert exact > 150  # the exact case was tried often
 
 
-def test_ids_holding_a_quote_before_a_colon_are_split_in_one_pass(tmp_path, monkeypatch):
+@pytest.mark.parametrize("seed", range(4))
+def test_the_compiled_count_is_the_keys_of_any_json_however_written(seed):
+    """session_stream_keycount (C, built by `make setup`) counts exactly the keys a JSON text
+    holds (a repeated key twice), whatever its strings hold (quotes, colons, backslashes,
+    whitespace, strings opening with ':' or a space) and however it is spaced; the Python count
+    an install without a compiler uses never counts fewer. Any bytes at all are counted without
+    a crash."""
+    import json
+    import random
+
+    from session_stream.split.repeated_keys import _colon_keys, compiled_colon_keys
+
+    assert compiled_colon_keys is not None, "the C count was not built: see pyproject.toml"
+    rng = random.Random(seed)
+    alphabet = ['"', ":", "\\", " ", "\t", "a", "é", "}", ",", "{", "[", '\\"', ": ", "\n"]
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+
+    def value(depth: int):
+        kind = rng.randint(0, 3 if depth < 3 else 1)
+        if kind == 0:
+            return text()
+        if kind == 1:
+            return rng.choice([0, -5, 1.5, None, True])
+        if kind == 2:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        return [(text(), value(depth + 1)) for _ in range(rng.randint(0, 4))]
+
+    def dump(v, space) -> str:  # a repeated key stays repeated; spacing at random
+        if isinstance(v, list) and v and isinstance(v[0], tuple) or v == []:
+            if v == [] and rng.random() < 0.5:
+                return "[]"
+            items = [f"{json.dumps(k)}{space()}:{space()}{dump(x, space)}" for k, x in v]
+            return "{" + space() + ("," + space()).join(items) + space() + "}"
+        if isinstance(v, list):
+            return "[" + ",".join(dump(x, space) for x in v) + "]"
+        return json.dumps(v, ensure_ascii=rng.random() < 0.5)
+
+    def keys_in(v) -> int:
+        if isinstance(v, list) and v and isinstance(v[0], tuple):
+            return len(v) + sum(keys_in(x) for _, x in v)
+        if isinstance(v, list):
+            return sum(keys_in(x) for x in v)
+        return 0
+
+    for n in range(4000):
+        obj = [(text(), value(0)) for _ in range(rng.randint(1, 5))]
+        if n % 3 == 0:
+            obj.append(obj[0])  # a key written twice
+        spaced = n % 2 == 0
+        raw = dump(obj, lambda s=spaced: rng.choice(["", " ", "\t", "\r\n "]) if s else "").encode()
+        keys = keys_in(obj)
+        assert compiled_colon_keys(raw) == keys, raw
+        assert _colon_keys(raw) >= keys, raw
+    for _ in range(20_000):
+        noise = bytes(rng.choice(b'"\\: \t{}[],a') for _ in range(rng.randint(0, 40)))
+        assert compiled_colon_keys(noise) >= 0
+    line = b'{"a":"x\\":y","b" :[1,2],"c"\t: "\\\\","d:":":"}' * 1000
+    assert compiled_colon_keys(line) == compiled_colon_keys(bytearray(line)) == 4000
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["C count", "Python count"])
+def test_ids_holding_a_quote_before_a_colon_are_split_in_one_pass(tmp_path, monkeypatch, compiled):
     """An id like 'a":b' (JSON: "a\\":b") is no repeated key: the file is split once, not again
-    line by line; a key that is repeated beside such a value is still found."""
-    from session_stream.split import splitter
+    line by line; a key that is repeated beside such a value is still found. With the count in
+    C, and with the Python one an install without a compiler runs."""
+    from session_stream.split import repeated_keys, splitter
+
+    if not compiled:
+        monkeypatch.setattr(splitter, "compiled_colon_keys", None)
+        monkeypatch.setattr(splitter, "colon_keys", repeated_keys._colon_keys)
+        monkeypatch.setattr(repeated_keys, "colon_keys", repeated_keys._colon_keys)
 
     passes = []
     real = splitter._split_pass
@@ -825,3 +894,12 @@ def test_ids_holding_a_quote_before_a_colon_are_split_in_one_pass(tmp_path, monk
     ((line_no, why, raw),) = result.read_rejects()
     assert (line_no, raw) == (5, repeated)
     assert "city" in why and "appears more than once" in why
+
+    # Ids that open with ':' or a space: exact in C (one pass); the Python count reads their
+    # opening quote as a key's end, one too many, and the file is split again line by line.
+    passes.clear()
+    (tmp_path / "opening").mkdir()
+    lines = [{"session_id": sid, **base} for sid in (":", " ", "\t:", ": x", "plain")]
+    result = split_lines(tmp_path / "opening", lines)
+    assert (result.sessions, result.rejects) == (5, 0)
+    assert passes == ([False] if compiled else [False, True])

@@ -21,16 +21,21 @@ KEYS_PER_LINE = (
 # orjson the last): the other is lost without a word. A line that repeats a key is rejected,
 # naming it.
 #
-# The check counts '":' in a line, with whitespace read as ':' (_colon_keys). Every key of a line
-# ends with a '"' followed by ':' or whitespace, and a string can hold '":' only as an escaped
-# quote before a colon, so the count is at least the number of keys the line holds; when it
-# equals the number of keys the parse kept, no key was written twice. The keys the parse kept
-# are added up for the whole file from what the split counts anyway (_KeyCheck), so a line
-# costs its count and little else; only when the file's two totals differ is the file split
-# again with each line checked on its own (`careful`), where a line whose two counts differ (a
-# repeated key, or whitespace after a string, which Monetate does not write) is parsed once
-# more, by _duplicate, to find the key. An escaped quote before a colon inside a string ('\":',
-# as in an id 'a":b') is not counted (_colon_keys).
+# The check counts a line's keys with `colon_keys`: in C where the package was built with a
+# compiler (session_stream_keycount, include/keycount/: exact, ~0.3 us a line, 1.5% of the
+# split), else in Python (_colon_keys, below: ~9% of the split, and one too many for a string
+# that opens with ':' or whitespace, which then costs the file a careful pass). Either count is
+# at least the number of keys the line holds; when it equals the number of keys the parse kept,
+# no key was written twice. The keys the parse kept are added up for the whole file from what
+# the split counts anyway (_KeyCheck), so a line costs its count and little else; only when the
+# file's two totals differ is the file split again with each line checked on its own
+# (`careful`), where a line whose two counts differ (a repeated key; in Python, also whitespace
+# after a string, which Monetate does not write) is parsed once more, by _duplicate, to find
+# the key.
+#
+# The Python count counts '":' in a line, with whitespace read as ':'. Every key of a line ends
+# with a '"' followed by ':' or whitespace, and a string can hold '":' only as an escaped quote
+# before a colon ('\":', as in an id 'a":b'), which is not counted.
 
 _KEYS_COUNTED_FROM = 4 * KEYS_PER_LINE  # a key takes 4 bytes at least ("":0,)
 _SESSION_KEYS = len(_PATHS[tables.SESSION_PATH])
@@ -78,6 +83,13 @@ def _colon_keys(data: bytes) -> int:
     return count
 
 
+try:  # the same count in C, built with the package where a compiler was at hand (pyproject.toml)
+    from session_stream_keycount import colon_keys as compiled_colon_keys
+except ImportError:  # pragma: no cover - an install without a compiler
+    compiled_colon_keys = None
+colon_keys = compiled_colon_keys or _colon_keys  # the one to call
+
+
 def _row_keys(per_table: list) -> int:
     """The keys behind a struct session's child rows (_KEYS_PER_ROW)."""
     return sum(map(mul, map(len, per_table), _KEYS_PER_ROW))
@@ -117,7 +129,7 @@ def _too_many_keys(count: int) -> str:
 def _keys_distinct(raw: bytes, session, known: bool) -> bool:
     """Whether the line `raw`, parsed into `session`, certainly repeats no key (False: it may;
     _duplicate tells). For a line checked on its own."""
-    count = _colon_keys(raw)
+    count = colon_keys(raw)
     if not known:
         return count == _keys_in(session)
     present = attrgetter(*tables.COLLECTION_KEYS)(session)

@@ -38,13 +38,14 @@ from session_stream.split.layout import NULL, SplitResult, SplitWriter, escape, 
 from session_stream.split.repeated_keys import (
     _KEYS_COUNTED_FROM,
     KEYS_PER_LINE,
-    _colon_keys,
     _dict_keys,
     _duplicate,
     _KeyCheck,
     _keys_distinct,
     _row_keys,
     _too_many_keys,
+    colon_keys,
+    compiled_colon_keys,
 )
 from session_stream.split.rows import (
     _BUILDERS,
@@ -300,6 +301,7 @@ def _split_pass(
     check = _KeyCheck()
     tally, counted, counted_lines = check.tally, 0, 0
     best = newest.best
+    count_keys = compiled_colon_keys  # a local: read once a line
     struct_builders, struct_clean_builders = _struct_builders(check.tally)
 
     def general(session, known: bool, clean: bool, index: int):
@@ -343,7 +345,7 @@ def _split_pass(
                     if raw[-1:] != b"\n" and len(raw) > LINE_BYTES_MAX:
                         _reject_long(writers, result, line_no, raw, f)
                         continue
-                    if (keys := _colon_keys(raw)) > KEYS_PER_LINE:
+                    if (keys := colon_keys(raw)) > KEYS_PER_LINE:
                         _reject(writers, result, line_no, _too_many_keys(keys), raw)
                         continue
                 if not raw or raw.isspace():  # blank (strip() would copy every line)
@@ -413,12 +415,16 @@ def _split_pass(
                         continue
                     check.extra -= _row_keys(per_table)  # staged below, checked already
                 else:
-                    # Checked with the file's others: see _KeyCheck. (_colon_keys, inline: this
-                    # one pass over the line's bytes costs ~3% of the split; the rest is rare.)
-                    colons = raw.replace(b" ", b":").replace(b"\t", b":").replace(b"\r", b":")
-                    counted += colons.count(b'":')
-                    if not clean:  # escaped quotes before a colon end no key (_colon_keys)
-                        counted -= colons.count(b'\\":') - colons.count(b'\\\\":')
+                    # Checked with the file's others: see _KeyCheck. _colon_keys in C where it
+                    # was built (0.2 us a line), else inline: a copy and a count of each line,
+                    # ~9% of the split.
+                    if count_keys is not None:
+                        counted += count_keys(raw)
+                    else:
+                        colons = raw.replace(b" ", b":").replace(b"\t", b":").replace(b"\r", b":")
+                        counted += colons.count(b'":')
+                        if not clean:  # escaped quotes before a colon end no key (_colon_keys)
+                            counted -= colons.count(b'\\":') - colons.count(b'\\\\":')
                     counted_lines += 1
                     if not known:  # its keys, less those its rows stand for (counted from the rows)
                         check.dict_lines += 1
