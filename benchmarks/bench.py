@@ -166,7 +166,8 @@ def bench_day(args, root: Path) -> int:
             print(
                 f"a day: {args.sessions:,} sessions in {args.files} files ({gz_mb:.0f} MB gzip) in"
                 f" each id style, {args.repeat} runs of each in turns (the median counts);"
-                f" {args.jobs} split workers, {cores} cores",
+                f" up to {args.jobs} split workers (one file at a time until a load waits),"
+                f" {cores} cores",
                 flush=True,
             )
             for attempt in range(args.repeat):
