@@ -443,6 +443,7 @@ def ledger(url: db.DbUrl, names: list[str], since) -> tuple[dict[str, dict], dic
         "status",
         "size",
         "sessions",
+        "repeats",
         *(tables.rows_column(t) for t in tables.TABLES),
         "rejects",
         "split_seconds",
@@ -498,8 +499,9 @@ def print_summary(url: db.DbUrl, files: list[Path], since, dag: DagRun) -> None:
     console.print(
         f"files: {len(ok)} of {len(size)} loaded ({len(now_loaded)} by this run, "
         f"{len(ok) - len(now_loaded)} skipped as already loaded, {len(failed)} failed) | "
-        f"session versions: {total('sessions'):,} ({counts[tables.SESSIONS.name]:,} distinct "
-        f"sessions in {tables.SESSIONS.name}) | rejects: {total('rejects'):,} | "
+        f"session versions read: {total('sessions') + total('repeats'):,} | sessions written: "
+        f"{total(tables.rows_column(tables.SESSIONS)):,} | sessions now stored: "
+        f"{counts[tables.SESSIONS.name]:,} | rejects: {total('rejects'):,} | "
         f"split {total('split_seconds'):.1f}s + load {total('load_seconds'):.1f}s (ledger) | "
         f"DAG run {dag.seconds:.0f}s",
         soft_wrap=True,
