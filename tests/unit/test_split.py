@@ -872,7 +872,6 @@ def test_ids_holding_a_quote_before_a_colon_are_split_in_one_pass(tmp_path, monk
     from session_stream.split import repeated_keys, splitter
 
     if not compiled:
-        monkeypatch.setattr(splitter, "compiled_colon_keys", None)
         monkeypatch.setattr(splitter, "colon_keys", repeated_keys._colon_keys)
         monkeypatch.setattr(repeated_keys, "colon_keys", repeated_keys._colon_keys)
 
