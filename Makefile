@@ -25,7 +25,8 @@ setup: $(VENV)/.installed
 # Order-only: the check runs every time but does not force a rebuild of the venv.
 # --require-hashes: every package is the file the locks name, byte for byte.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml \
-		include/keycount/session_stream_keycount.c | system-deps
+		include/keycount/session_stream_keycount.c include/fastrows/session_stream_fastrows.c \
+		| system-deps
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q "uv==$(UV_VERSION)"
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install -q --compile-bytecode --require-hashes \

@@ -203,8 +203,8 @@ def _most_splits_at_once(paths, work: Path, load_seconds: float) -> int:
 def test_one_file_is_split_at_a_time_until_a_load_waits_for_its_split(tmp_path):
     """On two cores beside MySQL, a second split worker only slows the server: while the split
     keeps ahead of the loads, one file is split at a time; once a load waits for its split,
-    two are."""
-    paths = write_drop(tmp_path / "drop", DAY, sessions=12_000, files=6, hours=2, seed=4)
+    two are. (8,000 sessions a file: ~0.1 s of split in C, so that a load of no time waits.)"""
+    paths = write_drop(tmp_path / "drop", DAY, sessions=48_000, files=6, hours=2, seed=4)
     (tmp_path / "slow").mkdir()
     (tmp_path / "fast").mkdir()
     assert _most_splits_at_once(paths, tmp_path / "slow", load_seconds=1.0) == 1

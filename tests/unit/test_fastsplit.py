@@ -258,6 +258,7 @@ def test_a_drop_of_every_quirk_stages_the_same_bytes_with_the_fast_path_off(
 
     monkeypatch.setattr(fastsplit, "decode_lenient", lenient)
     monkeypatch.setattr(fastsplit, "stage_escaped", escaped_stage)
+    monkeypatch.setattr(fastsplit, "stage_line", None)  # Python's variants (C: test_fastrows.py)
     fast = split.split_file(src, tmp_path / "fast")
     assert taken["lenient"] > len(lines) * 0.9 and taken["escaped"] > len(lines) * 0.4
     monkeypatch.setattr(fastsplit, "decode", lambda raw: None)

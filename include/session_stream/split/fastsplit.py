@@ -266,3 +266,70 @@ field). For a line without a backslash: its strings are staged as they are."""
 stage_escaped = _GENERATED["stage_escaped"]
 stage_escaped.__doc__ = """As `stage`, for a line with a backslash: every string (session_id and map keys
 included) escaped for the staged format (layout.escape), as the general path does."""
+
+
+# --- the same in C ----------------------------------------------------------------------------
+
+_C_KINDS = {
+    tables.STR: 0,
+    tables.INT: 1,
+    tables.BIGINT: 2,
+    tables.MONEY: 3,
+    tables.FLAG: 4,
+    tables.DATETIME: 5,
+}
+_C_SHAPES = {"map": 0, "list": 1, "map_of_objects": 2}
+
+
+def _c_spec() -> tuple:
+    """configure()'s arguments for session_stream_fastrows: tables.py, as the structs above read
+    it (the session's columns; each collection's shape, table, key length and object)."""
+
+    def fields(columns):
+        return [(c.json_key.encode(), _C_KINDS[c.kind], c.length, c.not_null) for c in columns]
+
+    order = {table.name: n for n, table in enumerate(tables.TABLES)}
+    lines, items = tables.PURCHASE_LINE_ITEMS.path
+    collections = []
+    for table in tables.CHILD_TABLES:
+        if table.shape == "map_of_lists":
+            continue  # read inside the purchase lines' objects, below
+        key_length = table.columns[0].length if table.shape != "list" else 0
+        own = table.columns[1:] if table.shape != "list" else table.columns
+        nested = (b"", 0, [])
+        if table.shape == "map_of_objects":
+            nested_table = tables.PURCHASE_LINE_ITEMS
+            assert table.path[0] == lines
+            nested = (items.encode(), order[nested_table.name], fields(nested_table.columns[1:]))
+        collections.append(
+            (
+                table.path[0].encode(),
+                _C_SHAPES[table.shape],
+                order[table.name],
+                key_length,
+                fields(own),
+                *nested,
+            )
+        )
+    names = [c.name for c in tables.SESSIONS.columns]
+    return (
+        fields(tables.SESSIONS.columns),
+        collections,
+        names.index("end_time"),
+        names.index("start_time"),
+        _ROWS_MAX,
+    )
+
+
+try:
+    import session_stream_fastrows as _fastrows
+except ImportError:  # not built (no compiler where it was installed): Python stages every line
+    stage_line = None
+else:
+    _fastrows.configure(*_c_spec())
+    stage_line = _fastrows.stage
+    """stage_line(raw, index, source): (the rows, absent collections and purchase lines with
+    items that `stage` or `stage_escaped` gives for the line, its staged session_id, end_time and
+    start_time, whether it skipped keys the spec does not know), or None: a line the Python paths
+    must judge (session_stream_fastrows.c says which it takes). With skipped keys, the caller
+    audits them on a parse into dicts, as for a line `decode_lenient` took."""

@@ -301,6 +301,7 @@ def _split_pass(
     tally, counted, counted_lines = check.tally, 0, 0
     best = newest.best
     count_keys = colon_keys  # a local: read once a line
+    stage_line = fastsplit.stage_line
     struct_builders, struct_clean_builders = _struct_builders(check.tally)
 
     def general(session, known: bool, clean: bool, index: int):
@@ -350,79 +351,104 @@ def _split_pass(
                 if not raw or raw.isspace():  # blank (strip() would copy every line)
                     result.blank_lines += 1
                     continue
-                # find, not `in`: bytes.__contains__ tries its argument as an int first, and
-                # builds and drops a TypeError on every call.
-                clean = raw.find(b"\\") < 0
-                # Its strings hold nothing the staged format escapes: no backslash, or only
-                # escapes of other characters (\/, \u00e9, \"), as a drop may write every line.
-                plain = clean or _ESCAPES_SPECIAL(raw) is None
-                # Most lines: of the common shape, which the fast path stages (fastsplit.py).
-                fast, lenient = fastsplit.decode(raw), False
-                if fast is None:
-                    fast = fastsplit.decode_lenient(raw)  # keys the spec does not know?
-                    lenient = fast is not None
-                fast_rows = audited = None
-                if fast is not None:
-                    stage = fastsplit.stage if plain else fastsplit.stage_escaped
-                    fast_rows = stage(fast, result.sessions, source)
-                    if fast_rows is not None and lenient:
-                        audited = _audited(audit, raw)
-                        if audited is None:
-                            fast_rows = None
-                if fast_rows is not None:
-                    per_table, absent, items = fast_rows
-                    sid = fast.session_id if plain else escape(fast.session_id)
-                    end = fast.end_time  # an integer string was judged by the stage already
-                    end = (
-                        NULL
-                        if end is None
-                        else str(end)
-                        if type(end) is int
-                        else _END_TIME(end, "session")
-                    )
-                    reason = None
-                    start_value = fast.start_time
+                # Most lines, staged in C where it was built (fastsplit.stage_line): the rows
+                # the paths below would stage, or None for a line they must judge. A careful
+                # pass checks each line's keys on its parse, so it takes the paths below.
+                c_rows = (
+                    stage_line(raw, result.sessions, source) if stage_line and not careful else None
+                )
+                if c_rows is not None and c_rows[6]:
+                    # Keys the spec does not know, skipped: counted on a parse into dicts.
+                    audited = _audited(audit, raw)
                     if audited is None:
-                        session, known = fast, True
-                        tally.n += absent + items * _Tally.ITEM  # as the struct builders count
-                    else:
-                        session, known = audited, False  # counted as a line parsed into dicts
-                else:
+                        c_rows = None  # too many of them: the general path rejects the line
+                if c_rows is not None:
+                    per_table, absent, items, sid, end, start, lenient = c_rows
                     if lenient:
-                        fast = None  # its structs lack its unknown keys: parsed again below
-                    if fast is not None:
-                        session, known = fast, True
+                        session, known = audited, False  # counted as a line parsed into dicts
                     else:
-                        try:
-                            session, known = parse(raw)
-                        except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, depth
-                            _reject(writers, result, line_no, f"not JSON: {exc}", raw)
-                            continue
-                    per_table, sid, end, start_value, reason = general(
-                        session, known, plain, result.sessions
-                    )
-                if reason is not None or careful:
-                    # Checked on its own: a rejected line (a repeated key may be what made a
-                    # value wrong: it is named first), every line of a careful pass.
-                    if not _keys_distinct(raw, session, known):
-                        session = None  # _duplicate parses the line again
-                        if reason is not None:
-                            per_table = None
-                        reason = _duplicate(raw) or reason
-                    if reason is not None:
-                        _reject(writers, result, line_no, reason, raw)
-                        continue
-                    check.extra -= _row_keys(per_table)  # staged below, checked already
-                else:
-                    # Checked with the file's others: see _KeyCheck (colon_keys: in C where it
-                    # was built, ~0.3 us a line; in Python ~9% of the split).
+                        known = True
+                        tally.n += absent + items * _Tally.ITEM  # as the struct builders count
                     counted += count_keys(raw)
                     counted_lines += 1
-                    if not known:  # its keys, less those its rows stand for (counted from the rows)
+                    if not known:  # its keys, less those its rows stand for
                         check.dict_lines += 1
                         check.extra += _dict_keys(session, audit.nested) - _row_keys(per_table)
+                else:
+                    # find, not `in`: bytes.__contains__ tries its argument as an int first, and
+                    # builds and drops a TypeError on every call.
+                    clean = raw.find(b"\\") < 0
+                    # Its strings hold nothing the staged format escapes: no backslash, or only
+                    # escapes of other characters (\/, \u00e9, \"), as a drop may write every line.
+                    plain = clean or _ESCAPES_SPECIAL(raw) is None
+                    # Most lines: of the common shape, which the fast path stages (fastsplit.py).
+                    fast, lenient = fastsplit.decode(raw), False
+                    if fast is None:
+                        fast = fastsplit.decode_lenient(raw)  # keys the spec does not know?
+                        lenient = fast is not None
+                    fast_rows = audited = None
+                    if fast is not None:
+                        stage = fastsplit.stage if plain else fastsplit.stage_escaped
+                        fast_rows = stage(fast, result.sessions, source)
+                        if fast_rows is not None and lenient:
+                            audited = _audited(audit, raw)
+                            if audited is None:
+                                fast_rows = None
+                    if fast_rows is not None:
+                        per_table, absent, items = fast_rows
+                        sid = fast.session_id if plain else escape(fast.session_id)
+                        end = fast.end_time  # an integer string was judged by the stage already
+                        end = (
+                            NULL
+                            if end is None
+                            else str(end)
+                            if type(end) is int
+                            else _END_TIME(end, "session")
+                        )
+                        reason = None
+                        start_value = fast.start_time
+                        if audited is None:
+                            session, known = fast, True
+                            tally.n += absent + items * _Tally.ITEM  # as the struct builders count
+                        else:
+                            session, known = audited, False  # counted as a line parsed into dicts
+                    else:
+                        if lenient:
+                            fast = None  # its structs lack its unknown keys: parsed again below
+                        if fast is not None:
+                            session, known = fast, True
+                        else:
+                            try:  # bad JSON, bad UTF-8, too deep: a reject
+                                session, known = parse(raw)
+                            except (ValueError, RecursionError) as exc:
+                                _reject(writers, result, line_no, f"not JSON: {exc}", raw)
+                                continue
+                        per_table, sid, end, start_value, reason = general(
+                            session, known, plain, result.sessions
+                        )
+                    if reason is not None or careful:
+                        # Checked on its own: a rejected line (a repeated key may be what made a
+                        # value wrong: it is named first), every line of a careful pass.
+                        if not _keys_distinct(raw, session, known):
+                            session = None  # _duplicate parses the line again
+                            if reason is not None:
+                                per_table = None
+                            reason = _duplicate(raw) or reason
+                        if reason is not None:
+                            _reject(writers, result, line_no, reason, raw)
+                            continue
+                        check.extra -= _row_keys(per_table)  # staged below, checked already
+                    else:
+                        # Checked with the file's others: see _KeyCheck (colon_keys: in C where it
+                        # was built, ~0.3 us a line; in Python ~9% of the split).
+                        counted += count_keys(raw)
+                        counted_lines += 1
+                        # its keys, less those its rows stand for (counted from the rows)
+                        if not known:
+                            check.dict_lines += 1
+                            check.extra += _dict_keys(session, audit.nested) - _row_keys(per_table)
+                    start = _START_TIME(start_value, "session")  # validated above
                 end_ms = -1 if end == NULL else int(end)
-                start = _START_TIME(start_value, "session")  # validated above
                 if end != NULL:
                     reach = end_ms if start == NULL else max(end_ms, int(start))
                 elif start != NULL:
