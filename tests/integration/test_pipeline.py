@@ -60,6 +60,32 @@ def kill_connection(url: str, thread_id: int) -> None:
     admin.close()
 
 
+# ---------------------------------------------------------------- which files are read twice
+
+
+def test_only_a_file_the_ledger_has_at_its_size_is_hashed_before_its_split(
+    url, tmp_path, monkeypatch
+):
+    """New files go straight to the split (which hashes what it reads); a file the ledger has
+    loaded at the same size is hashed first, so the same content is skipped (other content of
+    that size loads again: test_hostile.py)."""
+    from session_stream.runs import pipeline
+
+    paths = write_drop(tmp_path / "drop", DAY, sessions=300, files=3, seed=11)
+    hashed = []
+    file_sha256 = pipeline.file_sha256
+    monkeypatch.setattr(pipeline, "file_sha256", lambda p: hashed.append(p.name) or file_sha256(p))
+    loader = Loader(lambda: db.connect(url))
+    try:
+        assert load_files(paths, loader, workers=0).loaded == 3
+        assert hashed == []
+        again = load_files(paths, loader, workers=0)
+        assert (again.loaded, again.skipped) == (0, 3)
+        assert sorted(hashed) == sorted(p.name for p in paths)
+    finally:
+        loader.close()
+
+
 # ---------------------------------------------------------------- a dropped connection
 
 

@@ -131,11 +131,17 @@ def load_files(
     started = time.perf_counter()
     summary = Summary()
     sizes = {p: p.stat().st_size for p in paths}
-    # Local files are read once more for their SHA-256 (a day is ~25 MB: ~20 ms), so that a
-    # corrected file of the same name and size is not skipped.
-    todo_names = set(
-        loader.pending([(p.name, sizes[p], f"sha256:{file_sha256(p)}") for p in paths], force=force)
-    )
+    # A file the ledger has loaded with the same name and size is read once more for its SHA-256,
+    # so that a corrected file of that size is not skipped; any other file loads without it (the
+    # split hashes what it reads): a day of new files starts loading ~25 ms sooner.
+    todo_names = set(loader.pending([(p.name, sizes[p]) for p in paths], force=force))
+    same_size = [p for p in paths if p.name not in todo_names]
+    if same_size:
+        todo_names.update(
+            loader.pending(
+                [(p.name, sizes[p], f"sha256:{file_sha256(p)}") for p in same_size], force=force
+            )
+        )
     todo = []
     for p in paths:
         if p.name in todo_names:
