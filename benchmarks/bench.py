@@ -150,6 +150,16 @@ class _Style:
     def floor(self) -> float:
         return max(statistics.median(self.load_floor), statistics.median(self.parse_floor))
 
+    @property
+    def x_floor(self) -> float:
+        """The median of each run's own multiple: a load and its floor run back to back, seconds
+        apart, so a slow or fast minute of the machine (±20%) moves both; the medians of the two
+        columns may come from different minutes."""
+        return statistics.median(
+            ours / max(load, parse)
+            for ours, load, parse in zip(self.ours, self.load_floor, self.parse_floor, strict=True)
+        )
+
 
 def bench_day(args, root: Path) -> int:
     styles = [
@@ -222,7 +232,7 @@ def _print_day(styles: list[_Style], args) -> None:
         ratio = f"{s.baseline / s.time:8.1f}x" if s.baseline else f"{'-':>9}"
         same = {True: "yes", False: "NO", None: "-"}[s.identical]
         print(
-            f"{s.name:<10} {s.time:12.2f} s {s.floor:6.2f} s {s.time / s.floor:7.2f}x"
+            f"{s.name:<10} {s.time:12.2f} s {s.floor:6.2f} s {s.x_floor:7.2f}x"
             f" {slow} {ratio}  {same}"
         )
     summary = styles[0].summary
@@ -230,7 +240,10 @@ def _print_day(styles: list[_Style], args) -> None:
         f"each: {summary.sessions:,} session versions, {summary.total_rows:,} rows;"
         f" {styles[0].summary.sessions / styles[0].time:,.0f} session versions/s"
         f" ({styles[0].name}); floor = the longer of LOAD DATA into tables without keys and the"
-        " bare gunzip + parse over the cores"
+        " bare gunzip + parse over the cores; x floor = the median of each run's multiple of the"
+        " floor timed right after it (the medians' ratio: "
+        + ", ".join(f"{s.name} {s.time / s.floor:.2f}x" for s in styles)
+        + ")"
     )
     by_name = {s.name: s for s in styles}
     if "uuid" in by_name:

@@ -46,6 +46,9 @@ def test_a_day_in_each_style_prints_the_floor_the_windows_and_the_ratio(tmp_path
         re.M,
     )
     assert [r[0] for r in rows] == ["uuid", "timestamp"], out
+    # x floor: the median of each run's own multiple; with one run, the medians' ratio too
+    medians = dict(re.findall(r"(uuid|timestamp) (\d+\.\d\d)x[,)]", out))
+    assert medians == {name: x for name, x, _ in rows}, out
     assert re.search(r"^  timestamp ids against random UUIDs: \d+\.\d\dx$", out, re.M)
     assert re.search(
         r"^one window \(timestamp ids\): 100 sessions \d+ µs a session \| 400 sessions \d+ µs"
