@@ -1428,8 +1428,12 @@ stage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t source_len;
     const char *source = PyUnicode_AsUTF8AndSize(args[2], &source_len);
-    if (source == NULL) {
-        return NULL;
+    if (source == NULL) { /* a name that is not UTF-8 (surrogate escapes): Python's to judge */
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        Py_RETURN_NONE;
     }
     int source_high = !PyUnicode_IS_ASCII(args[2]);
 

@@ -292,3 +292,12 @@ def test_a_repeated_key_is_left_to_python_at_every_level(tmp_path):
     ):
         assert twice != raw
         assert fastsplit.stage_line(twice, 0, SOURCE) is None, twice
+
+
+def test_a_source_name_that_is_not_utf8_is_left_to_python(tmp_path):
+    """A file name read with surrogate escapes (bytes that are not UTF-8): C declines the line
+    instead of raising, so the Python paths do what they always did with it."""
+    (path,) = sample.write_drop(tmp_path, DAY, sessions=5, files=1, seed=2)
+    raw = gzip.decompress(path.read_bytes()).splitlines()[0]
+    assert fastsplit.stage_line(raw, 0, SOURCE) is not None
+    assert fastsplit.stage_line(raw, 0, "bad-\udcff-name.json.gz") is None
