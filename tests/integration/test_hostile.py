@@ -315,6 +315,31 @@ def test_every_entry_of_a_folder_ends_somewhere_the_summary_counts(empty, tmp_pa
     assert named.returncode == 0 and "1 loaded" in named.stdout, named.stdout
 
 
+def test_a_file_whose_name_is_not_utf8_is_ignored_and_the_run_goes_on(empty, tmp_path):
+    """A name of bytes that are not UTF-8 (a drop written by another system's locale) cannot be
+    kept in the ledger or the staged files: it is ignored with a reason and shown with \\x
+    escapes, in a folder or named on the command line; the rest loads, no traceback."""
+    day = tmp_path / "drop" / DAY
+    write_gz(day / name(0), good(3))
+    # b"...-2\xff.json.gz" on disk: os.fsdecode gives a surrogate escape for the byte 0xff
+    odd = day / os.fsdecode(name(15, 2).replace("-2.", "-2\xff.").encode("latin-1"))
+    write_gz(odd, good(2, "b"))
+    shown = name(15, 2).replace("-2.", "-2\\xff.")
+    result = cli("load", str(tmp_path / "drop"), "--jobs", "0", "--db", empty)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "2 listed = 1 loaded + 0 skipped (already loaded) + 0 failed + 1 ignored" in result.stdout
+    )
+    assert "Traceback" not in result.stderr and f"ignored {shown}: its name is not UTF-8" in (
+        result.stdout + result.stderr
+    ), result.stderr
+    statuses = dict(query(empty, f"SELECT file_name, status FROM `{tables.LEDGER_TABLE}`"))
+    assert statuses == {name(0): "loaded", shown: "ignored"}
+    named = cli("load", str(odd), "--db", empty)
+    assert named.returncode == 0 and "Traceback" not in named.stderr, named.stderr
+    assert "0 loaded" in named.stdout and "1 ignored" in named.stdout, named.stdout
+
+
 # ---------------------------------------------------------------- 6. a corrected file
 
 

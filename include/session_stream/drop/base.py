@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from session_stream.drop.names import day_folders, is_drop_name, order_key, window_start
+from session_stream.drop.names import (
+    day_folders,
+    is_drop_name,
+    is_text,
+    order_key,
+    window_start,
+)
 from session_stream.errors import BadInputError, ConfigError
 from session_stream.redact import mask_url
 from session_stream.tables import NAME_CHARS
@@ -135,8 +141,13 @@ def folder_entry(rel: str, mtime: float | None = None) -> DropFile:
     return DropFile(rel, 0, mtime, refused=FOLDER)
 
 
+NOT_TEXT = "its name is not UTF-8 text (shown with \\x escapes): rename it to load it"
+
+
 def ignored_reason(name: str) -> str | None:
     """Why a listed entry is not a file the loader reads, or None for a Monetate file name."""
+    if not is_text(name):
+        return NOT_TEXT
     if len(name) > ledger_name_chars():
         return f"its name is longer than the {ledger_name_chars()} characters the warehouse keeps"
     if not is_drop_name(name):

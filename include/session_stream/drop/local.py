@@ -23,7 +23,7 @@ from session_stream.drop.base import (
     ignored_reason,
     ledger_name_chars,
 )
-from session_stream.drop.names import is_drop_name, order_key
+from session_stream.drop.names import is_drop_name, is_text, order_key
 from session_stream.drop.roots import contained
 from session_stream.errors import ConfigError
 
@@ -137,7 +137,7 @@ def scan_tree(path: Path) -> Scan:
     """
     path = Path(path).expanduser()
     if path.is_file():
-        if len(path.name) > ledger_name_chars():
+        if len(path.name) > ledger_name_chars() or not is_text(path.name):
             return Scan(ignored=[(path, ignored_reason(path.name))])
         return Scan(files=[path])
     if not path.is_dir():

@@ -101,3 +101,20 @@ def day_folders(start: datetime, end: datetime) -> list[str]:
         out.append(day.strftime("%Y/%m/%d"))
         day += timedelta(days=1)
     return out
+
+
+def is_text(name: str) -> bool:
+    """Whether a name listed from a file system is text: a name of other bytes holds surrogate
+    escapes (os.fsdecode), which neither the ledger nor the staged files can keep."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_name(name: str) -> str:
+    """A name as text: itself, or for a name of other bytes those bytes as \\xNN escapes."""
+    if is_text(name):
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

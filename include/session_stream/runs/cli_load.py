@@ -16,7 +16,7 @@ from session_stream.warehouse import db
 
 def cmd_load(args) -> int:
     from session_stream.drop.local import scan_tree
-    from session_stream.drop.names import window_start
+    from session_stream.drop.names import text_name, window_start
     from session_stream.runs.pipeline import load_files
     from session_stream.warehouse.load import FileOutcome, Loader
 
@@ -38,13 +38,15 @@ def cmd_load(args) -> int:
     for path, why in refused:
         size = path.lstat().st_size if not path.is_dir() else 0
         loader.record_failure(path.name, size, window_start(path.name), f"refused: {why}")
-        err.print(f"[red]refused[/] {escape(str(path))}: {escape(why)}", soft_wrap=True)
-        others.append(FileOutcome(path.name, "failed", error=f"refused: {why}"))
+        err.print(f"[red]refused[/] {escape(text_name(str(path)))}: {escape(why)}", soft_wrap=True)
+        others.append(FileOutcome(text_name(path.name), "failed", error=f"refused: {why}"))
     for path, why in ignored:
         loader.record_ignored(path.name, path.lstat().st_size, why)
         if not args.quiet:
-            err.print(f"[yellow]ignored[/] {escape(str(path))}: {escape(why)}", soft_wrap=True)
-        others.append(FileOutcome(path.name, "ignored", error=why))
+            err.print(
+                f"[yellow]ignored[/] {escape(text_name(str(path)))}: {escape(why)}", soft_wrap=True
+            )
+        others.append(FileOutcome(text_name(path.name), "ignored", error=why))
     if not paths and not others:
         err.print(f"no Monetate files found under {', '.join(args.source)}")
         return 0

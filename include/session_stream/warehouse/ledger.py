@@ -25,6 +25,7 @@ import MySQLdb.cursors
 import orjson
 
 from session_stream import tables
+from session_stream.drop.names import is_text, text_name
 from session_stream.split.keycounts import OTHER_PATHS
 from session_stream.sql import quote
 
@@ -130,7 +131,10 @@ def error_text(error: str) -> str:
 
 def file_name(name: str) -> str:
     """The name a file is kept under: itself, or for one longer than a VARCHAR(255) its head and
-    a hash of the whole (only an ignored entry can have such a name: it is never loaded)."""
+    a hash of the whole, or for a name of bytes that are not UTF-8 those bytes as \\xNN escapes
+    (only an ignored entry can have such names: it is never loaded)."""
+    if not is_text(name):
+        name = text_name(name)
     if len(name) <= NAME_CHARS:
         return name
     digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
