@@ -29,6 +29,7 @@ from session_stream.drop.names import (
     is_drop_name,
     is_text,
     order_key,
+    text_name,
     window_start,
 )
 from session_stream.errors import BadInputError, ConfigError
@@ -182,7 +183,7 @@ class DropLocation(ABC):
                 if why is not None and f.refused == FOLDER:
                     why = "a folder: the drop's files are directly in its YYYY/MM/DD/ folders"
                 if why is not None:
-                    log.info("ignoring %s/%s: %s", self.url, f.path, why)
+                    log.info("ignoring %s/%s: %s", self.url, text_name(f.path), why)
                     self.ignored.append((f, why))
                     continue
                 key = order_key(f.name)

@@ -42,6 +42,7 @@ from session_stream.runs.run_files import (
 from session_stream.runs.window import Window, drop_silence, resolve_window, sweep_failed, sweeps
 from session_stream.split.keycounts import KeyCounts
 from session_stream.utc import to_utc
+from session_stream.warehouse import ledger
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +195,13 @@ def fetch(
     known = loader.ledger(f.name for f, _ in listed_ignored) if listed_ignored else {}
     ignored = {}
     for f, why in listed_ignored:
-        entry = known.get(f.name)
+        # By the name the ledger keeps: a name of bytes that are not UTF-8 is kept, and reported,
+        # with them as \\xNN escapes (text, for the ledger and the report alike).
+        kept = ledger.file_name(f.name)
+        entry = known.get(kept)
         if not (entry and entry["status"] in ("ignored", "loaded") and entry["size"] == f.size):
             loader.record_ignored(f.name, f.size, why)
-            ignored[f.name] = why
+            ignored[kept] = why
     # A file is known by its content: the store's version of it (ETag, mtime) decides here,
     # its SHA-256 at the load (ledger.same_content).
     pending_names = set(
