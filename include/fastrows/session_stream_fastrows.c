@@ -225,6 +225,29 @@ emit(Parser *p, int table, int nonascii)
     return r;
 }
 
+/* A child row of `table` into its list: the session's index, the row's number `n`, the map key
+ * `key` (NULL for a list's rows) and `count` values. */
+static int
+emit_child_row(Parser *p, int table, Py_ssize_t n, const Slot *key, const Slot *values, int count)
+{
+    Buf *b = p->row_buf;
+    b->len = 0;
+    int high = key != NULL && key->nonascii;
+    if (buf_put(b, p->lead, p->leadlen) < 0 || buf_tab(b) < 0 || buf_number(b, n) < 0) {
+        return -1;
+    }
+    if (key != NULL && (buf_tab(b) < 0 || buf_slot(b, key) < 0)) {
+        return -1;
+    }
+    for (int k = 0; k < count; k++) {
+        high |= values[k].nonascii;
+        if (buf_tab(b) < 0 || buf_slot(b, &values[k]) < 0) {
+            return -1;
+        }
+    }
+    return emit(p, table, high);
+}
+
 /* ---- the JSON text --------------------------------------------------------------------- */
 
 /* What the parse functions return: OK, NOT_MINE (the line is not of the plainest form: leave it
@@ -571,23 +594,37 @@ is_null(Parser *p)
     return 0;
 }
 
-/* An integer's text (JSON's, so no leading zero) within [-2^(bits-1), 2^(bits-1) - 1]. */
+/* The value of `n` ASCII digits (checked by the caller), negative or not, when it fits 64 bits. */
 static int
-integer_fits(const char *s, Py_ssize_t len, int bits)
+digits_value(const char *d, Py_ssize_t n, int negative, int64_t *value)
 {
-    int negative = s[0] == '-';
-    const char *d = s + negative;
-    Py_ssize_t digits = len - negative;
-    if (digits > 19) {
+    if (n > 19) {
         return 0;
     }
-    uint64_t v = 0;
-    for (Py_ssize_t i = 0; i < digits; i++) {
+    uint64_t v = 0; /* 19 digits stay below 2^64: no overflow */
+    for (Py_ssize_t i = 0; i < n; i++) {
         v = v * 10 + (uint64_t)(d[i] - '0');
     }
-    /* 19 digits stay below 2^64: no overflow above */
-    uint64_t limit = (bits == 32 ? (uint64_t)1 << 31 : (uint64_t)1 << 63) - (negative ? 0 : 1);
-    return v <= limit;
+    if (v > ((uint64_t)1 << 63) - (negative ? 0 : 1)) {
+        return 0;
+    }
+    *value = negative ? (int64_t)(0 - v) : (int64_t)v;
+    return 1;
+}
+
+/* An integer's text (JSON's: no leading zero) as a value, within 64 bits. */
+static int
+json_integer(const char *s, Py_ssize_t len, int64_t *value)
+{
+    int negative = s[0] == '-';
+    return digits_value(s + negative, len - negative, negative, value);
+}
+
+/* Whether a value fits the column: INT's 32 bits (BIGINT's 64 hold every value here). */
+static inline int
+fits_kind(int64_t v, int kind)
+{
+    return kind != K_INT || (v >= INT32_MIN && v <= INT32_MAX);
 }
 
 /* Money as convert.is_plain_money has it: -?\d{1,12}(\.\d{1,4})? */
@@ -794,44 +831,13 @@ int_string(const Str *t, int64_t *value)
     while (end - s > 1 && *s == '0') {
         s++;
     }
-    if (end - s > 19) {
-        return 0;
-    }
-    uint64_t v = 0;
-    for (; s < end; s++) {
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    if (v > ((uint64_t)1 << 63) - (negative ? 0 : 1)) {
-        return 0;
-    }
-    *value = negative ? (int64_t)(0 - v) : (int64_t)v;
-    return 1;
-}
-
-/* An integer's text (JSON's: no leading zero) as a value, within 64 bits. */
-static int
-json_integer(const char *s, Py_ssize_t len, int64_t *value)
-{
-    int negative = s[0] == '-';
-    Py_ssize_t digits = len - negative;
-    if (digits > 19) {
-        return 0;
-    }
-    uint64_t v = 0;
-    for (Py_ssize_t i = negative; i < len; i++) {
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    if (v > ((uint64_t)1 << 63) - (negative ? 0 : 1)) {
-        return 0;
-    }
-    *value = negative ? (int64_t)(0 - v) : (int64_t)v;
-    return 1;
+    return digits_value(s, end - s, negative, value);
 }
 
 static int
 staged_integer(int64_t v, int kind, Slot *slot)
 {
-    if (kind == K_INT && (v < INT32_MIN || v > INT32_MAX)) {
+    if (!fits_kind(v, kind)) {
         return NOT_MINE;
     }
     char *w = arena_alloc(24);
@@ -908,8 +914,8 @@ parse_value(Parser *p, const Field *f, Slot *slot)
         slot->len = len;
         switch (f->kind) {
         case K_INT:
-        case K_BIGINT:
-            return integer && integer_fits(s, len, f->kind == K_INT ? 32 : 64) ? OK : NOT_MINE;
+        case K_BIGINT: /* staged as written: a JSON integer has no leading zero */
+            return integer && json_integer(s, len, &v) && fits_kind(v, f->kind) ? OK : NOT_MINE;
         case K_MONEY:
             return plain_money(s, len) ? OK : NOT_MINE;
         case K_DATETIME:
@@ -1008,6 +1014,37 @@ find_field(const ObjSpec *spec, const char *key, Py_ssize_t len, int hint)
 }
 
 static int parse_collection(Parser *p, const Collection *c);
+static int parse_object(Parser *p, const ObjSpec *spec, Slot *slots, int session,
+                        const Collection *nested, const Slot *line_key, uint64_t *collections_present);
+
+/* A purchase line's list of items at p->p (not null): one row each of `c->nested_table`, led by
+ * the line's key and numbered across the session's lines. */
+static int
+parse_items(Parser *p, const Collection *c, const Slot *line_key)
+{
+    p->items++;
+    if (!expect(p, '[')) {
+        return NOT_MINE;
+    }
+    if (expect(p, ']')) {
+        return OK;
+    }
+    Slot item[MAX_FIELDS];
+    PyObject *list = p->lists[c->nested_table];
+    for (;;) {
+        int r = parse_object(p, &c->nested, item, 0, NULL, NULL, NULL);
+        if (r != OK) {
+            return r;
+        }
+        if (emit_child_row(p, c->nested_table, PyList_GET_SIZE(list), line_key, item, c->nested.n) < 0) {
+            return ERROR;
+        }
+        if (expect(p, ',')) {
+            continue;
+        }
+        return expect(p, ']') ? OK : NOT_MINE;
+    }
+}
 
 /* An object of `spec` at p->p: every field once, none else, into `slots`. With `session`, the
  * spec's collections too (their rows are emitted as they are read); with `nested`, the one list
@@ -1085,48 +1122,8 @@ parse_object(Parser *p, const ObjSpec *spec, Slot *slots, int session, const Col
                 if (!is_null(p)) {
                     return NOT_MINE;
                 }
-            } else {
-                p->items++;
-                /* the items: a list of objects */
-                if (!expect(p, '[')) {
-                    return NOT_MINE;
-                }
-                skip_ws(p);
-                if (p->p < p->end && *p->p == ']') {
-                    p->p++;
-                } else {
-                    Slot item[MAX_FIELDS];
-                    PyObject *list = p->lists[nested->nested_table];
-                    for (;;) {
-                        if ((r = parse_object(p, &nested->nested, item, 0, NULL, NULL, NULL)) != OK) {
-                            return r;
-                        }
-                        Buf *b = p->row_buf;
-                        b->len = 0;
-                        int high = line_key->nonascii;
-                        if (buf_put(b, p->lead, p->leadlen) < 0 || buf_tab(b) < 0
-                            || buf_number(b, PyList_GET_SIZE(list)) < 0 || buf_tab(b) < 0
-                            || buf_slot(b, line_key) < 0) {
-                            return ERROR;
-                        }
-                        for (int k = 0; k < nested->nested.n; k++) {
-                            high |= item[k].nonascii;
-                            if (buf_tab(b) < 0 || buf_slot(b, &item[k]) < 0) {
-                                return ERROR;
-                            }
-                        }
-                        if (emit(p, nested->nested_table, high) < 0) {
-                            return ERROR;
-                        }
-                        if (expect(p, ',')) {
-                            continue;
-                        }
-                        if (expect(p, ']')) {
-                            break;
-                        }
-                        return NOT_MINE;
-                    }
-                }
+            } else if ((r = parse_items(p, nested, line_key)) != OK) {
+                return r;
             }
         } else { /* a key the spec does not know: Python audits it */
             if ((r = skip_value(p, 1)) != OK) {
@@ -1255,25 +1252,7 @@ parse_collection(Parser *p, const Collection *c)
             r = NOT_MINE; /* more rows than row_no numbers: the general path rejects it */
             break;
         }
-        Buf *b = p->row_buf;
-        b->len = 0;
-        int high = key.nonascii;
-        if (buf_put(b, p->lead, p->leadlen) < 0 || buf_tab(b) < 0 || buf_number(b, n - 1) < 0) {
-            r = ERROR;
-            break;
-        }
-        if (is_map && (buf_tab(b) < 0 || buf_slot(b, &key) < 0)) {
-            r = ERROR;
-            break;
-        }
-        for (int k = 0; k < c->obj.n; k++) {
-            high |= values[k].nonascii;
-            if (buf_tab(b) < 0 || buf_slot(b, &values[k]) < 0) {
-                r = ERROR;
-                break;
-            }
-        }
-        if (r != OK || emit(p, c->table, high) < 0) {
+        if (emit_child_row(p, c->table, n - 1, is_map ? &key : NULL, values, c->obj.n) < 0) {
             r = ERROR;
             break;
         }
