@@ -371,16 +371,12 @@ def _split_pass(
                         c_rows = None  # too many of them: the general path rejects the line
                 if c_rows is not None:
                     per_table, absent, items, sid, end, start, lenient = c_rows
+                    reason = None
                     if lenient:
                         session, known = audited, False  # counted as a line parsed into dicts
                     else:
-                        known = True
+                        session, known = None, True  # (its keys are checked with the file's)
                         tally.n += absent + items * _Tally.ITEM  # as the struct builders count
-                    counted += count_keys(raw)
-                    counted_lines += 1
-                    if not known:  # its keys, less those its rows stand for
-                        check.dict_lines += 1
-                        check.extra += _dict_keys(session, audit.nested) - _row_keys(per_table)
                 else:
                     # find, not `in`: bytes.__contains__ tries its argument as an int first, and
                     # builds and drops a TypeError on every call.
@@ -433,27 +429,28 @@ def _split_pass(
                         per_table, sid, end, start_value, reason = general(
                             session, known, plain, result.sessions
                         )
-                    if reason is not None or careful:
-                        # Checked on its own: a rejected line (a repeated key may be what made a
-                        # value wrong: it is named first), every line of a careful pass.
-                        if not _keys_distinct(raw, session, known):
-                            session = None  # _duplicate parses the line again
-                            if reason is not None:
-                                per_table = None
-                            reason = _duplicate(raw) or reason
+                if reason is not None or careful:
+                    # Checked on its own: a rejected line (a repeated key may be what made a
+                    # value wrong: it is named first), every line of a careful pass.
+                    if not _keys_distinct(raw, session, known):
+                        session = None  # _duplicate parses the line again
                         if reason is not None:
-                            _reject(writers, result, line_no, reason, raw)
-                            continue
-                        check.extra -= _row_keys(per_table)  # staged below, checked already
-                    else:
-                        # Checked with the file's others: see _KeyCheck (colon_keys: in C where it
-                        # was built, ~0.3 us a line; in Python ~9% of the split).
-                        counted += count_keys(raw)
-                        counted_lines += 1
-                        # its keys, less those its rows stand for (counted from the rows)
-                        if not known:
-                            check.dict_lines += 1
-                            check.extra += _dict_keys(session, audit.nested) - _row_keys(per_table)
+                            per_table = None
+                        reason = _duplicate(raw) or reason
+                    if reason is not None:
+                        _reject(writers, result, line_no, reason, raw)
+                        continue
+                    check.extra -= _row_keys(per_table)  # staged below, checked already
+                else:
+                    # Checked with the file's others: see _KeyCheck (colon_keys: in C where it
+                    # was built, ~0.3 us a line; in Python ~9% of the split).
+                    counted += count_keys(raw)
+                    counted_lines += 1
+                    # its keys, less those its rows stand for (counted from the rows)
+                    if not known:
+                        check.dict_lines += 1
+                        check.extra += _dict_keys(session, audit.nested) - _row_keys(per_table)
+                if c_rows is None:
                     start = _START_TIME(start_value, "session")  # validated above
                 end_ms = -1 if end == NULL else int(end)
                 if end != NULL:
