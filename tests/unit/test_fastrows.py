@@ -11,6 +11,7 @@ import re
 from datetime import date
 
 import pytest
+from staged import staged_bytes
 
 from session_stream import tables
 from session_stream.drop import sample
@@ -253,7 +254,7 @@ def test_a_whole_file_splits_to_the_same_bytes_with_it_and_without(tmp_path, mon
     assert calls["taken"] >= 2 * 500
     monkeypatch.setattr(fastsplit, "stage_line", None)
     without = split.split_file(src, tmp_path / "python")
-    assert _staged(with_c) == _staged(without)
+    assert staged_bytes(with_c) == staged_bytes(without)
     assert (with_c.rows, with_c.rejects, with_c.sessions, with_c.repeats) == (
         without.rows,
         without.rejects,
@@ -267,10 +268,6 @@ def test_a_whole_file_splits_to_the_same_bytes_with_it_and_without(tmp_path, mon
         without.horizon,
     )
     assert "session.added_by_monetate" in with_c.unknown_keys
-
-
-def _staged(result):
-    return {p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.name != "manifest.json"}
 
 
 def test_a_repeated_key_is_left_to_python_at_every_level(tmp_path):

@@ -8,6 +8,7 @@ from datetime import date
 
 import orjson
 import pytest
+from staged import staged_bytes
 
 from session_stream.drop import sample
 from session_stream.split import fastsplit
@@ -190,11 +191,6 @@ def test_a_line_with_a_backslash_or_a_repeated_key_is_the_general_paths():
     assert fastsplit.decode(b"{not json") is None
 
 
-def _staged(result) -> dict[str, bytes]:
-    # The manifest holds the split's duration; the counts are compared apart.
-    return {p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.name != "manifest.json"}
-
-
 @pytest.mark.parametrize("style", list(sample.ID_STYLES))
 def test_a_drop_of_every_quirk_stages_the_same_bytes_with_the_fast_path_off(
     tmp_path, monkeypatch, style
@@ -266,7 +262,7 @@ def test_a_drop_of_every_quirk_stages_the_same_bytes_with_the_fast_path_off(
     general_only = split.split_file(src, tmp_path / "general")
     assert fast.rejects == general_only.rejects >= 12
     assert fast.sessions == general_only.sessions >= 600 and fast.repeats >= 500
-    assert _staged(fast) == _staged(general_only)
+    assert staged_bytes(fast) == staged_bytes(general_only)
     assert (fast.rows, fast.unknown_keys, fast.missing_keys, fast.horizon, fast.repeats) == (
         general_only.rows,
         general_only.unknown_keys,

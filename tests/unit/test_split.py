@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 import orjson
 import pytest
+from staged import staged_bytes
 
 from session_stream import tables
 from session_stream.errors import BadInputError
@@ -363,11 +364,6 @@ def test_key_counts_add_up_over_sessions_of_the_same_and_other_shapes(tmp_path):
     assert result.missing_keys == {"session.guid": 1}
 
 
-def _staged_files(result: SplitResult) -> dict[str, bytes]:
-    # The manifest holds the split's duration; its counts are compared apart.
-    return {p.name: p.read_bytes() for p in result.out_dir.iterdir() if p.name != "manifest.json"}
-
-
 def test_lines_without_a_backslash_stage_what_the_checked_path_stages(tmp_path, monkeypatch):
     """A line without a backslash has no string to escape, so its strings are not looked at
     (split._CLEAN_BUILDERS): the staged files are the same byte for byte as when every string
@@ -388,7 +384,7 @@ def test_lines_without_a_backslash_stage_what_the_checked_path_stages(tmp_path, 
     monkeypatch.setattr(split, "_struct_builders", lambda tally: (struct_builders(tally)[0],) * 2)
     checked = split_file(src, tmp_path / "checked")
     assert fast.sessions == checked.sessions == 420
-    assert _staged_files(fast) == _staged_files(checked)
+    assert staged_bytes(fast) == staged_bytes(checked)
     assert (fast.rows, fast.unknown_keys, fast.missing_keys) == (
         checked.rows,
         checked.unknown_keys,
@@ -436,7 +432,7 @@ def test_lines_with_the_spec_keys_stage_what_the_audited_path_stages(tmp_path, m
     monkeypatch.setattr(split, "_decode_known", refuse)
     dicts = split_file(src, tmp_path / "dicts")
     assert both.sessions == dicts.sessions and both.rejects == dicts.rejects > 0
-    assert _staged_files(both) == _staged_files(dicts)
+    assert staged_bytes(both) == staged_bytes(dicts)
     assert (both.rows, both.unknown_keys, both.missing_keys, both.horizon) == (
         dicts.rows,
         dicts.unknown_keys,
