@@ -4,13 +4,11 @@ before, record each failure in the ledger, and end naming the files that failed.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from session_stream.errors import BadInputError, LoadError, SessionStreamError
 from session_stream.runs.run_files import (
     FilesFailedError,
     checked_prefix,
@@ -30,16 +28,15 @@ def _when(value: str | None) -> datetime | None:
 def split_and_load(
     batch: dict, staging, loader, *, force: bool = False, workers: int | None = None
 ) -> dict:
-    """Split and load a fetched batch in one task, as the CLI does (pipeline._split_ahead):
+    """Split and load a fetched batch in one task, as the CLI does (pipeline.split_and_load_each):
     worker processes split the next files while MySQL loads the current one, and nothing but
     the raw files goes through the staging area. Failures are recorded in the ledger, and
     FilesFailedError at the end names them (files the sweep retried are only logged);
     errors that are not about a file propagate, and a retry skips what the ledger shows loaded.
     """
-    from session_stream.runs.pipeline import _split_ahead
+    from session_stream.runs.pipeline import split_and_load_each
     from session_stream.runs.workers import DEFAULT_WORKERS, scratch_folder
-    from session_stream.split.layout import SplitResult
-    from session_stream.warehouse.load import FileOutcome, is_loaded
+    from session_stream.warehouse.load import is_loaded
 
     prefix = checked_prefix(batch["prefix"])
     items = {item["name"]: item for item in batch["files"]}
@@ -76,27 +73,12 @@ def split_and_load(
             local = staging.get_file(key, local_path(staging, key) or work / "raw" / name)
             paths.append(Path(local))
         jobs = DEFAULT_WORKERS if workers is None else workers
-        for path, split_or_error in _split_ahead(paths, work, jobs):
-            item = items[path.name]
-            size, window_start = item["size"], _when(item.get("window_start"))
-            if isinstance(split_or_error, SessionStreamError):
-                log.error("%s cannot be read: %s", path.name, split_or_error)
-                loader.record_failure(path.name, size, window_start, str(split_or_error))
-                outcome = FileOutcome(path.name, "failed", error=str(split_or_error))
-            else:
-                try:
-                    outcome = loader.load(
-                        SplitResult.read(split_or_error),
-                        size=size,
-                        window_start=window_start,
-                        force=force,
-                        version=item.get("version"),
-                    )
-                except (BadInputError, LoadError) as exc:
-                    loader.record_failure(path.name, size, window_start, str(exc))
-                    outcome = FileOutcome(path.name, "failed", error=str(exc))
-                finally:
-                    shutil.rmtree(split_or_error, ignore_errors=True)
+        info = lambda p: (  # noqa: E731
+            items[p.name]["size"],
+            _when(items[p.name].get("window_start")),
+            items[p.name].get("version"),
+        )
+        for path, outcome in split_and_load_each(paths, work, jobs, loader, info, force=force):
             if outcome.status == "failed":
                 failures[path.name] = outcome.error or "load failed"
             elif outcome.status == "skipped":

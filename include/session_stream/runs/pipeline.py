@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from session_stream import tables
@@ -28,6 +29,8 @@ from session_stream.runs.workers import (
     DEFAULT_WORKERS,
     can_start_workers,
     scratch_folder,
+    split_turns,
+    taking_turns,
     worker_pool,
 )
 from session_stream.split.keycounts import KeyCounts
@@ -40,6 +43,11 @@ log = logging.getLogger(__name__)
 STARTED = ".started"  # <split folder>.started: a worker began splitting that file; holds its pid
 FIRST_AT_ONCE = 1  # files split at the same time until a load waits for its split (_split_ahead)
 WAIT_GRACE = 0.05  # seconds a load may wait for its split before a second one starts
+# Files split ahead of the loads, at most (their splits wait on disk), and files loaded in one
+# transaction, at most (Loader.load_many): a session a window sends open is sent again, closed, in
+# the next files, and in one transaction with them it is written once.
+SPLIT_AHEAD = 6
+GROUP_FILES = 8
 
 
 @dataclass
@@ -110,9 +118,15 @@ class SplitWorkerDied(LoadError):
 
 
 def _split_job(src: str, out_dir: str) -> str:
-    # The marker says which files a worker held when the pool broke (see _split_ahead).
-    _marker(Path(out_dir)).write_text(str(os.getpid()))
-    split_file(Path(src), Path(out_dir))
+    with taking_turns():
+        # The marker says which files a worker held when the pool broke (see _split_groups):
+        # removed when the split ends, unless the worker died in it.
+        marker = _marker(Path(out_dir))
+        marker.write_text(str(os.getpid()))
+        try:
+            split_file(Path(src), Path(out_dir))
+        finally:
+            marker.unlink(missing_ok=True)
     return out_dir
 
 
@@ -153,23 +167,65 @@ def load_files(
                 on_file(p, outcome)
     with contextlib.ExitStack() as stack:
         work = Path(work_dir) if work_dir else stack.enter_context(scratch_folder())
-        for path, split_or_error in _split_ahead(todo, work, workers):
-            if isinstance(split_or_error, SessionStreamError):
-                message = str(split_or_error)
-                log.error("%s", message)
-                loader.record_failure(path.name, sizes[path], window_start(path.name), message)
-                outcome = FileOutcome(path.name, "failed", error=message)
-            else:
-                split = SplitResult.read(split_or_error)
-                outcome = loader.load(
-                    split, size=sizes[path], window_start=window_start(path.name), force=force
-                )
-                shutil.rmtree(split_or_error, ignore_errors=True)
+        info = lambda p: (sizes[p], window_start(p.name), None)  # noqa: E731
+        for path, outcome in split_and_load_each(todo, work, workers, loader, info, force=force):
             summary.add(outcome)
             if on_file:
                 on_file(path, outcome)
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
+
+
+def split_and_load_each(
+    paths: list[Path],
+    work: Path,
+    workers: int,
+    loader: Loader,
+    info: Callable[[Path], tuple[int, datetime | None, str | None]],
+    *,
+    force: bool = False,
+) -> Iterator[tuple[Path, FileOutcome]]:
+    """Split `paths` in worker processes (_split_groups) while the files split before load
+    (load_group): (path, its outcome) for each, in order. `info`: see load_group."""
+    for group in _split_groups(paths, work, workers, GROUP_FILES):
+        yield from load_group(loader, group, info, force=force)
+
+
+def load_group(
+    loader: Loader,
+    group: list[tuple[Path, Split]],
+    info: Callable[[Path], tuple[int, datetime | None, str | None]],
+    *,
+    force: bool = False,
+) -> list[tuple[Path, FileOutcome]]:
+    """Load a group of _split_groups, in order: a file whose split failed, or cannot be read
+    back, fails alone (recorded in the ledger); the others load together (Loader.load_many).
+    `info(path)`: the file's size, window start and drop version. Removes the splits. Returns
+    each file's outcome, in the group's order."""
+    outcomes: dict[int, FileOutcome] = {}
+    ready = []  # (position in the group, a file of load_many)
+    try:
+        for n, (path, split) in enumerate(group):
+            size, start, version = info(path)
+            if isinstance(split, SessionStreamError):
+                error = str(split)
+            else:
+                try:
+                    ready.append((n, (SplitResult.read(split), size, start, version)))
+                    continue
+                except (BadInputError, LoadError) as exc:
+                    error = str(exc)
+            log.error("%s cannot be loaded: %s", path.name, error)
+            loader.record_failure(path.name, size, start, error)
+            outcomes[n] = FileOutcome(path.name, "failed", error=error)
+        if ready:
+            loaded = loader.load_many([item for _, item in ready], force=force)
+            outcomes.update(zip((n for n, _ in ready), loaded, strict=True))
+    finally:
+        for _, split in group:
+            if isinstance(split, Path):
+                shutil.rmtree(split, ignore_errors=True)
+    return [(path, outcomes[n]) for n, (path, _) in enumerate(group)]
 
 
 def file_sha256(path: Path) -> str:
@@ -198,12 +254,25 @@ def _marker(out_dir: Path) -> Path:
 
 
 def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[Path, Split]]:
-    """Yield (path, split folder or the error) in order, splitting up to `workers + 1` files ahead.
+    """Yield (path, split folder or the error) in order: _split_groups one file at a time."""
+    for group in _split_groups(paths, work, workers, 1):
+        yield from group
+
+
+def _split_groups(
+    paths: list[Path], work: Path, workers: int, most: int
+) -> Iterator[list[tuple[Path, Split]]]:
+    """Yield [(path, split folder or the error)] in order, splitting up to SPLIT_AHEAD files
+    ahead: the next file, waited for, with the files after it whose splits are done already (up
+    to `most` in all; a failed split is never one of those), so that a slow load is followed by
+    one load of the files split meanwhile (Loader.load_many).
 
     One file is split at a time while that keeps ahead of the loads: on a machine that also runs
     MySQL (two cores, the bench's), a second split worker only takes CPU from the server, and
-    the day took 6% longer with it. The first time the loads wait for a split, the split is the
-    slower half, and up to `workers` files are split at once from then on.
+    the day took 6% longer with it. The files ahead are queued to the pool all the same, and its
+    workers take turns (workers.split_turns), so that the next file's split starts as soon as
+    the last one ends, not when a load ends. The first time the loads wait for a split, the
+    split is the slower half, and up to `workers` files are split at once from then on.
 
     A worker that dies breaks the whole pool: the executor fails every call not yet done and
     terminates the other workers (SIGTERM). The file whose worker died on its own (its exit
@@ -220,7 +289,7 @@ def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[
         workers = 0
     if workers <= 0 or len(paths) < 2:
         for i, p in enumerate(paths):
-            yield p, _split_here(i, p, work)
+            yield [(p, _split_here(i, p, work))]
         return
     todo = deque(enumerate(paths[1:], start=1))
     ahead: deque[list] = deque()  # [i, path, Future or Split], in order
@@ -237,18 +306,16 @@ def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[
             return None  # a worker died meanwhile: submitted again to the next pool
 
     def fill() -> None:
-        while todo and len(ahead) < workers + 1 and running() < at_once:
+        while todo and len(ahead) < max(workers + 1, SPLIT_AHEAD):
             i, p = todo.popleft()
             ahead.append([i, p, submit(i, p)])
 
-    def running() -> int:
-        return sum(isinstance(job, Future) and not job.done() for _, _, job in ahead)
-
     try:
-        pool = worker_pool(workers)
+        turns = split_turns(at_once)
+        pool = worker_pool(workers, turns)
         fill()
         # The first file is split here while the workers start up, so MySQL starts sooner.
-        yield paths[0], _split_here(0, paths[0], work)
+        yield [(paths[0], _split_here(0, paths[0], work))]
         while ahead:
             i, p, job = ahead[0]
             try:
@@ -258,29 +325,43 @@ def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[
                     if at_once < workers and i > 1 and not wait([job], WAIT_GRACE).done:
                         # The load waits (for a file after the first the pool split, which
                         # waited for the worker to start): the split is the slower half.
+                        for _ in range(workers - at_once):
+                            turns.release()
                         at_once = workers
                         log.debug("the load waits for its split: %d files split at once", workers)
-                        fill()
                     job = Path(job.result())
             except BadInputError as exc:
                 job = exc
             except BrokenProcessPool:
-                pool = _replace_broken_pool(pool, ahead, work, workers, resubmitted)
+                turns = split_turns(at_once)
+                pool = _replace_broken_pool(pool, ahead, work, workers, resubmitted, turns)
                 for entry in ahead:
                     if entry[2] is None:
                         entry[2] = submit(entry[0], entry[1])
                 continue
             ahead.popleft()
             _marker(_out_dir(work, i)).unlink(missing_ok=True)
+            group = [(p, job)]
+            while len(group) < most and ahead and _split_done(ahead[0][2]):
+                i, p, job = ahead.popleft()
+                _marker(_out_dir(work, i)).unlink(missing_ok=True)
+                group.append((p, Path(job.result()) if isinstance(job, Future) else job))
             fill()
-            yield p, job
+            yield group
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _split_done(job: Future | Split | None) -> bool:
+    """Whether a file's split is done and succeeded (a failure goes on its own)."""
+    if isinstance(job, Future):
+        return job.done() and not job.cancelled() and job.exception() is None
+    return isinstance(job, Path)
+
+
 def _replace_broken_pool(
-    pool, ahead: deque[list], work: Path, workers: int, resubmitted: dict[int, int]
+    pool, ahead: deque[list], work: Path, workers: int, resubmitted: dict[int, int], turns
 ):
     """After a worker died: fail the file whose worker died on its own, mark the others for
     resubmission (None), and return a new pool, or None to split the rest in this process."""
@@ -324,7 +405,7 @@ def _replace_broken_pool(
     if not held:
         log.warning("split workers could not start; splitting in this process instead")
         return None
-    return worker_pool(workers)
+    return worker_pool(workers, turns)
 
 
 def _death(exitcode: int | None) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 # Split worker processes a load may use by default: two, or one on a one-core machine. Splitting
 # is Python CPU and MySQL's LOAD DATA the other half of a load; the pipeline splits one file at a
-# time until a load waits for its split, then this many (pipeline._split_ahead).
+# time until a load waits for its split, then this many (pipeline._split_groups).
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 
 try:
@@ -49,15 +49,42 @@ def can_start_workers() -> bool:
     return not multiprocessing.current_process().daemon
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool whose workers end when this process ends, however it ends."""
-    # spawn, not fork: the parent holds a MySQL connection a forked child must not share.
+# spawn, not fork: the parent holds a MySQL connection a forked child must not share.
+_CONTEXT = multiprocessing.get_context("spawn")
+_turns = None  # in a worker: the turns its pool's workers take (worker_pool), if any
+
+
+def worker_pool(workers: int, turns=None) -> ProcessPoolExecutor:
+    """A process pool whose workers end when this process ends, however it ends. `turns`
+    (split_turns): how many of them may work at the same time (see taking_turns)."""
     return ProcessPoolExecutor(
         workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=end_with_parent,
-        initargs=(os.getpid(),),
+        mp_context=_CONTEXT,
+        initializer=_start_worker,
+        initargs=(os.getpid(), turns),
     )
+
+
+def split_turns(at_once: int):
+    """A semaphore for worker_pool: `at_once` workers hold a turn at the same time; release()
+    lets one more. Jobs may then be queued ahead of the workers without all of them running."""
+    return _CONTEXT.Semaphore(at_once)
+
+
+@contextlib.contextmanager
+def taking_turns() -> Iterator[None]:
+    """In a pool's worker: wait for a turn and hold it for the block (nothing elsewhere)."""
+    if _turns is None:
+        yield
+        return
+    with _turns:
+        yield
+
+
+def _start_worker(parent_pid: int, turns) -> None:
+    global _turns
+    _turns = turns
+    end_with_parent(parent_pid)
 
 
 def end_with_parent(parent_pid: int) -> None:

@@ -1,7 +1,10 @@
 """Load split files into MySQL: LOAD DATA LOCAL INFILE, newest-wins merge, ledger, rejects.
 
-One source file is one transaction: its rows, its rejects and its ledger row commit together
-or not at all, so a crash at any point leaves the database as it was before that file.
+A source file's rows, its rejects and its ledger row commit together or not at all, so a crash
+at any point leaves the database as it was before that file. New files that were split while the
+last load ran commit together, in one transaction (load_many): a session the next files send
+again is then written once, not written and replaced; if that transaction fails, each file loads
+on its own.
 
 Newest wins (CONTRACT): merge.py merges the file's rows into the final tables, under the lock
 and in the transaction this module holds.
@@ -38,14 +41,16 @@ from session_stream.warehouse.load_connection import (
     RETRY_SECONDS,
     LoadConnection,
     describe,
+    retryable,
 )
 from session_stream.warehouse.merge import (
     DuplicateSessions,
     FileOutcome,
+    beaten_within,
     merge,
     prepare_temp_tables,
 )
-from session_stream.warehouse.waits import minutes, named_lock
+from session_stream.warehouse.waits import LockWaitError, minutes, named_lock
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,9 @@ ER_LOCAL_INFILE = {1148, 2068, 3948}  # LOAD DATA LOCAL refused by client or ser
 # How long a load waits for the load lock (another load of the database holds it for seconds;
 # half an hour means that load is stuck); how long one file's retries may go on: RETRY_SECONDS.
 LOCK_TIMEOUT = 30 * 60
+# Files loaded in one transaction (Loader.load_many) hold this many sessions at most together:
+# their session_ids are held in a dict while the group's newer versions are sorted out.
+GROUP_SESSIONS = 200_000
 
 
 @dataclass(frozen=True)
@@ -196,10 +204,7 @@ class Loader(LoadConnection):
         the ledger so that the next listing knows it without reading the file."""
         started = time.perf_counter()
         name = split.source_name
-        # One token per load of a file, written with its ledger row: an attempt that finds it
-        # there knows that an earlier attempt of this very load committed (its answer lost).
-        token = (self.token_prefix + uuid.uuid4().hex)[:32]
-        job = _FileLoad(split, size, window_start, force, version, token)
+        job = _FileLoad(split, size, window_start, force, version, self._token())
         done: dict = {}
         try:
             outcome = self._with_retries(
@@ -211,28 +216,114 @@ class Loader(LoadConnection):
             raise
         except (LoadError, MySQLdb.Error, OSError) as exc:
             self._reset()
-            message = describe(exc)
-            if isinstance(exc, MySQLdb.Error) and exc.args and exc.args[0] in ER_LOCAL_INFILE:
-                raise ConfigError(
-                    f"LOAD DATA LOCAL INFILE was refused ({message}): enable local_infile"
-                ) from None
-            waited = getattr(self, "watch", None)
-            if (
-                isinstance(exc, MySQLdb.OperationalError)
-                and exc.args
-                and exc.args[0] == ER_LOCK_WAIT_TIMEOUT
-                and waited is not None
-                and waited.last
-            ):
-                message = (
-                    f"{message}: waited {minutes(time.monotonic() - waited.started)} for"
-                    f" {waited.last}; nothing was loaded, the next run retries it"
-                )
-            log.error("%s: load failed: %s", name, message)
-            self.record_failure(name, size, window_start, message)
-            outcome = FileOutcome(name, "failed", error=message)
+            outcome = self._failed(job, exc)
         outcome.seconds = round(time.perf_counter() - started, 3)
         return outcome
+
+    def _failed(self, job: _FileLoad, exc: BaseException) -> FileOutcome:
+        """A file that did not load: logged and recorded failed (the next run retries it). A
+        server that refuses LOAD DATA LOCAL is a ConfigError: no file can load."""
+        name = job.split.source_name
+        message = describe(exc)
+        if isinstance(exc, MySQLdb.Error) and exc.args and exc.args[0] in ER_LOCAL_INFILE:
+            raise ConfigError(
+                f"LOAD DATA LOCAL INFILE was refused ({message}): enable local_infile"
+            ) from None
+        waited = getattr(self, "watch", None)
+        if (
+            isinstance(exc, MySQLdb.OperationalError)
+            and exc.args
+            and exc.args[0] == ER_LOCK_WAIT_TIMEOUT
+            and waited is not None
+            and waited.last
+        ):
+            message = (
+                f"{message}: waited {minutes(time.monotonic() - waited.started)} for"
+                f" {waited.last}; nothing was loaded, the next run retries it"
+            )
+        log.error("%s: load failed: %s", name, message)
+        self.record_failure(name, job.size, job.window_start, message)
+        return FileOutcome(name, "failed", error=message)
+
+    def load_many(self, files: list[tuple], *, force: bool = False) -> list[FileOutcome]:
+        """Load consecutive files of a drop in order, as load() would one by one: each file is
+        (split, size, window_start, version). Files new to the ledger load in one transaction,
+        so that a session sent again by a later file of them (a window's open sessions are sent
+        again, closed, in the next files) is written once, in its newest version, instead of
+        written and then deleted; each file keeps its own ledger row, counts and rejects. When
+        that transaction fails for any reason, or a file is in the ledger already (loaded,
+        failed or ignored before), each file loads on its own, so a bad file fails alone."""
+        if (
+            len(files) > 1
+            and not force
+            and len({f[0].source_name for f in files}) == len(files)
+            and sum(f[0].sessions for f in files) <= GROUP_SESSIONS
+        ):
+            jobs = [
+                _FileLoad(split, size, window_start, False, version, self._token())
+                for split, size, window_start, version in files
+            ]
+            what = f"{jobs[0].split.source_name} and {len(jobs) - 1} more file(s)"
+            done: dict = {}
+            try:
+                outcomes = self._with_retries(
+                    lambda conn: self._load_group_locked(conn, jobs, done), what, watched=False
+                )
+            except ConfigError:
+                raise
+            except (LoadError, MySQLdb.Error, OSError) as exc:
+                self._reset()
+                if isinstance(exc, LockWaitError) or retryable(exc):
+                    # Not the files' doing (the lock or the server stayed away past every
+                    # retry): each would wait as long again on its own.
+                    return [self._failed(job, exc) for job in jobs]
+                log.info(
+                    "%s: not loaded together (%s); loading each on its own", what, describe(exc)
+                )
+                outcomes = None
+            if outcomes is not None:
+                return outcomes
+        return [
+            self.load(split, size=size, window_start=window_start, force=force, version=version)
+            for split, size, window_start, version in files
+        ]
+
+    def _token(self) -> str:
+        # One token per load of a file, written with its ledger row: an attempt that finds it
+        # there knows that an earlier attempt of this very load committed (its answer lost).
+        return (self.token_prefix + uuid.uuid4().hex)[:32]
+
+    def _load_group_locked(
+        self, conn, jobs: list[_FileLoad], done: dict
+    ) -> list[FileOutcome] | None:
+        """Load_many's transaction: None when a file of the group is in the ledger already."""
+        names = [job.split.source_name for job in jobs]
+        with named_lock(conn, self.lock_name, self.lock_timeout, names[0]), self.watch:
+            cur = conn.cursor()
+            try:
+                previous = ledger.read(conn, names)
+                if any(row.get("load_token") == jobs[0].token for row in previous.values()):
+                    return done["outcomes"]  # committed in an earlier attempt (answer lost)
+                if previous:
+                    return None  # a reload, a retry, a skip: load() judges each on its own
+                beaten = beaten_within([job.split for job in jobs])
+                conn.begin()
+                try:
+                    outcomes = []
+                    for job, lost in zip(jobs, beaten, strict=True):
+                        started = time.perf_counter()
+                        prepare_temp_tables(cur, job.split.sessions, self.limits)
+                        outcome = merge(cur, job.split, self.limits, started, beaten=lost)
+                        self._write_ledger(cur, job, outcome, None)
+                        outcomes.append(outcome)
+                    done["outcomes"] = outcomes
+                    conn.commit()
+                    return outcomes
+                except BaseException:
+                    conn.rollback()
+                    raise
+            finally:
+                cur.close()
 
     def _load_locked(self, conn, job: _FileLoad, done: dict) -> FileOutcome:
         split, size, force, version = job.split, job.size, job.force, job.version

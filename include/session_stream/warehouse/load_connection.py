@@ -36,7 +36,7 @@ RETRYABLE = {ER_LOCK_WAIT_TIMEOUT, 1213} | LOST_CONNECTION  # + deadlock
 RETRY_SECONDS = 5 * 60
 
 
-def _retryable(exc: BaseException) -> bool:
+def retryable(exc: BaseException) -> bool:
     return isinstance(exc, MySQLdb.OperationalError) and exc.args and exc.args[0] in RETRYABLE
 
 
@@ -137,7 +137,7 @@ class LoadConnection:
         kills right after it was reopened is one more retry, not a failed file. While an
         attempt runs, a Watch logs every minute what it waits for."""
         for attempt in Retrying(
-            retry=retry_if_exception(_retryable),
+            retry=retry_if_exception(retryable),
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_seconds),
             wait=wait_exponential(multiplier=0.5, max=30),
             before_sleep=lambda rs: (
