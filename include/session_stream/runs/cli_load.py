@@ -112,7 +112,7 @@ def print_summary(summary, stored: int | None = None) -> None:
     out.print(
         f"session versions read: {versions:,} | sessions written: {written:,}"
         f" ({summary.replaced:,} replaced an older version, {summary.superseded:,} older than"
-        f" the stored one, not written)"
+        f" a stored or later version, not written)"
         + (f" | sessions now stored: {stored:,}" if stored is not None else "")
         + f" | rows: {summary.total_rows:,} | {summary.seconds:.1f}s |"
         f" {summary.sessions_per_second:,.0f} sessions/s",
