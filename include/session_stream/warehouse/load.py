@@ -47,6 +47,7 @@ from session_stream.warehouse.merge import (
     DuplicateSessions,
     FileOutcome,
     beaten_within,
+    clear_temp_tables,
     merge,
     prepare_temp_tables,
 )
@@ -307,12 +308,16 @@ class Loader(LoadConnection):
                 if previous:
                     return None  # a reload, a retry, a skip: load() judges each on its own
                 beaten = beaten_within([job.split for job in jobs])
+                # Made before the transaction, as for one file (MySQL with GTIDs refuses CREATE
+                # TEMPORARY TABLE inside one under statement logging), and emptied per file.
+                prepare_temp_tables(cur, max(job.split.sessions for job in jobs), self.limits)
                 conn.begin()
                 try:
                     outcomes = []
                     for job, lost in zip(jobs, beaten, strict=True):
                         started = time.perf_counter()
-                        prepare_temp_tables(cur, job.split.sessions, self.limits)
+                        if outcomes:
+                            clear_temp_tables(cur)
                         outcome = merge(cur, job.split, self.limits, started, beaten=lost)
                         self._write_ledger(cur, job, outcome, None)
                         outcomes.append(outcome)

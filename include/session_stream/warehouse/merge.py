@@ -111,6 +111,11 @@ def prepare_temp_tables(cur, sessions: int, limits: ServerLimits) -> None:
     )
 
 
+def clear_temp_tables(cur) -> None:
+    """Empty the tables prepare_temp_tables made, for the next file of the same transaction."""
+    cur.execute(f"DELETE FROM {quote(INCOMING)}")
+
+
 def merge(
     cur,
     split: SplitResult,
