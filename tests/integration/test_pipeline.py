@@ -198,7 +198,7 @@ def test_a_killed_split_worker_fails_its_file_and_the_run_goes_on(url, tmp_path)
 def _most_splits_at_once(paths, work: Path, load_seconds: float) -> int:
     """Run the pipeline's split with loads of `load_seconds` a file; the most split workers
     seen splitting at the same time (their .started markers)."""
-    from session_stream.runs.pipeline import _split_ahead
+    from session_stream.runs.pipeline import _split_groups
 
     seen, done = [0], threading.Event()
 
@@ -217,7 +217,7 @@ def _most_splits_at_once(paths, work: Path, load_seconds: float) -> int:
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        for _, split in _split_ahead(paths, work, workers=2):
+        for ((_, split),) in _split_groups(paths, work, workers=2, most=1):
             assert isinstance(split, Path)
             time.sleep(load_seconds)
     finally:

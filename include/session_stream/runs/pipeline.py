@@ -41,7 +41,7 @@ from session_stream.warehouse.load import FileOutcome, Loader
 log = logging.getLogger(__name__)
 
 STARTED = ".started"  # <split folder>.started: a worker began splitting that file; holds its pid
-FIRST_AT_ONCE = 1  # files split at the same time until a load waits for its split (_split_ahead)
+FIRST_AT_ONCE = 1  # files split at the same time until a load waits for its split (_split_groups)
 WAIT_GRACE = 0.05  # seconds a load may wait for its split before a second one starts
 # Files split ahead of the loads, at most (their splits wait on disk), and files loaded in one
 # transaction, at most (Loader.load_many): a session a window sends open is sent again, closed, in
@@ -251,12 +251,6 @@ def _out_dir(work: Path, i: int) -> Path:
 
 def _marker(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + STARTED)
-
-
-def _split_ahead(paths: list[Path], work: Path, workers: int) -> Iterator[tuple[Path, Split]]:
-    """Yield (path, split folder or the error) in order: _split_groups one file at a time."""
-    for group in _split_groups(paths, work, workers, 1):
-        yield from group
 
 
 def _split_groups(

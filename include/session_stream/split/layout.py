@@ -326,9 +326,10 @@ FILTER_CHUNK = 8 << 20  # bytes of a staged file filtered at a time (without_ses
 
 def without_sessions(path: Path, indexes: set[str]) -> tuple[Path, int]:
     """A copy of a staged table file without the rows of the sessions at `indexes` (their index
-    in the file, as text: the first field of every row), and its row count. A row starts with its session's index and a tab (tabs and line ends in values are
-    escaped); the file is read FILTER_CHUNK bytes of whole rows at a time, as bytes, not
-    decoded (a day's files with a tenth of their sessions dropped: ~0.2 s, not ~0.6 s)."""
+    in the file, as text: the first field of every row), and its row count. A row starts with
+    its session's index and a tab (tabs and line ends in values are escaped); the file is read
+    FILTER_CHUNK bytes of whole rows at a time, as bytes, not decoded (a day's files with a
+    tenth of their sessions dropped: ~0.2 s, not ~0.6 s)."""
     out = path.with_suffix(".filtered.tsv")
     drop = {index.encode("ascii") for index in indexes}
     kept = 0
