@@ -43,3 +43,25 @@ def reset(url: str) -> None:
     for name in [t.storage for t in tables.TABLES] + own:
         cur.execute(f"DELETE FROM `{name}`")
     conn.close()
+
+
+def losing_the_first_commit_answer(url: str, lost: list):
+    """A connect() for a Loader whose first commit reaches the server but whose answer is lost:
+    the connection drops right after it, as a network cut would (the thread id goes to `lost`)."""
+    import MySQLdb
+
+    def connect():
+        conn = db.connect(url)
+        commit = conn.commit
+
+        def commit_then_lose_the_answer():
+            commit()
+            if not lost:
+                lost.append(conn.thread_id())
+                conn.close()
+                raise MySQLdb.OperationalError(2013, "Lost connection to server during query")
+
+        conn.commit = commit_then_lose_the_answer
+        return conn
+
+    return connect

@@ -4,15 +4,14 @@ file fails alone, and the pipeline forms groups of the files split while a load 
 
 from __future__ import annotations
 
-import gzip
 import random
 import time
 from datetime import date
 from pathlib import Path
 
-import orjson
 import pytest
-from warehouse import dump, query, reset
+from drop_files import name, write_gz
+from warehouse import dump, losing_the_first_commit_answer, query, reset
 
 from session_stream import tables
 from session_stream.drop import sample
@@ -31,18 +30,6 @@ DAY = date(2026, 11, 1)
 def empty(url):
     reset(url)
     return url
-
-
-def write_gz(path: Path, sessions: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb") as f:
-        for s in sessions:
-            f.write(orjson.dumps(s) + b"\n")
-    return path
-
-
-def name(minute: int, number: int = 1) -> str:
-    return f"20261101T00{minute:02d}00.000Z_PT15M-{number}.json.gz"
 
 
 def splits(paths: list[Path], work: Path) -> list[tuple]:
@@ -242,7 +229,6 @@ def test_a_group_with_a_file_the_ledger_knows_loads_each_on_its_own(url, empty, 
 def test_a_group_whose_commit_answer_was_lost_counts_as_loaded(url, empty, tmp_path):
     """The server commits the group, the connection drops before the client hears it: the retry
     finds the group's ledger rows (its tokens) and returns the loads, not skips."""
-    import MySQLdb
 
     paths = [
         write_gz(
@@ -252,19 +238,7 @@ def test_a_group_whose_commit_answer_was_lost_counts_as_loaded(url, empty, tmp_p
     ]
     lost = []
 
-    def connect():
-        conn = db.connect(url)
-        commit = conn.commit
-
-        def commit_then_lose_the_answer():
-            commit()
-            if not lost:
-                lost.append(conn.thread_id())
-                conn.close()
-                raise MySQLdb.OperationalError(2013, "Lost connection to server during query")
-
-        conn.commit = commit_then_lose_the_answer
-        return conn
+    connect = losing_the_first_commit_answer(url, lost)
 
     outcomes = together(url, paths, tmp_path / "w", connect=connect)
     assert lost

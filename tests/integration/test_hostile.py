@@ -16,7 +16,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from warehouse import query
+from drop_files import write_gz
+from warehouse import losing_the_first_commit_answer, query
 
 from session_stream import tables
 from session_stream.errors import ConfigError
@@ -35,15 +36,6 @@ def name(minute: int, number: int = 1) -> str:
 
 def session(sid: str, end: int = 1793500000000, **more) -> dict:
     return {"session_id": sid, "end_time": end, **more}
-
-
-def write_gz(path: Path, lines: list) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb") as f:
-        for line in lines:
-            f.write(line if isinstance(line, bytes) else orjson.dumps(line))
-            f.write(b"\n")
-    return path
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -544,27 +536,13 @@ def test_a_connection_killed_right_after_it_was_reopened_is_retried(empty, tmp_p
 def test_a_commit_whose_answer_was_lost_counts_as_loaded_by_this_run(empty, tmp_path):
     """The server commits, the connection drops before the client hears it; the retry finds the
     file loaded. It is this run's load (the ledger row carries its token), not a skip."""
-    import MySQLdb
-
     from session_stream.runs.pipeline import load_files
     from session_stream.warehouse.load import Loader
 
     path = write_gz(tmp_path / DAY / name(0), good(5))
     lost = []
 
-    def connect():
-        conn = db.connect(empty)
-        commit = conn.commit
-
-        def commit_then_lose_the_answer():
-            commit()
-            if not lost:
-                lost.append(conn.thread_id())
-                conn.close()
-                raise MySQLdb.OperationalError(2013, "Lost connection to server during query")
-
-        conn.commit = commit_then_lose_the_answer
-        return conn
+    connect = losing_the_first_commit_answer(empty, lost)
 
     loader = Loader(connect)
     try:

@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import orjson
 import pytest
+from drop_files import name, write_gz
 from warehouse import dump, query, reset
 
 from session_stream import tables
@@ -52,18 +52,6 @@ def load(url, paths, **kw):
         return load_files(list(paths), loader, **kw)
     finally:
         loader.close()
-
-
-def write_gz(path: Path, sessions: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb") as f:
-        for s in sessions:
-            f.write(orjson.dumps(s) + b"\n")
-    return path
-
-
-def name(minute: int, number: int = 1) -> str:
-    return f"20261101T00{minute:02d}00.000Z_PT15M-{number}.json.gz"
 
 
 def test_drop_matches_the_row_by_row_baseline(url, empty, tmp_path, fresh_db_url):

@@ -3,7 +3,6 @@ sample loader byte for byte, Tableau's joins on session_id by index, and no key 
 
 from __future__ import annotations
 
-import gzip
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from drop_files import write_gz
 from warehouse import query
 
 from session_stream import tables
@@ -103,14 +103,6 @@ def test_session_sessions_has_exactly_the_sample_columns_with_their_types_and_wi
         for name in ("session_id", "offer_id", "purchase_id", "product_id", "sku"):
             if name in columns(url, child.name):
                 assert columns(url, child.name)[name][1] >= 255, (child.name, name)
-
-
-def write_gz(path: Path, sessions: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb") as f:
-        for s in sessions:
-            f.write(orjson.dumps(s) + b"\n")
-    return path
 
 
 TRICKY = 'a "quoted", comma\\back\ttab\r\nNULL \\N 🛒'
