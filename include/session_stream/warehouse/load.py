@@ -60,7 +60,7 @@ ER_LOCAL_INFILE = {1148, 2068, 3948}  # LOAD DATA LOCAL refused by client or ser
 # half an hour means that load is stuck); how long one file's retries may go on: RETRY_SECONDS.
 LOCK_TIMEOUT = 30 * 60
 # Files loaded in one transaction (Loader.load_many) hold this many sessions at most together:
-# their session_ids are held in a dict while the group's newer versions are sorted out.
+# beaten_within keeps a hash of each of their session_ids (~100 bytes a session).
 GROUP_SESSIONS = 200_000
 
 

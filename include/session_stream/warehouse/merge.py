@@ -12,6 +12,7 @@ The caller (load.py) holds the load lock and owns the transaction, the retries a
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,17 +209,28 @@ def beaten_within(splits: list[SplitResult]) -> list[frozenset[str]]:
     """For files merged in this order in one transaction: the sessions of each (their index in
     the file, as text) that a later file of them holds a newer version of, by the newest-wins
     rule. Merging the files without those ends as merging all of them one by one would, without
-    writing a version that the next file replaces. The files' names must differ."""
+    writing a version that the next file replaces. The files' names must differ.
+
+    Memory does not grow with the ids' length: a first pass keeps a hash of each session_id
+    (which file had it first), and only the sessions whose hash two files share are held whole
+    and judged in a second pass, by their whole id (equal hashes of other ids only cost a look).
+    Held whole in one pass, 100,000 ids of 36 characters took 44 MB, of 255 characters 69 MB."""
+    first_file: dict[int, int] = {}  # hash of a session_id -> the first file that has it
+    shared: set[int] = set()  # hashes two files of them have
+    for pos, split in enumerate(splits):
+        for _, sid, _ in _staged_keys(split):
+            if first_file.setdefault(hash(sid), pos) != pos:
+                shared.add(hash(sid))
+    del first_file
     beaten: list[set[str]] = [set() for _ in splits]
     best: dict[bytes, tuple[int, bytes, bytes]] = {}  # session_id -> (file, index, end_time)
     for pos, split in enumerate(splits):
         name = split.source_name
-        rows = split.keys_path.read_bytes().split(b"\n")
-        del rows[-1]  # after the last line end
-        for row in rows:
-            idx, sid, end, _ = row.split(b"\t", 3)  # as staged: bytes compare as the ids do
+        for idx, sid, end in _staged_keys(split):
+            if hash(sid) not in shared:
+                continue
             held = best.get(sid)
-            if held is not None:  # a session in two files of them: rare, judged here
+            if held is not None:
                 held_pos, held_idx, held_end = held
                 if not incoming_wins(_ms(end), name, _ms(held_end), splits[held_pos].source_name):
                     beaten[pos].add(idx.decode())
@@ -226,6 +238,15 @@ def beaten_within(splits: list[SplitResult]) -> list[frozenset[str]]:
                 beaten[held_pos].add(held_idx.decode())
             best[sid] = (pos, idx, end)
     return [frozenset(b) for b in beaten]
+
+
+def _staged_keys(split: SplitResult) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(index, session_id, end_time) of each row of a split's keys file, as staged: bytes
+    compare as the ids do."""
+    with split.keys_path.open("rb") as rows:
+        for row in rows:
+            idx, sid, end, _ = row.split(b"\t", 3)
+            yield idx, sid, end
 
 
 def _ms(staged: bytes) -> int | None:
